@@ -1,0 +1,83 @@
+"""BLIP image-text matching (``BlipForImageTextRetrieval``) as a :class:`Backbone`.
+
+Facts this adapter relies on (transformers 5.x): BLIP attention is always eager; the
+cross-attention probabilities are ``output[1]`` of ``text_encoder.encoder.layer[L].crossattention.self``
+and never reach the top-level output; the vision tower interpolates its position embeddings when
+asked, so any multiple of the patch size works (768 px -> 48x48 patches for BLIP-large).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..errors import ModelLoadError
+from .base import Backbone, TextBatch
+
+ENC_TOKEN = "[ENC]"
+
+
+class BlipBackbone(Backbone):
+    """BLIP-ITM. As in the LAVIS reference, the ITM pass replaces the leading [CLS] with the [ENC]
+    token when the tokenizer has one (the released BLIP tokenizers do)."""
+
+    model_type = "blip"
+
+    def __init__(self, model: torch.nn.Module, processor, source: str, use_enc_token: bool = True) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = processor.tokenizer
+        self.source = source
+        vcfg, tcfg = model.config.vision_config, model.config.text_config
+        self.native_image_size = int(vcfg.image_size)
+        self.patch_size = int(vcfg.patch_size)
+        layers = model.text_encoder.encoder.layer
+        if not all(hasattr(layer, "crossattention") for layer in layers):
+            raise ModelLoadError(
+                f"model {source!r} has no text-to-image cross-attention (text_config.is_decoder is False); "
+                "it cannot be used for PnP-OVSS"
+            )
+        self.num_layers = len(layers)
+        self.num_heads = int(tcfg.num_attention_heads)
+        self.max_text_tokens = int(tcfg.max_position_embeddings)
+        ip = processor.image_processor
+        self.image_mean = tuple(float(v) for v in ip.image_mean)
+        self.image_std = tuple(float(v) for v in ip.image_std)
+        vocab = self.tokenizer.get_vocab()
+        self.enc_token_id = vocab.get(ENC_TOKEN) if use_enc_token else None
+
+    @classmethod
+    def from_pretrained(cls, source: str, device: str | torch.device = "cpu", **kwargs) -> "BlipBackbone":
+        """Load from a hub id or a ``save_pretrained`` directory (weights and processor)."""
+        from transformers import BlipForImageTextRetrieval, BlipProcessor
+
+        model = BlipForImageTextRetrieval.from_pretrained(source)
+        processor = BlipProcessor.from_pretrained(source)
+        return cls(model.to(device), processor, source, **kwargs)
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.model.vision_model(
+                pixel_values=pixel_values,
+                interpolate_pos_encoding=pixel_values.shape[-1] != self.native_image_size,
+            )
+        return out.last_hidden_state
+
+    def _finalize_ids(self, ids: list[int]) -> list[int]:
+        if self.enc_token_id is not None:
+            ids = [self.enc_token_id, *ids[1:]]
+        return ids
+
+    def cross_attention_modules(self, layers: Sequence[int]) -> dict[int, torch.nn.Module]:
+        return {layer: self.model.text_encoder.encoder.layer[layer - 1].crossattention.self for layer in layers}
+
+    def _itm_logit(self, image_embeds: torch.Tensor, text: TextBatch, key_mask: torch.Tensor | None) -> torch.Tensor:
+        if key_mask is None:
+            key_mask = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image_embeds.device)
+        out = self.model.text_encoder(
+            input_ids=text.input_ids,
+            attention_mask=text.attention_mask,
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=key_mask,
+        )
+        return self.model.itm_head(out.last_hidden_state[:, 0, :])[:, 1]

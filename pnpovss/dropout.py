@@ -1,0 +1,85 @@
+"""Salience DropOut (PnP-OVSS step 3): iteratively hide the patches the model already attends to
+most, so later passes reveal the rest of each object.
+
+Pass t computes class maps with the current image; after every pass but the last, the k most
+salient patches not yet dropped (saliency summed over the caption's classes) are dropped. Dropped
+patches are zero in all later maps. In the paper's mode (``reencode``) dropped patches are painted
+with the mean colour (0 in the normalised tensor) and the image is encoded again; ``attention`` mode
+instead hides their keys from the cross-attention, which needs only one vision pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .backbones.base import Backbone, TextBatch
+from .config import PipelineConfig
+from .gradcam import pool_classes, token_maps
+
+
+def select_patches(saliency: torch.Tensor, dropped: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Newly dropped patches: per row the ``k`` (or, for ``k=None``, half the remaining) most salient
+    patches among those not yet dropped. Ties go to the lower patch index (stable sort)."""
+    remaining = (~dropped).sum(dim=1)
+    count = remaining // 2 if k is None else remaining.clamp(max=k)
+    score = saliency.masked_fill(dropped, float("-inf"))
+    order = torch.argsort(score, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return rank < count[:, None]
+
+
+def mask_patches(pixel_values: torch.Tensor, dropped: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Set the pixels of dropped patches to 0 (= the mean colour after normalisation)."""
+    b, _, h, w = pixel_values.shape
+    gh, gw = grid
+    keep = (~dropped).view(b, 1, gh, gw).to(pixel_values.dtype)
+    keep = keep.repeat_interleave(h // gh, dim=2).repeat_interleave(w // gw, dim=3)
+    return pixel_values * keep
+
+
+@dataclass
+class DropoutMaps:
+    class_maps: list[torch.Tensor]
+    """Per image, the combined (C, gh, gw) class maps."""
+    dropped: list[torch.Tensor]
+    """Cumulative (B, P) dropped-patch masks after each pass (len = passes - 1)."""
+
+
+def salience_dropout(
+    backbone: Backbone,
+    pixel_values: torch.Tensor,
+    image_embeds: torch.Tensor,
+    text: TextBatch,
+    config: PipelineConfig,
+) -> DropoutMaps:
+    """Run the ``config.drop_iters`` passes and combine their class maps."""
+    grid = backbone.grid(pixel_values.shape[-1])
+    b, p = pixel_values.shape[0], grid[0] * grid[1]
+    heads = config.heads_tuple()
+    backbone.check_layers([config.layer])
+    backbone.check_heads(heads)
+    dropped = torch.zeros(b, p, dtype=torch.bool, device=pixel_values.device)
+    totals: list[torch.Tensor] | None = None
+    history = []
+    embeds, key_mask = image_embeds, None
+    for t in range(config.drop_iters):
+        if t:
+            if config.drop_mode == "reencode":
+                embeds = backbone.encode_image(mask_patches(pixel_values, dropped, grid))
+            else:
+                cls_key = torch.ones(b, 1, dtype=torch.long, device=dropped.device)
+                key_mask = torch.cat([cls_key, (~dropped).long()], dim=1)
+        maps = token_maps(backbone, embeds, text, config.layer, heads, config.saliency, key_mask)
+        maps = maps * (~dropped)[:, None, :].to(maps.dtype)
+        per_class = pool_classes(maps, text.class_tokens)
+        weight = 2.0 if t == 0 and config.count_first_twice else 1.0
+        totals = [weight * m for m in per_class] if totals is None else [a + m for a, m in zip(totals, per_class)]
+        if t < config.drop_iters - 1:
+            saliency = torch.stack([m.sum(dim=0) for m in per_class])
+            dropped = dropped | select_patches(saliency, dropped, None if config.halving else config.drop_k)
+            history.append(dropped.clone())
+    assert totals is not None
+    return DropoutMaps([m.view(-1, *grid) for m in totals], history)

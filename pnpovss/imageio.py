@@ -1,0 +1,173 @@
+"""Reading any image a user may hand us as RGB uint8, and writing results atomically.
+
+Conversions: EXIF orientation is applied; palette/RGBA/LA images are composited on white (what a
+viewer shows); greyscale and 1-bit are replicated to RGB; 16-bit and 32-bit integer images are
+scaled by their bit depth, float images from [0, 1]; CMYK goes through PIL's conversion.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from .errors import ImageLoadError
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """A PIL image of any mode -> (H, W, 3) uint8, EXIF orientation applied."""
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode == "RGB":
+        return np.asarray(img, dtype=np.uint8).copy()
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        return np.asarray(_flatten_alpha(img) if has_alpha else img.convert("RGB"), dtype=np.uint8).copy()
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        return np.asarray(_flatten_alpha(img), dtype=np.uint8).copy()
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if arr.max() > 65535:
+            top = 2.0**32 - 1
+        return array_to_rgb((np.clip(arr, 0, top) / top * 255.0 + 0.5).astype(np.uint8))
+    if mode == "F":
+        return array_to_rgb(np.asarray(img, dtype=np.float32))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1|3|4) arrays of uint8/uint16/float -> (H, W, 3) uint8."""
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or min(arr.shape[:2]) < 1:
+        raise ImageLoadError(f"image array has shape {arr.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = (arr.astype(np.float64) / 65535.0 * 255.0 + 0.5).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageLoadError("image array holds NaN or infinite values")
+        out = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+        out = np.clip(arr, 0, 255).astype(np.uint8) if arr.dtype != np.bool_ else arr.astype(np.uint8) * 255
+    else:
+        raise ImageLoadError(f"image array has unsupported dtype {arr.dtype}")
+    if out.shape[2] == 4:
+        alpha = out[..., 3:4].astype(np.float32) / 255.0
+        out = (out[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(out[..., :3])
+
+
+def load_image(source: ImageInput) -> np.ndarray:
+    """Path, PIL image or array -> (H, W, 3) uint8. Raises :class:`ImageLoadError` with one line."""
+    if isinstance(source, np.ndarray):
+        return array_to_rgb(source)
+    if isinstance(source, Image.Image):
+        return pil_to_rgb(source)
+    path = Path(source)
+    if not path.exists():
+        raise ImageLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageLoadError(f"{path}: is a directory, not an image")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_rgb(img)
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(f"{path}: unreadable or truncated image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+# ----------------------------------------------------------------------------------- palette
+def palette(n: int) -> np.ndarray:
+    """n distinct RGB colours; index 0 is black (background), then the usual bit-interleaved map."""
+    cols = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        cols[i] = (r, g, b)
+    return cols
+
+
+def label_png(labels: np.ndarray) -> Image.Image:
+    """Palette PNG whose pixel index is the label."""
+    img = Image.fromarray(labels.astype(np.uint8), mode="P")
+    img.putpalette(palette(256).reshape(-1).tolist())
+    return img
+
+
+def overlay_image(image: np.ndarray, labels: np.ndarray, names: list[str], alpha: float = 0.5,
+                  skip_first: bool = False) -> Image.Image:
+    """Blend label colours over the image and add a legend strip naming each colour."""
+    cols = palette(max(len(names), 1))
+    colour = cols[labels]
+    blend = image.astype(np.float32) * (1 - alpha) + colour.astype(np.float32) * alpha
+    if skip_first:  # leave background pixels as they are
+        blend[labels == 0] = image[labels == 0]
+    base = Image.fromarray(blend.clip(0, 255).astype(np.uint8))
+    font = ImageFont.load_default()
+    row = 14
+    legend = Image.new("RGB", (base.width, row * len(names) + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(legend)
+    for i, name in enumerate(names):
+        y = 2 + i * row
+        draw.rectangle([4, y + 1, 14, y + row - 3], fill=tuple(int(v) for v in cols[i]), outline=(0, 0, 0))
+        draw.text((20, y), name, fill=(0, 0, 0), font=font)
+    out = Image.new("RGB", (base.width, base.height + legend.height), (255, 255, 255))
+    out.paste(base, (0, 0))
+    out.paste(legend, (0, base.height))
+    return out
+
+
+# ----------------------------------------------------------------------------------- atomic writes
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, then rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_image(path: Path, img: Image.Image) -> None:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

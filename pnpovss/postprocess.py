@@ -1,0 +1,95 @@
+"""From patch-grid class maps to a label map (PnP-OVSS steps 4-7).
+
+normalise + threshold on the grid -> bilinear upsampling -> background channel -> Gaussian blur
+(sigma a fraction of the image size) + min-max -> dense CRF (or argmax).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+from .config import PipelineConfig
+
+
+def minmax(maps: np.ndarray, constant: str = "zero") -> np.ndarray:
+    """Min-max normalise each channel of (C, ...) to [0, 1]. A constant channel carries no
+    ranking: it becomes 0 (``constant="zero"``) or keeps its value clipped to [0, 1] (``"keep"``)."""
+    out = np.empty_like(maps, dtype=np.float32)
+    for c, m in enumerate(maps):
+        lo, hi = float(m.min()), float(m.max())
+        if hi - lo > 1e-12:
+            out[c] = (m - lo) / (hi - lo)
+        else:
+            out[c] = 0.0 if constant == "zero" else np.clip(m, 0.0, 1.0)
+    return out
+
+
+def threshold_maps(grid_maps: np.ndarray, threshold: float) -> np.ndarray:
+    """Step 4a: per class min-max normalise, keep values >= threshold, zero the rest."""
+    norm = minmax(grid_maps)
+    return np.where(norm >= threshold, norm, 0.0).astype(np.float32)
+
+
+def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear (C, gh, gw) -> (C, H, W)."""
+    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].numpy()
+
+
+def background_channel(class_maps: np.ndarray, rule: str = "zero") -> np.ndarray:
+    """Step 5: ``zero`` -> 1 where every class map is 0; ``one_minus_sum`` -> clamp(1 - sum)."""
+    if rule == "zero":
+        return np.all(class_maps <= 0, axis=0).astype(np.float32)
+    return np.clip(1.0 - class_maps.sum(axis=0), 0.0, 1.0).astype(np.float32)
+
+
+def blur(maps: np.ndarray, sigma_fraction: float) -> np.ndarray:
+    """Step 6: Gaussian blur of each channel with sigma = fraction * max(H, W), then min-max."""
+    sigma = sigma_fraction * max(maps.shape[-2:])
+    blurred = np.stack([gaussian_filter(m, sigma=sigma, mode="nearest") for m in maps])
+    return minmax(blurred, constant="keep")
+
+
+def softmax(maps: np.ndarray) -> np.ndarray:
+    e = np.exp(maps - maps.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def dense_crf(maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> np.ndarray:
+    """Step 7: softmax over channels as the unary, Gaussian + bilateral pairwise terms; argmax of Q."""
+    import pydensecrf.densecrf as dcrf
+
+    n, h, w = maps.shape
+    if n == 1:
+        return np.zeros((h, w), dtype=np.int64)
+    probs = softmax(maps.astype(np.float64)).reshape(n, -1)
+    unary = np.ascontiguousarray(-np.log(np.clip(probs, 1e-8, 1.0)).astype(np.float32))
+    crf = dcrf.DenseCRF2D(w, h, n)
+    crf.setUnaryEnergy(unary)
+    crf.addPairwiseGaussian(sxy=config.crf_gaussian_sxy, compat=config.crf_gaussian_compat)
+    crf.addPairwiseBilateral(
+        sxy=config.crf_bilateral_sxy,
+        srgb=config.crf_bilateral_srgb,
+        rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+        compat=config.crf_bilateral_compat,
+    )
+    q = np.asarray(crf.inference(config.crf_iters))
+    return q.argmax(axis=0).reshape(h, w)
+
+
+def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(C, gh, gw) class maps + the (H, W, 3) image -> (labels (H, W), scores (K, H, W)).
+
+    With ``config.background`` channel 0 is background and class c is label c + 1.
+    """
+    h, w = image.shape[:2]
+    maps = upsample(threshold_maps(grid_maps, config.threshold), (h, w))
+    if config.background:
+        maps = np.concatenate([background_channel(maps, config.background_rule)[None], maps])
+    if config.blur:
+        maps = blur(maps, config.blur_sigma)
+    labels = dense_crf(maps, image, config) if config.crf else maps.argmax(axis=0)
+    return labels.astype(np.int64), maps.astype(np.float32)

@@ -1,0 +1,38 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory):
+    """A random tiny BLIP-ITM saved with save_pretrained (4x4 patch grid, 3 text layers, 2 heads)."""
+    from pnpovss.testing import build_tiny_blip
+
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
+
+
+@pytest.fixture(scope="session")
+def segmenter(tiny_blip_dir):
+    from pnpovss import Segmenter
+
+    return Segmenter.from_pretrained(str(tiny_blip_dir), layer=2, head=1)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def two_tone_image():
+    """48x64 image: left dark blue, right light yellow."""
+    img = np.zeros((48, 64, 3), dtype=np.uint8)
+    img[:, :32] = (20, 30, 120)
+    img[:, 32:] = (230, 220, 90)
+    return img

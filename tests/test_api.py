@@ -1,0 +1,66 @@
+"""The Python API: loading through from_pretrained, presets, caching, batch = single."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pnpovss import PipelineConfig, PnpOvssError, Segmenter, save_preset
+
+
+def test_from_pretrained_local_dir_and_overrides(tiny_blip_dir):
+    seg = Segmenter.from_pretrained(str(tiny_blip_dir), layer=3, head=(0, 1), threshold=0.3)
+    assert seg.config.layer == 3 and seg.config.head == (0, 1) and seg.config.threshold == 0.3
+    assert seg.backbone.num_layers == 3 and seg.backbone.num_heads == 2
+    assert seg.backbone.grid(32) == (4, 4) and seg.backbone.grid(768) == (96, 96)
+
+
+def test_default_layer_is_checked_against_the_model(tiny_blip_dir):
+    with pytest.raises(PnpOvssError, match="layer 8 is out of range"):
+        Segmenter.from_pretrained(str(tiny_blip_dir))
+
+
+def test_presets_model_dir_then_file_then_kwargs(tiny_blip_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_blip_dir, model)
+    (model / "pnpovss_preset.json").write_text(json.dumps({"config": {"layer": 2, "head": 1, "threshold": 0.2}}))
+    assert Segmenter.from_pretrained(str(model)).config.layer == 2
+    user = tmp_path / "best.json"
+    save_preset(user, {"layer": 3, "threshold": 0.4}, reward=1.0)
+    seg = Segmenter.from_pretrained(str(model), preset=user, threshold=0.5)
+    assert (seg.config.layer, seg.config.head, seg.config.threshold) == (3, 1, 0.5)
+    (tmp_path / "bad.json").write_text(json.dumps({"config": {"layr": 3}}))
+    with pytest.raises(PnpOvssError, match="unknown pipeline option"):
+        Segmenter.from_pretrained(str(model), preset=tmp_path / "bad.json")
+
+
+def test_image_encoding_is_cached(segmenter, rng, monkeypatch):
+    img = (rng.random((20, 30, 3)) * 255).astype(np.uint8)
+    calls = []
+    real = segmenter.backbone.encode_image
+    monkeypatch.setattr(segmenter.backbone, "encode_image", lambda px: (calls.append(1), real(px))[1])
+    a = segmenter.segment(img, ["cat", "dog"], drop_iters=1)
+    b = segmenter.segment(img, ["sky"], drop_iters=1, threshold=0.5)
+    assert len(calls) == 1
+    segmenter.segment(img[:, ::-1], ["sky"], drop_iters=1)
+    assert len(calls) == 2
+    assert a.labels.shape == (20, 30) and a.classes == ["background", "cat", "dog"] and b.classes == ["background", "sky"]
+    assert a.overlay().size[0] == 30 and a.heatmap("cat").size == (30, 20)
+
+
+def test_batch_equals_single(segmenter, rng):
+    imgs = [(rng.random((24, 24, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    classes = [["cat", "dog"], ["potted plant", "sky", "car"]]
+    batch = segmenter.segment_batch(imgs, classes)
+    for img, cls, res in zip(imgs, classes, batch):
+        single = segmenter.segment(img, cls)
+        np.testing.assert_allclose(single.grid_maps, res.grid_maps, rtol=1e-4, atol=1e-7)
+        np.testing.assert_array_equal(single.labels, res.labels)
+
+
+def test_config_validation():
+    with pytest.raises(PnpOvssError, match="drop_iters"):
+        PipelineConfig(drop_iters=0)
+    assert PipelineConfig.from_dict(PipelineConfig(head=(1, 2)).to_dict()).head == (1, 2)

@@ -1,0 +1,96 @@
+"""`pnpovss segment` end to end on a tiny saved model, and its one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pnpovss.cli import main
+
+
+@pytest.fixture
+def images(tmp_path, rng):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray((rng.random((30 + i, 40, 3)) * 255).astype(np.uint8)).save(d / f"im{i}.png")
+    return d
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_segment_writes_three_files_per_image(tiny_blip_dir, images, tmp_path):
+    out = tmp_path / "out"
+    res = run("segment", images, "--classes", "cat, batman,grass", "--model", tiny_blip_dir, "--out", out,
+              "--layer", 2, "--head", "0,1", "--drop-iters", 2, "--batch-size", 2)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"im{i}.{kind}" for i in range(3) for kind in ("labels.png", "overlay.png", "json"))
+    meta = json.loads((out / "im1.json").read_text())
+    assert meta["classes"] == ["background", "cat", "batman", "grass"]
+    assert meta["config"]["head"] == [0, 1] and meta["config"]["drop_iters"] == 2
+    assert sum(meta["fractions"].values()) == pytest.approx(1.0)
+    labels = Image.open(out / "im1.labels.png")
+    assert labels.mode == "P" and labels.size == (40, 31)
+    assert set(np.unique(np.asarray(labels))) <= {0, 1, 2, 3}
+    assert Image.open(out / "im1.overlay.png").size[0] == 40
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_no_crf_and_no_background(tiny_blip_dir, images, tmp_path):
+    out = tmp_path / "o2"
+    res = run("segment", images / "im0.png", "--classes", "cat,dog", "--model", tiny_blip_dir, "--out", out,
+              "--layer", 3, "--head", "all", "--no-crf", "--no-background", "--halving", "--image-size", 48)
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "im0.json").read_text())
+    assert meta["classes"] == ["cat", "dog"] and meta["config"]["crf"] is False and meta["config"]["head"] is None
+    assert meta["config"]["image_size"] == 48 and meta["config"]["halving"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--classes", "cat,,dog"], "non-empty"),
+    (["--classes", "cat,Cat"], "given twice"),
+    (["--classes", "cat,background"], "added automatically"),
+    (["--classes", ",".join(f"c{i}" for i in range(70))], "text tokens"),
+    (["--classes", "cat", "--layer", "9"], "layer 9 is out of range"),
+    (["--classes", "cat", "--head", "5"], "head 5 is out of range"),
+    (["--classes", "cat", "--head", "x"], "--head takes"),
+    (["--classes", "cat", "--image-size", "30"], "multiple of the model's patch size"),
+    (["--classes", "cat", "--threshold", "1.5"], "threshold"),
+    (["--classes", "cat", "--device", "cuda:0"], "cuda"),
+])
+def test_bad_options_one_line_error(tiny_blip_dir, images, tmp_path, args, message):
+    out = tmp_path / "bad"
+    res = run("segment", images / "im0.png", "--model", tiny_blip_dir, "--out", out, "--layer", 2, "--head", 0, *args)
+    if "cuda" in message:
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("machine has a GPU")
+    assert res.exit_code != 0
+    lines = [ln for ln in res.output.strip().splitlines() if not ln.startswith("loading")]
+    assert len(lines) == 1 and message in lines[0], res.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_bad_inputs_fail_before_writing(tiny_blip_dir, images, tmp_path):
+    (images / "broken.png").write_bytes((images / "im0.png").read_bytes()[:100])
+    out = tmp_path / "o3"
+    res = run("segment", images, "--classes", "cat", "--model", tiny_blip_dir, "--out", out, "--layer", 2)
+    assert res.exit_code != 0 and "broken.png" in res.output and "truncated" in res.output
+    assert not out.exists()
+    res = run("segment", tmp_path / "missing.png", "--classes", "cat", "--model", tiny_blip_dir, "--out", out)
+    assert res.exit_code != 0 and "no such file" in res.output
+    res = run("segment", str(images / "*.jpg"), "--classes", "cat", "--model", tiny_blip_dir, "--out", out)
+    assert res.exit_code != 0 and "matches no file" in res.output
+
+
+def test_missing_model_names_what_was_tried(images, tmp_path):
+    res = run("segment", images / "im0.png", "--classes", "cat", "--model", tmp_path / "no-such-dir")
+    assert res.exit_code != 0 and "does not exist" in res.output
+    res = run("segment", images / "im0.png", "--classes", "cat", "--model", "nobody/no-such-model")
+    assert res.exit_code != 0 and "nobody/no-such-model" in res.output and "hub" in res.output
+    assert len(res.output.strip().splitlines()) == 2  # "loading ..." + the error

@@ -1,0 +1,92 @@
+"""Salience DropOut: which patches are dropped, that they stay dropped, and that the re-encoded
+image really has those pixels at the mean colour."""
+
+import numpy as np
+import pytest
+import torch
+
+from pnpovss import PipelineConfig
+from pnpovss import dropout as dropout_mod
+from pnpovss.dropout import mask_patches, salience_dropout, select_patches
+
+
+def test_select_fixed_k_takes_most_salient_remaining():
+    sal = torch.tensor([[0.1, 0.9, 0.5, 0.7, 0.2, 0.0]])
+    dropped = torch.tensor([[False, True, False, False, False, False]])
+    new = select_patches(sal, dropped, k=2)
+    assert new.nonzero()[:, 1].tolist() == [2, 3]  # 0.9 already dropped -> 0.7, 0.5
+
+
+def test_select_halving_and_exhaustion():
+    sal = torch.arange(8, dtype=torch.float32)[None]
+    dropped = torch.zeros(1, 8, dtype=torch.bool)
+    first = select_patches(sal, dropped, k=None)
+    assert first.nonzero()[:, 1].tolist() == [4, 5, 6, 7]
+    second = select_patches(sal, first, k=None)
+    assert second.nonzero()[:, 1].tolist() == [2, 3]
+    everything = torch.ones(1, 8, dtype=torch.bool)
+    assert not select_patches(sal, everything, k=3).any()
+    assert select_patches(sal, dropped, k=100).all()
+
+
+def test_mask_patches_zeroes_exactly_the_patch_pixels():
+    px = torch.ones(1, 3, 8, 8)
+    dropped = torch.tensor([[False, True, False, False]])  # grid 2x2, patch (0, 1)
+    out = mask_patches(px, dropped, (2, 2))
+    assert out[0, :, :4, 4:].abs().sum() == 0
+    assert out.sum() == 3 * 64 - 3 * 16
+
+
+@pytest.mark.parametrize("halving", [False, True])
+def test_dropout_passes_reencode_masked_pixels(segmenter, rng, monkeypatch, halving):
+    bb = segmenter.backbone
+    image = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    pixels = bb.preprocess([image], 32)
+    text = bb.build_text("a picture of ", [["cat", "dog"]])
+    seen_pixels, seen_maps = [], []
+    real_encode, real_maps = bb.encode_image, dropout_mod.token_maps
+    monkeypatch.setattr(bb, "encode_image", lambda px: (seen_pixels.append(px.clone()), real_encode(px))[1])
+
+    def recording_maps(*args, **kwargs):
+        out = real_maps(*args, **kwargs)
+        seen_maps.append(out.clone())
+        return out
+
+    monkeypatch.setattr(dropout_mod, "token_maps", recording_maps)
+    cfg = PipelineConfig(layer=2, head=1, drop_iters=3, drop_k=3, halving=halving)
+    result = salience_dropout(bb, pixels, real_encode(pixels), text, cfg)
+
+    assert len(seen_pixels) == 2 and len(result.dropped) == 2
+    expected_counts = [8, 12] if halving else [3, 6]
+    assert [int(d.sum()) for d in result.dropped] == expected_counts
+    assert bool((result.dropped[1] >= result.dropped[0]).all())  # cumulative
+    for px, dropped in zip(seen_pixels, result.dropped):
+        torch.testing.assert_close(px, mask_patches(pixels, dropped, (4, 4)))
+        keep = ~dropped[0].view(4, 4).repeat_interleave(8, 0).repeat_interleave(8, 1)
+        assert px[0][:, ~keep].abs().sum() == 0 and torch.equal(px[0][:, keep], pixels[0][:, keep])
+    # pass 1's top-k are exactly the most salient patches of pass 0 (class maps summed)
+    cls_sum = sum(seen_maps[0][0, pos].mean(0) for pos in text.class_tokens[0])
+    k = 8 if halving else 3
+    assert set(torch.topk(cls_sum, k).indices.tolist()) == set(result.dropped[0][0].nonzero()[:, 0].tolist())
+    # combined = 2 * pass0 + pass1 + pass2 with dropped patches zeroed in later passes
+    masks = [torch.zeros(16, dtype=torch.bool), result.dropped[0][0], result.dropped[1][0]]
+    expect = 0
+    for t, (maps, m) in enumerate(zip(seen_maps, masks)):
+        per_class = torch.stack([(maps[0] * ~m)[pos].mean(0) for pos in text.class_tokens[0]])
+        expect = expect + (2 if t == 0 else 1) * per_class
+        if t:
+            assert (per_class[:, m] == 0).all()
+    torch.testing.assert_close(result.class_maps[0], expect.view(2, 4, 4))
+
+
+def test_attention_drop_mode_encodes_once(segmenter, rng, monkeypatch):
+    bb = segmenter.backbone
+    pixels = bb.preprocess([(rng.random((32, 32, 3)) * 255).astype(np.uint8)], 32)
+    embeds = bb.encode_image(pixels)
+    text = bb.build_text("a picture of ", [["cat"]])
+    calls = []
+    monkeypatch.setattr(bb, "encode_image", lambda px: calls.append(1))
+    cfg = PipelineConfig(layer=2, head=0, drop_iters=4, drop_k=2, drop_mode="attention")
+    out = salience_dropout(bb, pixels, embeds, text, cfg)
+    assert calls == [] and int(out.dropped[-1].sum()) == 6
+    assert (out.class_maps[0].view(-1)[out.dropped[-1][0]] != 0).any()  # pass 0 saw them

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from pnpovss import PipelineConfig
+from pnpovss.postprocess import background_channel, blur, dense_crf, minmax, postprocess, threshold_maps
+
+
+def test_threshold_after_minmax():
+    grid = np.array([[[0.0, 1.0], [2.0, 10.0]]], dtype=np.float32)
+    out = threshold_maps(grid, 0.15)
+    np.testing.assert_allclose(out[0], [[0.0, 0.0], [0.2, 1.0]])
+    assert not threshold_maps(np.zeros((1, 2, 2)), 0.15).any()  # a flat map has no salient part
+
+
+def test_background_rules():
+    maps = np.array([[[0.0, 0.5], [0.0, 0.0]], [[0.0, 0.0], [0.7, 0.0]]], dtype=np.float32)
+    np.testing.assert_array_equal(background_channel(maps, "zero"), [[1, 0], [0, 1]])
+    np.testing.assert_allclose(background_channel(maps, "one_minus_sum"), [[1, 0.5], [0.3, 1]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(101, 101), (61, 121)])
+def test_blur_sigma_is_a_fraction_of_the_long_side(shape):
+    impulse = np.zeros((1, *shape), dtype=np.float32)
+    impulse[0, shape[0] // 2, shape[1] // 2] = 1.0
+    out = blur(impulse, 0.05)[0]
+    assert out.max() == pytest.approx(1.0) and out.min() == pytest.approx(0.0)
+    col = out[shape[0] // 2]
+    x = np.arange(shape[1]) - shape[1] // 2
+    sigma = np.sqrt((col * x**2).sum() / col.sum())
+    assert sigma == pytest.approx(0.05 * max(shape), rel=0.03)
+
+
+def test_crf_moves_a_noisy_map_to_the_image_edge(two_tone_image, rng):
+    h, w = two_tone_image.shape[:2]
+    truth = np.zeros((h, w), dtype=int)
+    truth[:, 32:] = 1
+    right = np.zeros((h, w), dtype=np.float32)
+    right[:, 26:] = 1.0  # boundary 6 px off the real edge
+    right = np.clip(right + rng.normal(0, 0.35, (h, w)), 0, 1)
+    maps = np.stack([1 - right, right])
+    noisy = maps.argmax(0)
+    refined = dense_crf(maps, two_tone_image, PipelineConfig())
+    err_before, err_after = (noisy != truth).mean(), (refined != truth).mean()
+    assert err_before > 0.1 and err_after < 0.02, (err_before, err_after)
+
+
+def test_postprocess_shapes_and_labels(two_tone_image):
+    grid = np.zeros((2, 4, 4), dtype=np.float32)
+    grid[0, :, :2] = 1.0  # class A on the left
+    grid[1, :, 2:] = 1.0  # class B on the right
+    labels, scores = postprocess(grid, two_tone_image, PipelineConfig())
+    assert labels.shape == (48, 64) and scores.shape == (3, 48, 64)
+    assert (labels[:, :28] == 1).mean() > 0.9 and (labels[:, 36:] == 2).mean() > 0.9
+    labels_nb, scores_nb = postprocess(grid, two_tone_image, PipelineConfig(background=False, crf=False))
+    assert scores_nb.shape == (2, 48, 64) and set(np.unique(labels_nb)) == {0, 1}
+
+
+def test_minmax_constant_channels():
+    maps = np.stack([np.full((2, 2), 3.0), np.full((2, 2), 0.4)])
+    np.testing.assert_array_equal(minmax(maps)[0], 0)
+    np.testing.assert_allclose(minmax(maps, constant="keep")[1], 0.4)
