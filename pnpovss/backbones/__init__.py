@@ -67,6 +67,10 @@ def model_type_of(source: str) -> str:
             raise ModelLoadError(f"model directory {source!r} has no readable config.json ({exc.__class__.__name__}); "
                                  "save the model there with save_pretrained") from None
         return model_type
+    from huggingface_hub.utils import logging as hub_logging
+
+    level = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
     try:
         from transformers import AutoConfig
 
@@ -78,6 +82,8 @@ def model_type_of(source: str) -> str:
             f"Hugging Face hub failed ({reason}); check the id and your network, or pass a local "
             "directory saved with save_pretrained, or --model toy"
         ) from None
+    finally:
+        hub_logging.set_verbosity(level)
 
 
 def load_backbone(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu") -> Backbone:
