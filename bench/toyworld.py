@@ -1,0 +1,166 @@
+"""Toy-world mIoU of every stage of the PnP-OVSS pipeline (prints/writes JSON).
+
+    python bench/toyworld.py --seed 7 --images 200 --json toy.json
+    python bench/toyworld.py --sweep --seed 0 --images 100      # choose layer/head on a dev seed
+
+Rows (classes in the caption = the image's labels, plus background, unless said otherwise):
+  random_weights       full default pipeline on the toy architecture with random weights (the floor)
+  no_vlm               no model at all: colour-distance foreground + the largest present class
+  attention            raw cross-attention of the chosen layer/head, one pass, no blur/CRF
+  gradcam              GradCAM, one pass, no blur/CRF
+  gradcam+dropout      + Salience DropOut (T passes)
+  gradcam+dropout+blur + Gaussian blur (argmax, no CRF)
+  full                 + dense CRF: the default pipeline
+  full_all_classes     full pipeline with every shape class in the caption
+Scores are accumulated over the whole split in one confusion matrix per row (background + shapes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pnpovss import PipelineConfig, Segmenter
+from pnpovss.backbones import resolve_source
+from pnpovss.metrics import ConfusionMatrix
+from pnpovss.postprocess import postprocess
+from pnpovss.toyworld.baselines import no_vlm_predict
+from pnpovss.toyworld.world import SHAPES, make_sample
+
+CLASSES = ["background", *SHAPES]
+STAGES = {
+    "attention": dict(saliency="attention", drop_iters=1, blur=False, crf=False),
+    "gradcam": dict(drop_iters=1, blur=False, crf=False),
+    "gradcam+dropout": dict(blur=False, crf=False),
+    "gradcam+dropout+blur": dict(crf=False),
+    "full": dict(),
+}
+
+
+def to_global(labels: np.ndarray, names: list[str]) -> np.ndarray:
+    """Pipeline label indices (into ``names``) -> toy-world class ids (0 = background)."""
+    lut = np.array([CLASSES.index(n) for n in names])
+    return lut[labels]
+
+
+def random_weight_segmenter(model: str, config: PipelineConfig) -> Segmenter:
+    """The toy architecture re-initialised at random (seeded): what the pipeline gives with no learning."""
+    from transformers import BlipForImageTextRetrieval
+
+    seg = Segmenter.from_pretrained(model, layer=config.layer, head=config.head)
+    torch.manual_seed(0)
+    fresh = BlipForImageTextRetrieval(seg.backbone.model.config).eval().requires_grad_(False)
+    seg.backbone.model = fresh
+    seg.config = config
+    return seg
+
+
+def predict(seg: Segmenter, image: np.ndarray, classes: list[str], config: PipelineConfig) -> np.ndarray:
+    res = seg.segment(image, classes, **{k: getattr(config, k) for k in STAGE_KEYS})
+    return to_global(res.labels, res.classes)
+
+
+STAGE_KEYS = ("saliency", "drop_iters", "blur", "crf", "layer", "head")
+
+
+def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
+    seg = Segmenter.from_pretrained(model, **overrides)
+    base = seg.config
+    rand = random_weight_segmenter(model, base)
+    rows = {name: ConfusionMatrix(len(CLASSES)) for name in
+            ["random_weights", "no_vlm", *STAGES, "full_all_classes"]}
+    start = time.perf_counter()
+    full_seconds = 0.0
+    for i in range(images):
+        s = make_sample(seed, i, size)
+        truth = s.mask.astype(np.int64)
+        rows["random_weights"].update(predict(rand, s.image, s.labels, base), truth)
+        by_area = sorted(s.labels, key=lambda c: -int((s.mask == CLASSES.index(c)).sum()))
+        rows["no_vlm"].update(no_vlm_predict(s.image, by_area), truth)
+        # One GradCAM computation per (saliency, passes); post-processing variants reuse it.
+        grid_cache: dict[tuple, np.ndarray] = {}
+        for name, overrides in STAGES.items():
+            cfg = base.replace(**overrides)
+            key = (cfg.saliency, cfg.drop_iters)
+            t0 = time.perf_counter()
+            if key not in grid_cache:
+                pixels = seg.backbone.preprocess([s.image], seg.image_size(cfg))
+                grid_cache[key] = seg.class_grid_maps(pixels, seg.backbone.encode_image(pixels), [s.labels], cfg)[0]
+            labels, _ = postprocess(grid_cache[key], s.image, cfg)
+            if name == "full":
+                full_seconds += time.perf_counter() - t0
+            rows[name].update(to_global(labels, ["background", *s.labels]), truth)
+        rows["full_all_classes"].update(predict(seg, s.image, list(SHAPES), base), truth)
+    elapsed = time.perf_counter() - start
+    return {
+        "seed": seed,
+        "images": images,
+        "image_px": size,
+        "model": model,
+        "layer": base.layer,
+        "head": base.head,
+        "config": base.to_dict(),
+        "rows": {name: cm.summary(CLASSES) for name, cm in rows.items()},
+        "seconds_per_image": full_seconds / images,
+        "bench_seconds_per_image": elapsed / images,
+    }
+
+
+def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
+    """GradCAM (one pass, argmax, no blur/CRF) mIoU of every (layer, head) on a development seed."""
+    seg = Segmenter.from_pretrained(model, layer=1, head=0)
+    bb = seg.backbone
+    layers = list(range(1, bb.num_layers + 1))
+    cms = {(l, h): ConfusionMatrix(len(CLASSES)) for l, h in itertools.product(layers, range(bb.num_heads))}
+    from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad, pool_classes
+
+    for i in range(images):
+        s = make_sample(seed, i, size)
+        pixels = bb.preprocess([s.image], seg.image_size())
+        text = bb.build_text(seg.config.prompt, [s.labels])
+        grads = layer_attention_and_grad(bb, bb.encode_image(pixels), text, layers)
+        grid = bb.grid(pixels.shape[-1])
+        for (l, h), cm in cms.items():
+            maps = pool_classes(cam_from_attention(*grads[l], (h,)), text.class_tokens)[0]
+            cfg = seg.config.replace(layer=l, head=h, drop_iters=1, blur=False, crf=False)
+            labels, _ = postprocess(maps.view(-1, *grid).numpy(), s.image, cfg)
+            cm.update(to_global(labels, ["background", *s.labels]), s.mask.astype(np.int64))
+    table = {f"L{l}H{h}": cm.summary(CLASSES)["miou"] for (l, h), cm in cms.items()}
+    best = max(cms, key=lambda k: cms[k].summary(CLASSES)["miou"])
+    return {"seed": seed, "images": images, "miou_by_layer_head": table, "best": {"layer": best[0], "head": best[1]}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="toy")
+    ap.add_argument("--seed", type=int, default=7, help="evaluation seed (0..999; never a training seed)")
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--size", type=int, default=96, help="image size in pixels")
+    ap.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument("--sweep", action="store_true", help="measure every layer/head instead (model selection)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--layer", type=int, default=None, help="override the model preset's layer")
+    ap.add_argument("--head", type=int, default=None, help="override the model preset's head")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    resolve_source(args.model)
+    overrides = {k: v for k, v in (("layer", args.layer), ("head", args.head)) if v is not None}
+    out = (sweep if args.sweep else run)(args.model, args.seed, args.images, args.size, **overrides)
+    text = json.dumps(out, indent=2)
+    if args.json:
+        from pnpovss.imageio import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Semantic-segmentation metrics from an accumulated confusion matrix.
+
+Semantics match mmsegmentation's ``IoUMetric``: pixels whose ground truth is the ignore index
+(255) are not scored at all; per class IoU = TP / (TP + FP + FN); a class absent from both
+ground truth and prediction has IoU NaN and is left out of the mean (``nanmean``).
+(Used by ``bench/toyworld.py``, ``pnpovss eval`` and tuning: keep ``update``/``summary``.)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+class ConfusionMatrix:
+    """``matrix[t, p]`` counts pixels of true class t predicted as p."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, pred: np.ndarray, truth: np.ndarray) -> None:
+        pred = np.asarray(pred).astype(np.int64).ravel()
+        truth = np.asarray(truth).astype(np.int64).ravel()
+        if pred.shape != truth.shape:
+            raise ValueError(f"prediction has {pred.size} pixels, ground truth {truth.size}")
+        keep = truth != self.ignore_index
+        pred, truth = pred[keep], truth[keep]
+        if truth.size and (truth.max() >= self.num_classes or truth.min() < 0):
+            raise ValueError(f"ground-truth label {truth.max()} outside 0..{self.num_classes - 1} (and not {self.ignore_index})")
+        if pred.size and (pred.max() >= self.num_classes or pred.min() < 0):
+            raise ValueError(f"predicted label {pred.max()} outside 0..{self.num_classes - 1}")
+        self.matrix += np.bincount(truth * self.num_classes + pred, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
+
+    def merge(self, other: "ConfusionMatrix") -> None:
+        self.matrix += other.matrix
+
+    def iou(self) -> np.ndarray:
+        tp = np.diag(self.matrix).astype(np.float64)
+        union = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(union > 0, tp / union, np.nan)
+
+    def miou(self) -> float:
+        iou = self.iou()
+        return float(np.nanmean(iou) * 100) if np.isfinite(iou).any() else float("nan")
+
+    def pixel_accuracy(self) -> float:
+        total = self.matrix.sum()
+        return float(np.trace(self.matrix) / total * 100) if total else float("nan")
+
+    def summary(self, names: Sequence[str]) -> dict:
+        """``{"miou": 0-100, "per_class": {name: 0-100 or None}, "pixel_accuracy": 0-100}``."""
+        iou = self.iou()
+        return {
+            "miou": round(self.miou(), 3),
+            "per_class": {n: (None if np.isnan(v) else round(float(v) * 100, 3)) for n, v in zip(names, iou)},
+            "pixel_accuracy": round(self.pixel_accuracy(), 3),
+        }
+
+
+def iou_table(summary: dict) -> str:
+    """``summary()`` as a plain-text per-class table (class, IoU %) ending with mIoU, for terminals."""
+    per_class = summary["per_class"]
+    width = max([len("mIoU")] + [len(n) for n in per_class])
+    rows = [f"{'class':<{width}}  {'IoU':>7}", "-" * (width + 9)]
+    rows += [f"{name:<{width}}  {'n/a' if v is None else f'{v:.2f}':>7}" for name, v in per_class.items()]
+    rows += ["-" * (width + 9), f"{'mIoU':<{width}}  {summary['miou']:>7.2f}"]
+    return "\n".join(rows)

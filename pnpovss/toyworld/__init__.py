@@ -1,0 +1,67 @@
+"""Toy world: a synthetic segmentation world plus tiny BLIP-ITM and CLIP models trained on it.
+
+Why: no pretrained weights can be downloaded where pnpovss is developed and tested, so the
+PnP-OVSS pipeline (GradCAM of BLIP's ITM logit w.r.t. text-to-image cross-attention) is
+exercised end to end on a world where a tiny BLIP, trained here on the CPU on image-caption
+pairs only, really learns to localise words.
+
+The world (``world.py``)
+    RGB images (96 px by default) with 1-4 objects of ``SHAPES`` (circle, square, triangle,
+    star, cross, heart) in named, jittered palette colours, with mild textures, random
+    sizes, positions, rotations and occlusion (later objects on top), on textured
+    backgrounds (noise, stripes, gradients, checkers, blobs) drawn from the same palette, so
+    colour alone does not find the foreground. Each ``Sample`` holds ``image``, exact
+    ``mask`` (0 = background, i + 1 = SHAPES[i]; objects with < 20 visible pixels are not
+    drawn), ``labels`` (present shapes in SHAPES order), ``objects`` ((shape, colour) pairs)
+    and a ``caption`` such as "a picture of a red circle and a blue star".
+
+Seeds rule
+    Sample ``i`` of seed ``s`` comes from ``numpy.random.Generator(PCG64([s, i]))``: the same
+    on any machine, independent of how many samples are drawn. Evaluation uses seeds
+    ``0 .. 999`` (``EVAL_SEED_MAX``); training uses seeds ``>= TRAIN_SEED_BASE`` (1_000_000):
+    BLIP trains on seed ``TRAIN_SEED_BASE + seed``, CLIP on ``TRAIN_SEED_BASE + 500_000 + seed``.
+    BLIP's training-time probe reads evaluation seed 0.
+
+Shipped weights and how to reproduce them (one CPU thread each)
+    ``weights/blip``: ``BlipForImageTextRetrieval`` + ``BlipProcessor`` (load both with
+    ``from_pretrained``); its ``training.json`` stores hyper-parameters and the measured
+    localisation (best layer/head, pointing accuracy, mIoU) and ITM accuracy::
+
+        python -m pnpovss.toyworld.train_blip --out pnpovss/toyworld/weights/blip \\
+            --steps 4000 --seed 0 --max-minutes 45 --save-every 500
+
+    ``weights/clip``: open_clip ``CLIP`` (``open_clip_config.json`` +
+    ``open_clip_model.safetensors``, fp16), loaded by ``clip_model.load_toy_clip()``::
+
+        python -m pnpovss.toyworld.train_clip --out pnpovss/toyworld/weights/clip --steps 1500
+
+    ITM convention (as in LAVIS): the first token ([CLS]) of ``input_ids`` is replaced by
+    the ``[ENC]`` token id for image-text matching.
+
+``baselines.no_vlm_predict`` is the "no VLM" baseline (foreground by colour distance to the
+border colour, labelled with one present class).
+"""
+
+from .world import (
+    COLOURS,
+    EVAL_SEED_MAX,
+    PALETTE,
+    SHAPES,
+    TRAIN_SEED_BASE,
+    Sample,
+    is_train_seed,
+    make_sample,
+    make_split,
+)
+
+__all__ = [
+    "COLOURS",
+    "EVAL_SEED_MAX",
+    "PALETTE",
+    "SHAPES",
+    "TRAIN_SEED_BASE",
+    "Sample",
+    "is_train_seed",
+    "make_sample",
+    "make_split",
+]

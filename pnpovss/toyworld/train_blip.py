@@ -1,0 +1,561 @@
+"""Train a tiny BLIP image-text-matching model on toy-world image-caption pairs (CPU).
+
+Why: the pipeline needs a BLIP-ITM whose word tokens' cross-attention looks at their own
+object. Masks are never used in training; localisation must emerge. Objectives:
+
+* ITM on positives and *hard* negatives (a present shape replaced by an absent one, an
+  absent shape added, colours swapped between objects, a colour changed), with captions
+  partly in the pipeline's own prompt form ``"a picture of circle star"``;
+* ITC between ``vision_proj(image [CLS])`` and ``text_proj(text-only [CLS])``, images with
+  the same shape set counted as soft positives;
+* a token-level auxiliary head (training only, not saved) on a middle text layer: at every
+  shape-word token predict whether that shape is in the image and which colour it has.
+  This is image-level caption information, but answering it *at the word token* forces
+  that token's cross-attention to look up its own object, which is what GradCAM reads.
+
+Run: ``python -m pnpovss.toyworld.train_blip --out DIR --steps N --seed S``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .world import COLOURS, SHAPES, TRAIN_SEED_BASE, Sample, caption_for, make_sample, vocabulary
+
+IMAGE_MEAN = [0.5, 0.5, 0.5]
+IMAGE_STD = [0.25, 0.25, 0.25]
+PROMPT_PREFIX = "a picture of "
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters (stored in training.json so a run can be reproduced)."""
+
+    out: str = "toy_blip"
+    steps: int = 4000
+    seed: int = 0
+    batch: int = 32
+    lr: float = 3e-4
+    warmup: int = 200
+    weight_decay: float = 0.02
+    pool: int = 8000
+    image_size: int = 96
+    patch: int = 8
+    vision_hidden: int = 128
+    vision_layers: int = 4
+    text_hidden: int = 128
+    text_layers: int = 4
+    heads: int = 4
+    aux_layer: int = 1
+    aux_weight: float = 2.0
+    itc_weight: float = 0.2
+    vis_aux_weight: float = 1.0
+    vision_warmup_steps: int = 300
+    prompt_prob: float = 0.5
+    curriculum_steps: int = 600
+    probe_every: int = 250
+    probe_n: int = 48
+    save_every: int = 0
+    threads: int = 1
+    max_minutes: float = 0.0
+
+
+# ---------------------------------------------------------------- tokenizer / model
+
+
+def build_tokenizer(workdir: str):
+    """Offline BERT word-piece tokenizer over the toy vocabulary, mirroring BLIP's specials."""
+    from transformers import BertTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[ENC]", "[DEC]"] + vocabulary()
+    # transformers 5 takes the vocabulary as a dict (a ``vocab_file=`` kwarg is silently ignored)
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True, model_max_length=32)
+    tok.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    return tok
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, tok):
+    """A small ``BlipForImageTextRetrieval`` (cross-attention needs ``is_decoder=True``)."""
+    from transformers import BlipConfig, BlipForImageTextRetrieval
+
+    text_config = dict(
+        vocab_size=vocab_size,
+        hidden_size=cfg.text_hidden,
+        encoder_hidden_size=cfg.vision_hidden,
+        intermediate_size=cfg.text_hidden * 4,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.heads,
+        max_position_embeddings=40,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        is_decoder=True,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.convert_tokens_to_ids("[DEC]"),
+        sep_token_id=tok.sep_token_id,
+        eos_token_id=tok.sep_token_id,
+        initializer_range=0.02,
+    )
+    vision_config = dict(
+        hidden_size=cfg.vision_hidden,
+        intermediate_size=cfg.vision_hidden * 4,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.heads,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch,
+        attention_dropout=0.0,
+        initializer_range=0.02,
+    )
+    config = BlipConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        projection_dim=64,
+        image_text_hidden_size=64,
+        initializer_range=0.02,
+    )
+    return BlipForImageTextRetrieval(config)
+
+
+def to_pixels(images: np.ndarray) -> torch.Tensor:
+    """(B,H,W,3) uint8 -> normalised float tensor, exactly what the saved processor does."""
+    x = torch.from_numpy(images).float().div_(255.0).permute(0, 3, 1, 2)
+    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def encode(tok, texts: list[str], itm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise; for ITM the first token becomes [ENC], as in LAVIS (the pipeline does too)."""
+    enc = tok(texts, padding=True, return_tensors="pt")
+    ids = enc["input_ids"].clone()
+    if itm:
+        ids[:, 0] = tok.convert_tokens_to_ids("[ENC]")
+    return ids, enc["attention_mask"]
+
+
+def prompt_text(classes: list[str]) -> str:
+    """The pipeline's query form, e.g. 'a picture of circle star'."""
+    return PROMPT_PREFIX + " ".join(classes)
+
+
+# ---------------------------------------------------------------- captions and negatives
+
+
+def positive_caption(s: Sample, rng: np.random.Generator, prompt_prob: float) -> str:
+    """Full caption, a caption naming a subset of objects, or the pipeline prompt form."""
+    r = rng.random()
+    if r < prompt_prob:
+        labels = list(s.labels)
+        if len(labels) > 1 and rng.random() < 0.3:
+            k = int(rng.integers(1, len(labels)))
+            labels = [labels[i] for i in sorted(rng.choice(len(labels), k, replace=False))]
+        if rng.random() < 0.5:
+            labels = [labels[i] for i in rng.permutation(len(labels))]
+        return prompt_text(labels)
+    objs = list(s.objects)
+    if len(objs) > 1 and rng.random() < 0.35:
+        k = int(rng.integers(1, len(objs)))
+        objs = [objs[i] for i in rng.choice(len(objs), k, replace=False)]
+    return caption_for(objs, rng)
+
+
+def negative_caption(s: Sample, rng: np.random.Generator, prompt_prob: float) -> str:
+    """Hard negative: mostly a minimal edit of a true description that makes it false."""
+    absent = [x for x in SHAPES if x not in s.labels]
+    if rng.random() < prompt_prob and absent:
+        labels = list(s.labels)
+        if rng.random() < 0.5 and len(labels) > 0:
+            labels[int(rng.integers(len(labels)))] = absent[int(rng.integers(len(absent)))]
+            labels = list(dict.fromkeys(labels))
+        else:
+            labels.insert(int(rng.integers(len(labels) + 1)), absent[int(rng.integers(len(absent)))])
+        if rng.random() < 0.3 and len(labels) > 2:
+            # drop a present one, keep the absent one: the caption stays false
+            keep_absent = [x for x in labels if x not in s.labels]
+            rest = [x for x in labels if x in s.labels]
+            rest.pop(int(rng.integers(len(rest))))
+            labels = [x for x in labels if x in keep_absent or x in rest]
+        return prompt_text(labels)
+    objs = list(s.objects)
+    colours_of = {}
+    for sh, c in objs:
+        colours_of.setdefault(sh, set()).add(c)
+    for _ in range(6):
+        kind = int(rng.integers(4))
+        new = list(objs)
+        if kind == 0 and absent:  # replace a shape by an absent one
+            j = int(rng.integers(len(new)))
+            new[j] = (absent[int(rng.integers(len(absent)))], new[j][1])
+        elif kind == 1 and len(new) >= 2:  # swap colours of two objects
+            i, j = rng.choice(len(new), 2, replace=False)
+            (si, ci), (sj, cj) = new[i], new[j]
+            if ci == cj or si == sj:
+                continue
+            new[i], new[j] = (si, cj), (sj, ci)
+        elif kind == 2:  # change one colour
+            j = int(rng.integers(len(new)))
+            sh = new[j][0]
+            choices = [c for c in COLOURS if c not in colours_of[sh]]
+            new[j] = (sh, choices[int(rng.integers(len(choices)))])
+        elif kind == 3 and absent:  # add an absent shape
+            new.insert(int(rng.integers(len(new) + 1)), (absent[int(rng.integers(len(absent)))], COLOURS[int(rng.integers(len(COLOURS)))]))
+        else:
+            continue
+        if not caption_is_true(new, s):
+            if len(new) > 2 and rng.random() < 0.3:
+                # keep the false object, drop a true one (shorter false captions too)
+                true_idx = [k for k, o in enumerate(new) if _object_true(o, s)]
+                if true_idx:
+                    new.pop(int(true_idx[int(rng.integers(len(true_idx)))]))
+            return caption_for(new, rng)
+    return prompt_text([absent[0]] if absent else ["nothing"])
+
+
+def _object_true(o: tuple[str, str], s: Sample) -> bool:
+    return o in s.objects
+
+
+def caption_is_true(objs: list[tuple[str, str]], s: Sample) -> bool:
+    return all(_object_true(o, s) for o in objs)
+
+
+# ---------------------------------------------------------------- token-level auxiliary targets
+
+
+def aux_targets(tok, texts: list[str], ids: torch.Tensor, samples: list[Sample]):
+    """For every shape-word token: presence (0/1) of that shape, colour distribution if present."""
+    shape_ids = {tok.convert_tokens_to_ids(s): i for i, s in enumerate(SHAPES)}
+    B, T = ids.shape
+    pos_b, pos_t, presence, colour_t, colour_mask = [], [], [], [], []
+    for b in range(B):
+        s = samples[b]
+        for t in range(T):
+            k = shape_ids.get(int(ids[b, t]))
+            if k is None:
+                continue
+            shape = SHAPES[k]
+            pos_b.append(b)
+            pos_t.append(t)
+            present = shape in s.labels
+            presence.append(float(present))
+            dist = np.zeros(len(COLOURS), np.float32)
+            for sh, c in s.objects:
+                if sh == shape:
+                    dist[COLOURS.index(c)] += 1
+            if dist.sum() > 0:
+                dist /= dist.sum()
+            colour_t.append(dist)
+            colour_mask.append(float(present))
+    return (
+        torch.tensor(pos_b, dtype=torch.long),
+        torch.tensor(pos_t, dtype=torch.long),
+        torch.tensor(presence),
+        torch.tensor(np.array(colour_t)).reshape(-1, len(COLOURS)),
+        torch.tensor(colour_mask),
+    )
+
+
+class AuxHead(nn.Module):
+    """Training-only head on a middle text layer (never saved with the ITM checkpoint)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1 + len(COLOURS)))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+# ---------------------------------------------------------------- GradCAM probe
+
+
+def class_token_positions(tok, ids: torch.Tensor, classes: list[str]) -> dict[str, list[int]]:
+    """Positions of each class's word pieces in a pipeline-form prompt."""
+    out: dict[str, list[int]] = {}
+    row = ids.tolist()
+    prefix_len = len(tok(PROMPT_PREFIX.strip(), add_special_tokens=False)["input_ids"])
+    t = 1 + prefix_len
+    for c in classes:
+        n = len(tok(c, add_special_tokens=False)["input_ids"])
+        out[c] = list(range(t, t + n))
+        t += n
+    assert t <= len(row)
+    return out
+
+
+def gradcam_maps(model, tok, images: np.ndarray, class_lists: list[list[str]]) -> list[torch.Tensor]:
+    """Per layer, (B, heads, T, patches) GradCAM = A * relu(dS/dA) of the ITM match logit."""
+    model.eval()
+    store: dict[int, torch.Tensor] = {}
+    hooks = []
+    for L, layer in enumerate(model.text_encoder.encoder.layer):
+
+        def hook(_m, _inp, out, L=L):
+            out[1].retain_grad()
+            store[L] = out[1]
+
+        hooks.append(layer.crossattention.self.register_forward_hook(hook))
+    try:
+        ids, att = encode(tok, [prompt_text(c) for c in class_lists])
+        pix = to_pixels(images)
+        model.zero_grad(set_to_none=True)
+        out = model(input_ids=ids, pixel_values=pix, attention_mask=att, use_itm_head=True)
+        out.itm_score[:, 1].sum().backward()
+        cams = []
+        for L in range(len(store)):
+            A = store[L]
+            cams.append((A * A.grad.clamp(min=0))[..., 1:].detach())
+    finally:
+        for h in hooks:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    return cams, ids
+
+
+def probe_localisation(model, tok, samples: list[Sample], threshold: float = 0.15) -> dict:
+    """Pointing accuracy and quick mIoU for every (layer, head) and the head mean."""
+    images = np.stack([s.image for s in samples])
+    classes = [list(s.labels) for s in samples]
+    cams, ids = gradcam_maps(model, tok, images, classes)
+    size = images.shape[1]
+    n_layers = len(cams)
+    heads = cams[0].shape[1]
+    grid = int(round(math.sqrt(cams[0].shape[-1])))
+    cell = size // grid
+    ncls = len(SHAPES) + 1
+    results = {}
+    for L in range(n_layers):
+        for h in list(range(heads)) + ["mean"]:
+            inter = np.zeros(ncls)
+            union = np.zeros(ncls)
+            hits = total = 0
+            for b, s in enumerate(samples):
+                pos = class_token_positions(tok, ids[b], classes[b])
+                cam = cams[L][b].mean(0) if h == "mean" else cams[L][b, h]
+                maps = []
+                for c in classes[b]:
+                    m = cam[pos[c]].mean(0).reshape(grid, grid)
+                    cid = SHAPES.index(c) + 1
+                    small = (s.mask == cid).reshape(grid, cell, grid, cell).mean((1, 3))
+                    am = int(m.argmax())
+                    hits += bool(small.reshape(-1)[am] >= 0.2)
+                    total += 1
+                    mn, mx = m.min(), m.max()
+                    maps.append((m - mn) / (mx - mn + 1e-8))
+                up = F.interpolate(torch.stack(maps)[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+                bgmap = (up.max(0).values < threshold).numpy()
+                arg = up.argmax(0).numpy()
+                lab = np.array([SHAPES.index(c) + 1 for c in classes[b]])[arg]
+                pred = np.where(bgmap, 0, lab)
+                for c in range(ncls):
+                    pc, mc = pred == c, s.mask == c
+                    inter[c] += np.logical_and(pc, mc).sum()
+                    union[c] += np.logical_or(pc, mc).sum()
+            valid = union > 0
+            results[f"L{L}_h{h}"] = {
+                "pointing": hits / max(total, 1),
+                "miou": float((inter[valid] / union[valid]).mean()),
+            }
+    best = max(results, key=lambda k: results[k]["miou"])
+    return {"per_head": results, "best": best, "best_miou": results[best]["miou"], "best_pointing": results[best]["pointing"]}
+
+
+@torch.no_grad()
+def itm_accuracy(model, tok, samples: list[Sample], seed: int = 12345) -> float:
+    """Held-out accuracy on one positive and one hard negative caption per image."""
+    model.eval()
+    rng = np.random.Generator(np.random.PCG64(seed))
+    texts, labels = [], []
+    for s in samples:
+        texts.append(positive_caption(s, rng, 0.5))
+        labels.append(1)
+        texts.append(negative_caption(s, rng, 0.5))
+        labels.append(0)
+    images = np.stack([s.image for s in samples for _ in range(2)])
+    ids, att = encode(tok, texts)
+    out = model(input_ids=ids, pixel_values=to_pixels(images), attention_mask=att, use_itm_head=True)
+    pred = out.itm_score.argmax(-1).numpy()
+    return float((pred == np.array(labels)).mean())
+
+
+# ---------------------------------------------------------------- saving
+
+
+def save_checkpoint(model, tok, cfg: TrainConfig, out: str, extra: dict) -> None:
+    """Write model + processor + training.json to ``out`` atomically (temp dir, then rename)."""
+    from transformers import BlipImageProcessor, BlipProcessor
+
+    parent = os.path.dirname(os.path.abspath(out)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp_blip_", dir=parent)
+    os.chmod(tmp, 0o755)
+    model.save_pretrained(tmp)
+    ip = BlipImageProcessor(
+        size={"height": cfg.image_size, "width": cfg.image_size},
+        image_mean=IMAGE_MEAN,
+        image_std=IMAGE_STD,
+        do_convert_rgb=True,
+    )
+    BlipProcessor(image_processor=ip, tokenizer=tok).save_pretrained(tmp)
+    with open(os.path.join(tmp, "training.json"), "w") as f:
+        json.dump({"config": asdict(cfg), **extra}, f, indent=1)
+    old = None
+    if os.path.exists(out):
+        old = out + ".old"
+        if os.path.exists(old):
+            shutil.rmtree(old)
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old:
+        shutil.rmtree(old)
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(cfg: TrainConfig) -> dict:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.Generator(np.random.PCG64([cfg.seed, 7]))
+    t0 = time.time()
+    workdir = tempfile.mkdtemp(prefix="toytok_")
+    tok = build_tokenizer(workdir)
+    model = build_model(cfg, len(tok), tok)
+    aux = AuxHead(cfg.text_hidden)
+    # Image-level shape presence from the best patch (MIL, training only): each patch must
+    # carry local class evidence, which the word tokens' cross-attention can then find.
+    vis_aux = nn.Linear(cfg.vision_hidden, len(SHAPES))
+    params = list(model.parameters()) + list(aux.parameters()) + list(vis_aux.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    train_seed = TRAIN_SEED_BASE + cfg.seed
+    pool = [make_sample(train_seed, i, cfg.image_size) for i in range(cfg.pool)]
+    pool_imgs = np.stack([s.image for s in pool])
+    simple = np.array([i for i, s in enumerate(pool) if len(s.objects) <= 2])
+    probe_set = [make_sample(0, i, cfg.image_size) for i in range(cfg.probe_n)]
+    itm_set = [make_sample(0, cfg.probe_n + i, cfg.image_size) for i in range(2 * cfg.probe_n)]
+    print(f"pool ready in {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
+
+    aux_hidden: dict[str, torch.Tensor] = {}
+    model.text_encoder.encoder.layer[cfg.aux_layer].register_forward_hook(lambda m, i, o: aux_hidden.__setitem__("h", o))
+    enc_id = tok.convert_tokens_to_ids("[ENC]")
+    history = []
+    last_probe: dict = {}
+    t_train = time.time()
+    for step in range(1, cfg.steps + 1):
+        model.train()
+        # progress is by steps or, under a wall-time budget, by time, so the LR anneals either way
+        progress = step / cfg.steps
+        if cfg.max_minutes > 0:
+            progress = max(progress, (time.time() - t_train) / (cfg.max_minutes * 60 - (t_train - t0)))
+        lr = cfg.lr * min(1.0, step / cfg.warmup) * (0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * 0.9 + 0.1)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        src = simple if step <= cfg.curriculum_steps and len(simple) >= cfg.batch else np.arange(len(pool))
+        idx = rng.choice(src, cfg.batch, replace=False)
+        batch = [pool[i] for i in idx]
+        imgs = pool_imgs[idx]
+        if rng.random() < 0.5:
+            imgs = imgs[:, :, ::-1].copy()  # horizontal flip: captions have no left/right
+        pix = to_pixels(imgs)
+        vis = model.vision_model(pixel_values=pix).last_hidden_state
+
+        loss_vis = torch.zeros(())
+        if cfg.vis_aux_weight > 0:
+            # MIL: a shape is present iff its best patch says so (max over patches). Unlike
+            # mean pooling (stayed at chance), this trains per-patch class evidence quickly.
+            present = torch.tensor([[float(c in s.labels) for c in SHAPES] for s in batch])
+            loss_vis = F.binary_cross_entropy_with_logits(vis_aux(vis[:, 1:]).max(1).values, present)
+        warm = step <= cfg.vision_warmup_steps
+        loss_itm = loss_aux = loss_itc = torch.zeros(())
+        logits = torch.zeros(1, 2)
+        target = torch.zeros(1, dtype=torch.long)
+        if not warm:
+            pos = [positive_caption(s, rng, cfg.prompt_prob) for s in batch]
+            neg = [negative_caption(s, rng, cfg.prompt_prob) for s in batch]
+            texts = pos + neg
+            samples2 = batch + batch
+            ids, att = encode(tok, texts)
+            img2 = torch.cat([vis, vis], 0)
+            h = model.text_encoder(
+                input_ids=ids, attention_mask=att, encoder_hidden_states=img2,
+                encoder_attention_mask=torch.ones(img2.shape[:2], dtype=torch.long),
+            ).last_hidden_state
+            logits = model.itm_head(h[:, 0])
+            target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long()
+            loss_itm = F.cross_entropy(logits, target)
+
+            pb, pt, presence, colour_t, colour_m = aux_targets(tok, texts, ids, samples2)
+            loss_aux = torch.zeros(())
+            if len(pb):
+                a = aux(aux_hidden["h"][pb, pt])
+                loss_aux = F.binary_cross_entropy_with_logits(a[:, 0], presence)
+                if colour_m.sum() > 0:
+                    lc = -(colour_t * F.log_softmax(a[:, 1:], -1)).sum(-1)
+                    loss_aux = loss_aux + (lc * colour_m).sum() / colour_m.sum()
+
+            loss_itc = torch.zeros(())
+            if cfg.itc_weight > 0:
+                tids, tatt = encode(tok, pos, itm=False)
+                th = model.text_encoder(input_ids=tids, attention_mask=tatt).last_hidden_state
+                tf = F.normalize(model.text_proj(th[:, 0]), dim=-1)
+                vf = F.normalize(model.vision_proj(vis[:, 0]), dim=-1)
+                sim = vf @ tf.t() / 0.07
+                same = torch.tensor([[float(set(a.labels) == set(b.labels)) for b in batch] for a in batch])
+                tgt = same / same.sum(1, keepdim=True)
+                loss_itc = 0.5 * (-(tgt * F.log_softmax(sim, 1)).sum(1).mean() - (tgt.t() * F.log_softmax(sim.t(), 1)).sum(1).mean())
+        loss = cfg.vis_aux_weight * loss_vis if warm else (
+            loss_itm + cfg.aux_weight * loss_aux + cfg.itc_weight * loss_itc + cfg.vis_aux_weight * loss_vis)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 25 == 0 or step == 1:
+            acc = float((logits.argmax(-1) == target).float().mean())
+            print(f"step {step} loss {loss.item():.3f} itm {loss_itm.item():.3f} aux {loss_aux.item():.3f} itc {loss_itc.item():.3f} vis {loss_vis.item():.3f} acc {acc:.2f} lr {lr:.2e} t {time.time() - t0:.0f}s", flush=True)
+        done = step == cfg.steps or (cfg.max_minutes > 0 and time.time() - t0 > cfg.max_minutes * 60)
+        if cfg.probe_every and (step % cfg.probe_every == 0 or done):
+            pr = probe_localisation(model, tok, probe_set)
+            ia = itm_accuracy(model, tok, itm_set)
+            means = {k: v for k, v in pr["per_head"].items() if k.endswith("mean")}
+            last_probe = {"step": step, "itm_acc": ia, "best": pr["best"], "best_miou": pr["best_miou"],
+                          "best_pointing": pr["best_pointing"], "head_means": means, "per_head": pr["per_head"]}
+            history.append({k: v for k, v in last_probe.items() if k != "per_head"})
+            top = sorted(pr["per_head"].items(), key=lambda kv: -kv[1]["miou"])[:4]
+            print(f"PROBE step {step} itm_acc {ia:.3f} best {pr['best']} miou {pr['best_miou']:.3f} point {pr['best_pointing']:.3f} | "
+                  + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in top)
+                  + " | means " + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in means.items()), flush=True)
+            if cfg.save_every and (step % cfg.save_every == 0 or done):
+                save_checkpoint(model, tok, cfg, cfg.out, {"metrics": last_probe, "history": history, "steps_done": step,
+                                                           "wall_seconds": time.time() - t0})
+        if done:
+            break
+    extra = {"metrics": last_probe, "history": history, "steps_done": step, "wall_seconds": time.time() - t0}
+    save_checkpoint(model, tok, cfg, cfg.out, extra)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return extra
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for f, v in asdict(TrainConfig()).items():
+        p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+    args = p.parse_args(argv)
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items()})
+    res = train(cfg)
+    print(json.dumps({k: v for k, v in res["metrics"].items() if k != "per_head"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Toy world: determinism, mask/label/caption consistency, difficulty, trainer smoke tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pnpovss.toyworld.world import (
+    SHAPES,
+    TRAIN_SEED_BASE,
+    is_train_seed,
+    make_sample,
+    make_split,
+    vocabulary,
+)
+
+
+def test_same_seed_index_gives_identical_sample():
+    a, b = make_sample(3, 17), make_sample(3, 17)
+    assert np.array_equal(a.image, b.image)
+    assert np.array_equal(a.mask, b.mask)
+    assert a.caption == b.caption and a.labels == b.labels and a.objects == b.objects
+
+
+def test_sample_independent_of_split_size():
+    split = make_split(5, 4)
+    assert np.array_equal(split[3].image, make_sample(5, 3).image)
+
+
+def test_different_seed_gives_different_sample():
+    assert not np.array_equal(make_sample(0, 0).image, make_sample(1, 0).image)
+    assert not np.array_equal(make_sample(0, 0).image, make_sample(0, 1).image)
+
+
+def test_shapes_and_dtypes():
+    s = make_sample(0, 0, size=64)
+    assert s.image.shape == (64, 64, 3) and s.image.dtype == np.uint8
+    assert s.mask.shape == (64, 64) and s.mask.dtype == np.uint8
+    assert len(SHAPES) >= 5
+
+
+def test_mask_labels_caption_consistent():
+    for s in make_split(0, 100):
+        present = sorted(set(np.unique(s.mask).tolist()) - {0})
+        assert [SHAPES[i - 1] for i in present] == s.labels
+        for c in s.labels:
+            assert (s.mask == SHAPES.index(c) + 1).sum() >= 20
+            assert c in s.caption.split() or c + "," in s.caption.split()
+        assert {shape for shape, _ in s.objects} == set(s.labels)
+        assert s.caption.startswith("a picture of ")
+
+
+def test_at_least_half_have_two_classes():
+    split = make_split(0, 200)
+    assert np.mean([len(s.labels) >= 2 for s in split]) >= 0.5
+
+
+def test_seed_rule():
+    assert is_train_seed(TRAIN_SEED_BASE) and not is_train_seed(999)
+
+
+def test_caption_words_in_vocabulary():
+    vocab = set(vocabulary())
+    for s in make_split(1, 30):
+        for w in s.caption.replace(",", " ,").split():
+            assert w in vocab
+
+
+def test_no_vlm_baseline_is_far_from_perfect():
+    from pnpovss.toyworld.baselines import evaluate_no_vlm
+
+    assert evaluate_no_vlm(n=40) < 0.5
+
+
+def test_train_blip_smoke(tmp_path):
+    pytest.importorskip("transformers")
+    from transformers import AutoProcessor, BlipForImageTextRetrieval
+
+    from pnpovss.toyworld.train_blip import main
+
+    out = tmp_path / "blip"
+    main(["--out", str(out), "--steps", "2", "--batch", "4", "--pool", "12", "--probe-every", "0",
+          "--probe-n", "4", "--warmup", "1", "--curriculum-steps", "1"])
+    model = BlipForImageTextRetrieval.from_pretrained(str(out))
+    proc = AutoProcessor.from_pretrained(str(out))
+    assert model.config.text_config.is_decoder
+    assert model.config.vision_config.image_size // model.config.vision_config.patch_size >= 12
+    assert proc.tokenizer.convert_tokens_to_ids("[ENC]") != proc.tokenizer.unk_token_id
+    ids = proc.tokenizer("a picture of circle star")["input_ids"]
+    assert proc.tokenizer.unk_token_id not in ids
+    assert (out / "training.json").exists()
+
+
+def test_train_clip_smoke(tmp_path):
+    pytest.importorskip("open_clip")
+    import torch
+
+    from pnpovss.toyworld.clip_model import load_toy_clip
+    from pnpovss.toyworld.train_clip import main
+
+    out = tmp_path / "clip"
+    main(["--out", str(out), "--steps", "2", "--batch", "4", "--pool", "6"])
+    model, preprocess, tok = load_toy_clip(str(out))
+    x = preprocess(make_sample(0, 0).image)[None]
+    with torch.no_grad():
+        f = model.encode_image(x)
+        t = model.encode_text(tok(["circle", "star"]))
+    assert f.shape[0] == 1 and t.shape[0] == 2
