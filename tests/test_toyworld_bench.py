@@ -1,0 +1,49 @@
+"""The shipped toy model loads through the same from_pretrained path as hub/local checkpoints, and
+the per-stage benchmark runs end to end on a few images."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pnpovss import Segmenter
+from pnpovss.backbones import ALIASES, resolve_source
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_toy_alias_is_a_saved_pretrained_directory_with_its_preset():
+    path = Path(resolve_source("toy"))
+    assert path == Path(ALIASES["toy"]) and (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    seg = Segmenter.from_pretrained("toy")
+    preset = json.loads((path / "pnpovss_preset.json").read_text())["config"]
+    assert (seg.config.layer, seg.config.head) == (preset["layer"], preset["head"])
+    assert seg.backbone.grid(seg.image_size()) == (12, 12)
+    same = Segmenter.from_pretrained(str(path))  # the directory itself, as a user would pass it
+    assert same.config == seg.config
+
+
+def test_toy_model_finds_the_example_circle():
+    seg = Segmenter.from_pretrained("toy")
+    res = seg.segment(ROOT / "examples" / "shapes.png", ["circle", "star"], crf=False)
+    # examples/shapes.png: seed 1, index 39 of the toy world; the circle is on the right
+    from pnpovss.toyworld.world import SHAPES, make_sample
+
+    truth = make_sample(1, 39).mask == SHAPES.index("circle") + 1
+    pred = res.labels == res.classes.index("circle")
+    assert (pred & truth).sum() / (pred | truth).sum() > 0.5
+
+
+def test_benchmark_small_run_has_every_row():
+    spec = importlib.util.spec_from_file_location("toybench", ROOT / "bench" / "toyworld.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.run("toy", seed=3, images=2, size=96)
+    expected = {"random_weights", "no_vlm", "attention", "gradcam", "gradcam+dropout", "gradcam+dropout+blur",
+                "full", "full_all_classes"}
+    assert set(out["rows"]) == expected
+    for row in out["rows"].values():
+        assert 0 <= row["miou"] <= 100 and set(row["per_class"]) == set(bench.CLASSES)
+    assert out["seconds_per_image"] > 0 and out["layer"] >= 1
+    assert np.isfinite(out["rows"]["full"]["miou"])
