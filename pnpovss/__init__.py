@@ -10,11 +10,13 @@ from .config import PipelineConfig, load_preset, save_preset
 from .errors import ImageLoadError, ModelLoadError, PnpOvssError
 from .imageio import load_image
 from .pipeline import SegmentationResult, Segmenter
+from .datasets import DATASETS, load_dataset
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKBONES",
+    "DATASETS",
     "DEFAULT_MODEL",
     "Backbone",
     "ImageLoadError",
@@ -24,6 +26,7 @@ __all__ = [
     "SegmentationResult",
     "Segmenter",
     "load_backbone",
+    "load_dataset",
     "load_image",
     "load_preset",
     "save_preset",

@@ -144,5 +144,144 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     click.echo(f"wrote {3 * len(paths)} files to {out}", err=True)
 
 
+# ------------------------------------------------------------------------------ eval / tune
+def _dataset_options(fn: Callable) -> Callable:
+    """Options shared by ``eval`` and ``tune``: which images, which model, which base settings."""
+    from .datasets import DATASETS
+
+    opts = [
+        click.option("--dataset", required=True, type=click.Choice(sorted(DATASETS), case_sensitive=False),
+                     help="voc (=voc21), voc20, context (=context59), context60, coco-object, coco-stuff, ade20k, toyworld."),
+        click.option("--root", type=click.Path(file_okay=False), default=None,
+                     help="Dataset directory (mmsegmentation layout, e.g. data/VOCdevkit/VOC2012) or a parent of it."),
+        click.option("--images", type=click.IntRange(min=1), default=None,
+                     help="Use the first N images. [default: all; toyworld: 100]"),
+        click.option("--all-classes", is_flag=True, default=False,
+                     help="Put every dataset class in each caption instead of the image's own labels."),
+        click.option("--model", default=None, help="Hub id, local directory, or 'toy'. [default: the BLIP hub model; toyworld: toy]"),
+        click.option("--preset", type=click.Path(dir_okay=False), default=None, help="Base preset JSON (e.g. a tune run's best.json)."),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="torch CPU threads per process (1 is much faster when other jobs share the cores). [default: torch's]"),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: int | None, model: str | None,
+                      preset: str | None, device: str, threads: int | None, echo: bool = True):
+    """(dataset, indices, segmenter) for eval/tune; the toy world defaults to the toy model."""
+    import torch
+
+    from .backbones import DEFAULT_MODEL
+    from .datasets import load_dataset, subset_indices
+    from .pipeline import Segmenter
+
+    if threads:
+        torch.set_num_threads(threads)
+    ds = load_dataset(dataset, root, seed=world_seed, images=images)
+    indices = subset_indices(len(ds), images)
+    source = model or ("toy" if ds.name == "toyworld" else DEFAULT_MODEL)
+    if echo:
+        click.echo(f"loading {source} ...", err=True)
+    seg = Segmenter.from_pretrained(source, device=device, preset=preset, background=ds.has_background)
+    return ds, indices, seg
+
+
+@main.command("eval")
+@_dataset_options
+@click.option("--seed", type=int, default=0, show_default=True, help="Toy-world seed (toyworld only).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write miou, per_class, the confusion matrix and the settings here.")
+@_fail_cleanly
+def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bool, model: str | None,
+             preset: str | None, device: str, threads: int | None, seed: int, json_out: str | None) -> None:
+    """mIoU of the pipeline on a dataset (mmsegmentation IoUMetric semantics).
+
+    Under `torchrun --nproc_per_node N -m pnpovss eval ...` the images are sharded over the N
+    processes and the confusion matrices summed: the result equals a single-process run.
+    """
+    from .distributed import from_env, process_device, shutdown
+    from .evaluate import evaluate
+    from .imageio import atomic_write_text
+    from .metrics import iou_table
+
+    ctx = from_env(device)
+    try:
+        ds, indices, seg = _load_for_dataset(dataset, root, seed, images, model, preset, process_device(device, ctx),
+                                             threads, echo=ctx.is_main)
+        result = evaluate(seg, ds, indices, all_classes=all_classes, dist=ctx)
+        if ctx.is_main:
+            click.echo(iou_table(result.summary))
+            if json_out:
+                atomic_write_text(Path(json_out), json.dumps(result.to_json(), indent=2) + "\n")
+                click.echo(f"wrote {json_out}", err=True)
+    finally:
+        shutdown(ctx)
+
+
+@main.command()
+@_dataset_options
+@click.option("--iters", type=click.IntRange(min=1), default=34, show_default=True,
+              help="Trials, trial 0 being the base configuration.")
+@click.option("--space", type=click.Path(dir_okay=False), default=None,
+              help="Search-space JSON. [default: every layer, every head, threshold 0.05..0.5]")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random search (and of the toy world).")
+@click.option("--world-seed", type=int, default=None, help="Toy-world seed when it should differ from --seed.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="tune-out", show_default=True,
+              help="Run directory: run.json, trace.jsonl, best.json (a preset). Rerun the same command to resume.")
+@click.option("--clip", "clip_name", default=None,
+              help="open_clip model name, local open_clip directory, or 'toy'. [default: ViT-L-14-336; toyworld: toy]")
+@click.option("--clip-pretrained", default="openai", show_default=True, help="Pretrained tag or weights file for --clip NAME.")
+@click.option("--clip-template", default=None, help="CLIP prompt, e.g. 'a photo of a {}'. [default: the bare class name]")
+@click.option("--reward", type=click.Choice(["binary", "continuous"]), default="binary", show_default=True,
+              help="binary: the paper's win count; continuous: mean probability gain over the full class list.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Also keep the per-image layer/head maps here, reused by later runs.")
+@click.option("--min-z", type=float, default=2.0, show_default=True,
+              help="A trial replaces the best only if its per-image rewards beat the starting configuration's by "
+                   "this paired z-score (guards against noise); 0 = the paper's plain argmax.")
+@_fail_cleanly
+def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, model: str | None,
+         preset: str | None, device: str, threads: int | None, iters: int, space: str | None, seed: int,
+         world_seed: int | None, out_dir: str, clip_name: str | None, clip_pretrained: str,
+         clip_template: str | None, reward: str, cache_dir: str | None, min_z: float) -> None:
+    """Label-free random search of layer, head and threshold with the CLIP masked-vs-blank reward.
+
+    Writes OUT/trace.jsonl (one line per finished trial), OUT/best.json (best so far; a preset for
+    `segment --preset` and `eval --preset`). An interrupted run restarted with the same command
+    resumes; under torchrun the map cache and each trial's images are split over the processes.
+    """
+    from .distributed import from_env, process_device, shutdown
+    from .reward import DEFAULT_CLIP, ClipScorer, load_clip
+    from .search import RewardEvaluator, load_space, run_search
+
+    ctx = from_env(device)
+    try:
+        wseed = seed if world_seed is None else world_seed
+        ds, indices, seg = _load_for_dataset(dataset, root, wseed, images, model, preset, process_device(device, ctx),
+                                             threads, echo=ctx.is_main)
+        space_obj = load_space(space, seg.backbone, seg.config)
+        clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
+        clip = load_clip(clip_source, clip_pretrained, device=process_device(device, ctx))
+        template = clip_template or ds.clip_template or "{}"
+        scorer = ClipScorer(clip, template=template)
+        evaluator = RewardEvaluator(seg, ds, indices, scorer, all_classes=all_classes, cache_dir=cache_dir, dist=ctx)
+        run_info = {"dataset": ds.describe(), "root": str(getattr(ds, "root", "")), "images": len(indices),
+                    "all_classes": all_classes, "model": seg.backbone.source, "clip": clip.source,
+                    "clip_template": template}
+        best = run_search(evaluator, space_obj, iters=iters, seed=seed, out_dir=out_dir, reward=reward,
+                          min_z=min_z, run_info=run_info)
+        if ctx.is_main:
+            params = {k: best["params"][k] for k in space_obj.values}
+            click.echo(f"best trial {best['trial']}: {json.dumps(params)} reward {best['reward']:.4g} "
+                       f"(binary {best['rewards']['binary']:.4g}, continuous {best['rewards']['continuous']:.4g}; "
+                       f"z vs trial 0 {best['z'][reward]:.2f})")
+            click.echo(f"preset: {Path(out_dir) / 'best.json'}  (pnpovss eval --preset {Path(out_dir) / 'best.json'} ...)")
+    finally:
+        shutdown(ctx)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

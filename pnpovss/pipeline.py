@@ -102,7 +102,7 @@ class Segmenter:
 
     def __init__(self, backbone: Backbone, config: PipelineConfig | None = None) -> None:
         self.backbone = backbone
-        self.config = config or PipelineConfig()
+        self.config = config or PipelineConfig().replace(**backbone.pipeline_defaults)
         self._cache_key: str | None = None
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -120,7 +120,7 @@ class Segmenter:
         PipelineConfig().replace(**overrides)  # bad values fail before a slow model load
         user_preset = load_preset(preset) if preset is not None else {}
         backbone = load_backbone(source, device=resolve_device(device))
-        config = PipelineConfig()
+        config = PipelineConfig().replace(**backbone.pipeline_defaults)
         resolved = resolve_source(source)
         model_preset = Path(resolved) / PRESET_FILENAME
         if model_preset.is_file():

@@ -63,3 +63,119 @@ def build_tiny_blip(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+# ------------------------------------------------------------------------------------ BridgeTower
+BPE_SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+"""RoBERTa's special tokens in its own id order (bos 0, pad 1, eos 2), as BridgeTower's config expects."""
+
+
+def byte_bpe_tokenizer(words: list[str] | tuple[str, ...] = WORDS, vocab_size: int = 400):
+    """An offline RoBERTa tokenizer: a small byte-level BPE trained here on captions of ``words``.
+
+    Byte-level BPE covers any string (the 256 byte symbols are in the vocab), so unknown class
+    names still tokenise, into more pieces, exactly as with the real 50k-token vocab.
+    """
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import RobertaTokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=BPE_SPECIAL, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = ["a picture of " + " ".join(words[i : i + 5]) for i in range(len(words))]
+    bpe.train_from_iterator(corpus * 3, trainer)
+    model = json.loads(bpe.to_str())["model"]
+    return RobertaTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]])
+
+
+def bridgetower_config(tokenizer, *, image_size: int, patch_size: int, hidden: int, vision_hidden: int,
+                       text_layers: int, cross_layers: int, heads: int, intermediate: int,
+                       vocab_size: int | None = None, max_positions: int = 66):
+    """A ``BridgeTowerConfig``; the towers get equal depth, as the model's forward requires."""
+    from transformers import BridgeTowerConfig
+
+    return BridgeTowerConfig(
+        hidden_size=hidden, num_attention_heads=heads, num_hidden_layers=cross_layers,
+        vision_config=dict(hidden_size=vision_hidden, num_hidden_layers=text_layers, patch_size=patch_size,
+                           image_size=image_size),
+        text_config=dict(vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, num_hidden_layers=text_layers,
+                         num_attention_heads=heads, intermediate_size=intermediate,
+                         max_position_embeddings=max_positions, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id),
+        attn_implementation="eager",
+    )
+
+
+def build_tiny_bridgetower(
+    out_dir: str | Path | None = None,
+    *,
+    image_size: int = 56,
+    patch_size: int = 14,
+    hidden: int = 32,
+    text_layers: int = 3,
+    cross_layers: int = 2,
+    heads: int = 2,
+    seed: int = 0,
+) -> Path:
+    """A random-weight ``BridgeTowerForImageAndTextRetrieval`` + processor saved to ``out_dir``.
+
+    The vision width is 64 (BridgeTower's ViT uses width // 64 heads). A ``pnpovss_preset.json``
+    pins the model's own small size and a valid layer, since the adapter's defaults are the
+    paper's 770 px for the real checkpoint.
+    """
+    import json
+
+    from transformers import BridgeTowerForImageAndTextRetrieval, BridgeTowerImageProcessor, BridgeTowerProcessor
+
+    out = Path(out_dir or tempfile.mkdtemp(prefix="tiny-bridgetower-"))
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = byte_bpe_tokenizer()
+    torch.manual_seed(seed)
+    config = bridgetower_config(tokenizer, image_size=image_size, patch_size=patch_size, hidden=hidden,
+                                vision_hidden=64, text_layers=text_layers, cross_layers=cross_layers,
+                                heads=heads, intermediate=hidden * 2)
+    model = BridgeTowerForImageAndTextRetrieval(config).eval()
+    processor = BridgeTowerProcessor(
+        image_processor=BridgeTowerImageProcessor(size={"shortest_edge": image_size},
+                                                  crop_size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer,
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    preset = {"image_size": image_size, "layer": 1, "head": 0}
+    (out / "pnpovss_preset.json").write_text(json.dumps({"config": preset}, indent=2) + "\n")
+    return out
+
+
+# ------------------------------------------------------------------------------------ full-size configs
+def blip_itm_large_config():
+    """``Salesforce/blip-itm-large-*``'s architecture (ViT-L/16 at 384 px, BERT-base text side with
+    cross-attention), for random-weight benchmarks. ``initializer_range=0.02`` everywhere: the
+    vision default of 1e-10 makes backward hit denormal numbers and run 10-30x slower."""
+    from transformers import BlipConfig
+
+    return BlipConfig(
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           image_size=384, patch_size=16, initializer_range=0.02),
+        text_config=dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                         num_attention_heads=12, encoder_hidden_size=1024, max_position_embeddings=512,
+                         is_decoder=True, initializer_range=0.02),
+        image_text_hidden_size=256,
+    )
+
+
+def bridgetower_large_config(tokenizer):
+    """``BridgeTower/bridgetower-large-itm-mlm-itc``'s architecture (ViT-L/14 at 294 px, RoBERTa-large,
+    6 cross-modal layers of 16 heads). ``initializer_factor=0.4`` gives the std-0.02 weights of
+    BERT-style init instead of BridgeTower's 0.05, whose saturated random softmaxes are not what a
+    trained model computes."""
+    config = bridgetower_config(tokenizer, image_size=294, patch_size=14, hidden=1024, vision_hidden=1024,
+                                text_layers=24, cross_layers=6, heads=16, intermediate=4096,
+                                vocab_size=50265, max_positions=514)
+    config.initializer_factor = 0.4
+    config.vision_config.initializer_factor = 0.4
+    config.text_config.initializer_factor = 0.4
+    return config

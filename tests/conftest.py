@@ -36,3 +36,11 @@ def two_tone_image():
     img[:, :32] = (20, 30, 120)
     img[:, 32:] = (230, 220, 90)
     return img
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A random tiny open_clip CLIP saved as an open_clip local directory (32 px, 1+1 layers)."""
+    from pnpovss.testing_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))

@@ -62,6 +62,9 @@ class Backbone(abc.ABC):
     max_text_tokens: int
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
+    pipeline_defaults: dict[str, Any] = {}
+    """Pipeline options this model needs instead of the (BLIP-based) defaults, e.g. BridgeTower's
+    770 px and a layer it has; applied before the model directory's preset."""
 
     # ----------------------------------------------------------------------------- images
     def grid(self, image_size: int) -> tuple[int, int]:

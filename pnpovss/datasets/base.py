@@ -1,0 +1,113 @@
+"""What every dataset reader provides: images, label maps in dataset class ids, class names.
+
+Label maps use the mmsegmentation convention: ``0 .. num_classes-1`` are classes, ``255`` is
+ignored (never scored, in particular *not* counted as background). Datasets whose class 0 is a
+real "background" class (VOC-21, Context-60, COCO-Object, the toy world) say so with
+``has_background``; the pipeline then adds its background channel (label 0) and the remaining
+pipeline labels map to the foreground class ids of the caption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import PnpOvssError
+
+IGNORE_INDEX = 255
+CLASSNAMES_DIR = Path(__file__).resolve().parent / "classnames"
+
+
+@dataclass
+class SegSample:
+    """One evaluation image and its ground truth."""
+
+    name: str
+    image: np.ndarray
+    """(H, W, 3) uint8 RGB."""
+    label: np.ndarray
+    """(H, W) int64 dataset class ids; ``IGNORE_INDEX`` where unlabelled."""
+
+
+def read_classnames(path: str | Path) -> list[list[str]]:
+    """One class per line, optional comma-separated synonyms; the first name is the one put in
+    captions, the others only enrich the CLIP text embedding of the reward."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise PnpOvssError(f"class-name file {p} is not readable ({exc.__class__.__name__})") from None
+    classes = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        names = [" ".join(n.split()) for n in line.split(",")]
+        if any(not n for n in names):
+            raise PnpOvssError(f"{p}:{number}: empty class name; write 'name' or 'name, synonym, ...'")
+        classes.append(names)
+    return classes
+
+
+class SegDataset:
+    """Base class: an indexable list of :class:`SegSample` with class metadata.
+
+    Subclasses set ``name``, ``synonyms`` (one list of names per class id, first = caption name)
+    and ``has_background`` and implement ``__len__`` / ``load``.
+    """
+
+    name: str = ""
+    synonyms: list[list[str]]
+    has_background: bool = False
+    ignore_index: int = IGNORE_INDEX
+    clip_template: str | None = None
+    """Prompt the reward's CLIP should use for this data (None: the caller's default)."""
+
+    @property
+    def classes(self) -> list[str]:
+        """Caption name of every class id."""
+        return [names[0] for names in self.synonyms]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.synonyms)
+
+    @property
+    def foreground_ids(self) -> list[int]:
+        """Class ids the pipeline is asked about (everything but the background class)."""
+        return list(range(1 if self.has_background else 0, self.num_classes))
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load(self, index: int) -> SegSample:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> SegSample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self.load(index % len(self))
+
+    def __iter__(self) -> Iterator[SegSample]:
+        for i in range(len(self)):
+            yield self.load(i)
+
+    def image_labels(self, label: np.ndarray) -> list[int]:
+        """Image-level labels: the foreground class ids present in a label map (sorted)."""
+        present = np.unique(label)
+        fg = set(self.foreground_ids)
+        return [int(c) for c in present if int(c) in fg]
+
+    def describe(self) -> dict:
+        return {"dataset": self.name, "images": len(self), "classes": self.num_classes,
+                "background": self.has_background}
+
+
+def subset_indices(n_total: int, images: int | None) -> list[int]:
+    """The first ``images`` indices (all when None): tune and eval use the same, sorted, subset."""
+    if images is not None and images < 1:
+        raise PnpOvssError(f"--images must be >= 1, got {images}")
+    return list(range(n_total if images is None else min(images, n_total)))
+

@@ -1,0 +1,176 @@
+"""Dataset readers on small synthetic directories in each mmsegmentation layout."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pnpovss.cli import main
+from pnpovss.datasets import DATASETS, IGNORE_INDEX, load_dataset, read_classnames
+from pnpovss.datasets.base import CLASSNAMES_DIR
+from pnpovss.errors import PnpOvssError
+from pnpovss.pipeline import parse_classes
+
+H, W = 12, 16
+
+
+def write_pair(img_dir, ann_dir, stem, raw, ann_suffix=".png", mode="L", rng=None):
+    img_dir.mkdir(parents=True, exist_ok=True)
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    rng = rng or np.random.default_rng(0)
+    Image.fromarray((rng.random((H, W, 3)) * 255).astype(np.uint8)).save(img_dir / f"{stem}.jpg")
+    ann = Image.fromarray(raw.astype(np.uint8), mode="L")
+    if mode == "P":
+        ann = ann.convert("P")
+        ann.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    ann.save(ann_dir / f"{stem}{ann_suffix}")
+
+
+def raw_map(values):
+    """A label map with one vertical band per value."""
+    raw = np.zeros((H, W), dtype=np.int64)
+    for k, v in enumerate(values):
+        raw[:, k * W // len(values):(k + 1) * W // len(values)] = v
+    return raw
+
+
+def make_voc_like(root, ann_dir, split, values_per_image, mode="P"):
+    for i, values in enumerate(values_per_image):
+        write_pair(root / "JPEGImages", root / ann_dir, f"im{i}", raw_map(values), mode=mode)
+    (root / split).parent.mkdir(parents=True, exist_ok=True)
+    (root / split).write_text("".join(f"im{i}\n" for i in range(len(values_per_image))))
+
+
+@pytest.fixture
+def voc_root(tmp_path):
+    root = tmp_path / "data" / "VOCdevkit" / "VOC2012"
+    make_voc_like(root, "SegmentationClass", "ImageSets/Segmentation/val.txt", [[0, 15, 255], [3, 3, 20]])
+    return root
+
+
+def test_voc21_keeps_background_and_ignore(voc_root):
+    ds = load_dataset("voc", voc_root)
+    assert ds.name == "voc21" and ds.has_background and ds.num_classes == 21 and len(ds) == 2
+    s = ds[0]
+    assert s.image.shape == (H, W, 3) and s.label.dtype == np.int64
+    assert set(np.unique(s.label)) == {0, 15, IGNORE_INDEX}
+    assert ds.image_labels(s.label) == [15]  # background and ignore are not image-level labels
+    assert ds.classes[15] == "person" and ds.classes[0] == "background"
+
+
+def test_voc20_ignores_background(voc_root):
+    ds = load_dataset("voc20", voc_root)
+    assert not ds.has_background and ds.num_classes == 20 and ds.classes[0] == "aeroplane"
+    assert set(np.unique(ds[0].label)) == {14, IGNORE_INDEX}  # 0 -> ignore, 15 -> 14
+    assert ds.image_labels(ds[1].label) == [2, 19]
+
+
+def test_root_may_be_a_parent_directory(voc_root, tmp_path):
+    for given in (tmp_path, tmp_path / "data", tmp_path / "data" / "VOCdevkit"):
+        assert load_dataset("voc", given).root == voc_root
+
+
+@pytest.mark.parametrize("name, background, expected", [("context", False, {IGNORE_INDEX, 4, 58}),
+                                                        ("context60", True, {0, 5, 59})])
+def test_pascal_context(tmp_path, name, background, expected):
+    root = tmp_path / "VOC2010"
+    make_voc_like(root, "SegmentationClassContext", "ImageSets/SegmentationContext/val.txt", [[0, 5, 59]], mode="L")
+    ds = load_dataset(name, root)
+    assert ds.has_background is background and ds.num_classes == (60 if background else 59)
+    assert set(np.unique(ds[0].label)) == expected
+
+
+def make_coco(root):
+    for i, values in enumerate([[0, 79, 80, 255], [170, 12]]):
+        write_pair(root / "images" / "val2017", root / "annotations" / "val2017", f"{i:012d}", raw_map(values),
+                   ann_suffix="_labelTrainIds.png")
+
+
+def test_coco_stuff_and_coco_object(tmp_path):
+    root = tmp_path / "coco_stuff164k"
+    make_coco(root)
+    stuff = load_dataset("coco-stuff", root)
+    assert stuff.num_classes == 171 and not stuff.has_background and len(stuff) == 2
+    assert stuff.ids == ["000000000000", "000000000001"]
+    assert set(np.unique(stuff[0].label)) == {0, 79, 80, IGNORE_INDEX}
+    obj = load_dataset("coco-object", root)
+    assert obj.num_classes == 81 and obj.has_background
+    assert set(np.unique(obj[0].label)) == {1, 80, 0, IGNORE_INDEX}  # things +1, stuff -> background
+    assert set(np.unique(obj[1].label)) == {0, 13}
+    assert obj.classes[1] == "person" and obj.classes[80] == "toothbrush"
+
+
+def test_ade20k_reduces_zero_label(tmp_path):
+    root = tmp_path / "ADEChallengeData2016"
+    write_pair(root / "images" / "validation", root / "annotations" / "validation", "ADE_val_1", raw_map([0, 1, 150]))
+    ds = load_dataset("ade20k", root)
+    assert ds.num_classes == 150 and set(np.unique(ds[0].label)) == {IGNORE_INDEX, 0, 149}
+    assert ds.classes[0] == "wall" and ds.classes[149] == "flag"
+
+
+@pytest.mark.parametrize("name, message", [
+    ("voc", "JPEGImages"), ("context", "SegmentationClassContext"), ("coco-stuff", "_labelTrainIds.png"),
+    ("coco-object", "annotations/val2017"), ("ade20k", "images/validation"),
+])
+def test_missing_root_names_the_layout(tmp_path, name, message):
+    with pytest.raises(PnpOvssError, match=message) as err:
+        load_dataset(name, tmp_path / "nowhere")
+    assert "--root" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_malformed_roots(voc_root):
+    (voc_root / "SegmentationClass" / "im1.png").unlink()
+    with pytest.raises(PnpOvssError, match="1 of 2 listed images lack"):
+        load_dataset("voc", voc_root)
+    (voc_root / "ImageSets" / "Segmentation" / "val.txt").unlink()
+    with pytest.raises(PnpOvssError, match="split file"):
+        load_dataset("voc", voc_root)
+
+
+def test_bad_annotations(voc_root):
+    Image.new("RGB", (W, H)).save(voc_root / "SegmentationClass" / "im0.png")
+    Image.new("L", (W + 1, H)).save(voc_root / "SegmentationClass" / "im1.png")
+    ds = load_dataset("voc", voc_root)
+    with pytest.raises(PnpOvssError, match="single-channel index PNG"):
+        ds[0]
+    with pytest.raises(PnpOvssError, match="annotation is 17x12 but its image is 16x12"):
+        ds[1]
+
+
+@pytest.mark.parametrize("file, count", [("voc.txt", 21), ("context.txt", 60), ("coco_object.txt", 81),
+                                         ("coco_stuff.txt", 171), ("ade20k.txt", 150)])
+def test_classname_files(file, count):
+    classes = read_classnames(CLASSNAMES_DIR / file)
+    assert len(classes) == count
+    first = [c[0] for c in classes]
+    names = first[1:] if first[0] == "background" else first
+    assert parse_classes(names) == names  # unique, non-empty, no 'background': usable as one caption
+
+
+def test_synonyms_are_parsed(tmp_path):
+    f = tmp_path / "c.txt"
+    f.write_text("cat\ntv monitor,  television ,tv\n\n")
+    assert read_classnames(f) == [["cat"], ["tv monitor", "television", "tv"]]
+    f.write_text("cat,,dog\n")
+    with pytest.raises(PnpOvssError, match="c.txt:1"):
+        read_classnames(f)
+
+
+def test_toyworld_adapter():
+    from pnpovss.toyworld.world import SHAPES, make_sample
+
+    ds = load_dataset("toyworld", seed=3, images=4)
+    assert len(ds) == 4 and ds.classes == ["background", *SHAPES] and ds.has_background
+    s, ref = ds[2], make_sample(3, 2)
+    assert np.array_equal(s.image, ref.image) and np.array_equal(s.label, ref.mask)
+    assert [ds.classes[c] for c in ds.image_labels(s.label)] == ref.labels
+    with pytest.raises(PnpOvssError, match="reserved for training"):
+        load_dataset("toyworld", seed=10**7)
+
+
+def test_registry_and_cli_error(tmp_path):
+    assert {"voc", "voc20", "context", "context60", "coco-object", "coco-stuff", "ade20k", "toyworld"} <= set(DATASETS)
+    with pytest.raises(PnpOvssError, match="unknown dataset"):
+        load_dataset("cityscapes")
+    res = CliRunner().invoke(main, ["eval", "--dataset", "ade20k", "--root", str(tmp_path)])
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "ADEChallengeData2016" in res.output

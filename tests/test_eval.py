@@ -1,0 +1,87 @@
+"""Dataset evaluation: label mapping back to dataset ids, background handling, the eval command."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pnpovss.cli import main
+from pnpovss.config import PipelineConfig
+from pnpovss.datasets.base import IGNORE_INDEX, SegDataset, SegSample
+from pnpovss.evaluate import evaluate, predict
+
+
+class Tiny(SegDataset):
+    """Two 2x3 images over classes [a, b, c] (+ background when asked)."""
+
+    def __init__(self, background: bool):
+        self.has_background = background
+        self.name = "tiny"
+        self.synonyms = ([["background"]] if background else []) + [["a"], ["b"], ["c"]]
+        off = 1 if background else 0
+        self.labels = [np.array([[off + 0, off + 2, IGNORE_INDEX], [off + 2, off + 2, off + 0]]),
+                       np.full((2, 3), IGNORE_INDEX if not background else 0)]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def load(self, index):
+        return SegSample(str(index), np.zeros((2, 3, 3), np.uint8), self.labels[index])
+
+
+class Oracle:
+    """A stand-in Segmenter that returns image 0's truth in the pipeline's label convention
+    (index into [background] + caption) and records the captions it was asked for."""
+
+    def __init__(self, dataset):
+        self.ds, self.calls = dataset, []
+        self.config = PipelineConfig()
+        self.backbone = SimpleNamespace(source="oracle")
+
+    def segment(self, image, names, background):
+        self.calls.append((list(names), background))
+        truth = self.ds[0].label
+        order = ([self.ds.classes[0]] if background else []) + list(names)
+        labels = np.zeros(truth.shape, np.int64)
+        for k, name in enumerate(order):
+            labels[truth == self.ds.classes.index(name)] = k
+        return SimpleNamespace(labels=labels)
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_pipeline_labels_map_back_to_dataset_ids(background):
+    ds = Tiny(background)
+    seg = Oracle(ds)
+    pred = predict(seg, ds, ds[0])
+    keep = ds[0].label != IGNORE_INDEX
+    assert np.array_equal(pred[keep], ds[0].label[keep])
+    assert seg.calls == [(["a", "c"], background)]  # the image-level labels, in dataset order
+    predict(seg, ds, ds[0], all_classes=True)
+    assert seg.calls[-1] == (["a", "b", "c"], background)
+
+
+def test_image_without_labels_is_all_background():
+    ds = Tiny(True)
+    seg = Oracle(ds)
+    assert not predict(seg, ds, ds[1]).any() and not seg.calls
+    res = evaluate(seg, ds, [0, 1], progress=False)
+    assert res.summary["per_class"]["background"] == 100.0 and res.summary["per_class"]["b"] is None
+    assert res.summary["miou"] == 100.0 and res.images == 2 and res.matrix.sum() == 5 + 6
+
+
+def test_eval_command_on_the_toy_world(tiny_blip_dir, tmp_path):
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"config": {"layer": 2, "head": 1, "drop_iters": 2}}))
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(main, ["eval", "--dataset", "toyworld", "--seed", "2", "--images", "3", "--model",
+                                    str(tiny_blip_dir), "--preset", str(preset), "--json", str(out), "--threads", "1"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert set(data["per_class"]) == {"background", "circle", "square", "triangle", "star", "cross", "heart"}
+    assert 0 <= data["miou"] <= 100 and data["images"] == 3 and data["seed"] == 2
+    assert data["config"]["layer"] == 2 and data["config"]["drop_iters"] == 2 and data["config"]["background"]
+    assert np.asarray(data["confusion_matrix"]).sum() == 3 * 96 * 96
+    assert "mIoU" in res.output

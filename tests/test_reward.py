@@ -1,0 +1,106 @@
+"""The CLIP masked-vs-blank reward: masks, CLIP loading, both variants, caches."""
+
+import numpy as np
+import pytest
+import torch
+
+from pnpovss.errors import PnpOvssError
+from pnpovss.reward import ClipScorer, image_rewards, load_clip, reward_masks
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_clip_dir):
+    return ClipScorer(load_clip(str(tiny_clip_dir)), template="a photo of a {}")
+
+
+def test_masks_binarise_blur_and_rebinarise():
+    grid = np.zeros((3, 4, 4), np.float32)
+    grid[0, :, :2] = 1.0           # left half
+    grid[1, 1, 1] = 1.0            # one patch
+    grid[1, 2, 2] = 0.1            # below threshold 0.15 after min-max: dropped
+    masks = reward_masks(grid, 0.15, 32)  # class 2 is constant: nothing kept
+    assert masks.shape == (3, 32, 32) and masks.dtype == bool
+    assert abs(masks[0].mean() - 0.5) < 0.05 and masks[0][:, :12].all() and not masks[0][:, 20:].any()
+    assert masks[1][10:14, 10:14].all() and not masks[1][18:, 18:].any()  # one patch survives the blur
+    assert not masks[2].any()
+    assert reward_masks(grid, 0.05, 32)[1][20, 20]  # at a lower threshold the weak patch is kept
+
+
+def test_load_clip_errors(tmp_path):
+    with pytest.raises(PnpOvssError, match="no open_clip_config.json"):
+        load_clip(str(tmp_path))
+    with pytest.raises(PnpOvssError, match="could not load CLIP 'ViT-B-32'") as err:
+        load_clip("ViT-B-32", str(tmp_path / "missing.pt"))
+    assert "\n" not in str(err.value)
+
+
+def test_clip_input_and_text(scorer):
+    assert scorer.clip.image_size == 32
+    x = scorer.image_tensor(np.full((20, 50, 3), 128, np.uint8))
+    assert x.shape == (3, 32, 32)
+    one = scorer.text_embeddings([["cat"], ["dog"]])
+    syn = scorer.text_embeddings([["cat", "kitten"]])
+    assert one.shape == (2, 32) and torch.allclose(one.norm(dim=-1), torch.ones(2))
+    a, b = scorer.text_embeddings([["cat"]])[0], scorer.text_embeddings([["kitten"]])[0]
+    assert torch.allclose(syn[0], torch.nn.functional.normalize(a + b, dim=0), atol=1e-6)
+    assert scorer.text_embeddings([["cat"], ["dog"]]) is one  # cached
+
+
+def test_masked_embeddings_memo_and_mean_colour(scorer):
+    img = scorer.image_tensor(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, :16] = True
+    first = scorer.masked_embeddings("k", img, masks)
+    assert scorer.masked_embeddings("k", img, masks) is first
+    direct = scorer.embed(img[None] * torch.from_numpy(masks[:, None].astype(np.float32)))
+    assert torch.allclose(direct[1], scorer.blank_embedding(), atol=1e-6)  # empty mask = blank image ...
+    assert torch.equal(first[1], scorer.blank_embedding())  # ... and scored as exactly the blank
+    assert torch.equal(first[0], direct[0])
+
+
+def test_empty_masks_never_win(scorer):
+    """Regression: embedding the blank image inside a batch gave last-bit differences that the
+    strict '>' of the binary reward counted as wins for classes with empty masks."""
+    img = scorer.image_tensor(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    text = scorer.text_embeddings([["cat"], ["dog"], ["car"]])
+    emb = scorer.masked_embeddings("empty", img, np.zeros((3, 32, 32), bool))
+    assert image_rewards(scorer, emb, [0, 1, 2], text) == (0, 0.0)
+
+
+def fixed_scorer(scorer, blank):
+    s = ClipScorer(scorer.clip)
+    s._blank = blank
+    return s
+
+
+def test_binary_counts_wins_and_single_label_scores_zero(scorer):
+    text = torch.eye(3)                          # class c <-> axis c
+    s = fixed_scorer(scorer, torch.nn.functional.normalize(torch.ones(3), dim=0))
+    masked = torch.tensor([[1.0, 0, 0], [0, 0, 1.0]])  # class 0's mask looks like class 0; class 1's like class 2
+    wins, cont = image_rewards(s, masked, [0, 1], text)
+    assert wins == 1
+    p = torch.softmax(100 * masked @ text.T, dim=-1)
+    assert cont == pytest.approx(float(((p[0, 0] - 1 / 3) + (p[1, 1] - 1 / 3)) / 2), abs=1e-6)
+    wins1, cont1 = image_rewards(s, masked[:1], [0], text)
+    assert wins1 == 0 and cont1 > 0.5  # one label: the binary reward is blind, the continuous one is not
+
+
+def test_template_must_have_placeholder(scorer):
+    with pytest.raises(PnpOvssError, match="template"):
+        ClipScorer(scorer.clip, template="a photo")
+
+
+def test_toy_clip_directory_format(tiny_clip_dir, tmp_path):
+    """The toy CLIP's own format (model_cfg + top-level image_size/mean/std) keeps its normalisation."""
+    import json
+    import shutil
+
+    cfg = json.loads((tiny_clip_dir / "open_clip_config.json").read_text())
+    toy = {"model_cfg": cfg["model_cfg"], "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(toy))
+    shutil.copy(tiny_clip_dir / "open_clip_model.safetensors", tmp_path)
+    clip = load_clip(str(tmp_path))
+    assert clip.mean == (0.5, 0.5, 0.5) and clip.std == (0.25, 0.25, 0.25) and clip.image_size == 32
+    ref = load_clip(str(tiny_clip_dir))
+    tokens = clip.tokenizer(["a cat"])
+    assert torch.equal(clip.model.encode_text(tokens), ref.model.encode_text(tokens))

@@ -1,0 +1,211 @@
+"""Search space, layer/head map cache, resumable random search, best preset."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pnpovss import Segmenter, load_preset
+from pnpovss.cli import main
+from pnpovss.datasets import load_dataset
+from pnpovss.errors import PnpOvssError
+from pnpovss.reward import ClipScorer, load_clip
+from pnpovss.search import DEFAULT_SPACE, MapCache, RewardEvaluator, TraceLog, load_space, run_search
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_dataset("toyworld", seed=0, images=4, size=48)
+
+
+@pytest.fixture(scope="module")
+def evaluator(segmenter, toy, tiny_clip_dir):
+    ev = RewardEvaluator(segmenter, toy, range(len(toy)), ClipScorer(load_clip(str(tiny_clip_dir))))
+    ev.build(progress=False)
+    return ev
+
+
+def test_default_space_file_matches_code(segmenter):
+    shipped = json.loads((REPO / "search" / "spaces" / "default.json").read_text())
+    shipped.pop("_comment")
+    assert shipped == DEFAULT_SPACE
+    space = load_space(None, segmenter.backbone, segmenter.config)
+    assert space.values["layer"] == [1, 2, 3] and space.values["head"] == [0, 1]
+    assert space.values["threshold"][0] == 0.05 and space.size == 3 * 2 * 10
+
+
+def test_space_files(segmenter, tmp_path):
+    bb, cfg = segmenter.backbone, segmenter.config
+    space = load_space({"threshold": {"from": 0.1, "to": 0.3, "step": 0.1}, "head": [0, [0, 1], None]}, bb, cfg)
+    assert space.values == {"threshold": [0.1, 0.2, 0.3], "head": [0, [0, 1], None]}
+    assert space.decode(space.encode({"threshold": 0.2, "head": (0, 1)})) == {"threshold": 0.2, "head": [0, 1]}
+    for bad, message in [({"layer": [1, 9]}, "layer 9 is out of range"), ({"crf_iters": [1, 2]}, "cannot be searched"),
+                         ({"head": [0, 0]}, "twice"), ({"drop_k": [5, 10]}, "add drop_iters"), ({"threshold": "each"}, "only defined"), ({"layer": []}, "non-empty")]:
+        with pytest.raises(PnpOvssError, match=message):
+            load_space(bad, bb, cfg)
+    f = tmp_path / "s.json"
+    f.write_text("{nope")
+    with pytest.raises(PnpOvssError, match="not readable JSON"):
+        load_space(f, bb, cfg)
+    with pytest.raises(PnpOvssError, match="starting value"):
+        load_space({"threshold": [0.3]}, bb, cfg).encode({"threshold": 0.15})
+
+
+def test_cached_maps_equal_pipeline_single_pass(segmenter, toy, tmp_path, monkeypatch):
+    sample = toy[1]
+    names = [toy.classes[c] for c in toy.image_labels(sample.label)]
+    cache = MapCache(segmenter, segmenter.config, cache_dir=tmp_path)
+    cache.add(0, sample.image, names)
+    bb = segmenter.backbone
+    pixels = bb.preprocess([sample.image], segmenter.image_size())
+    for layer, head in [(1, 0), (2, 1), (2, (0, 1)), (3, None)]:
+        cfg = segmenter.config.replace(layer=layer, head=head, drop_iters=1)
+        ref = segmenter.class_grid_maps(pixels, bb.encode_image(pixels), [names], cfg)[0] / 2  # pass 0 counted twice
+        got = cache.class_maps(0, cfg, lambda: sample.image, names)
+        np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-3 * float(np.abs(ref).max() + 1e-30))
+    # a second cache reads the disk copy without running the model
+    monkeypatch.setattr("pnpovss.search.layer_head_maps", lambda *a, **k: pytest.fail("recomputed"))
+    again = MapCache(segmenter, segmenter.config, cache_dir=tmp_path)
+    again.add(5, sample.image, names)
+    assert np.array_equal(again._maps[5].cams, cache._maps[0].cams)
+    # DropOut configurations run the real passes
+    cfg = segmenter.config.replace(drop_iters=2, drop_k=3)
+    ref = segmenter.class_grid_maps(pixels, bb.encode_image(pixels), [names], cfg)[0]
+    np.testing.assert_allclose(cache.class_maps(0, cfg, lambda: sample.image, names), ref, rtol=1e-5, atol=1e-9)
+
+
+def test_trial_config_uses_single_pass_unless_dropout_is_searched(evaluator):
+    assert evaluator.trial_config({"layer": 1}).drop_iters == 1
+    assert evaluator.trial_config({"drop_iters": 3}).drop_iters == 3
+    scores = evaluator.evaluate({"layer": 2, "head": 1, "threshold": 0.15})
+    assert set(scores) == {"binary", "continuous"} and scores["binary"] == int(scores["binary"])
+    richer = {"layer": 2, "head": 1, "threshold": 0.15, "drop_iters": 2, "drop_k": 2, "blur_sigma": 0.01}
+    assert evaluator.evaluate(richer) == evaluator.evaluate(richer)  # DropOut maps memoised, deterministic
+
+
+def strip(records):
+    return [{k: r[k] for k in ("trial", "params", "reward", "rewards", "z", "repeat")} for r in records]
+
+
+def test_selection_needs_significance_over_the_base(evaluator, segmenter, tmp_path, monkeypatch):
+    space = load_space(None, segmenter.backbone, segmenter.config)
+    argmax = run_search(evaluator, space, iters=8, seed=1, out_dir=tmp_path, min_z=0, progress=False)
+    trace = TraceLog(tmp_path / "trace.jsonl").load()
+    assert trace[0]["z"] == {"binary": 0.0, "continuous": 0.0}
+    top = max(r["reward"] for r in trace)
+    assert argmax == next(r for r in trace if r["reward"] == top)  # min_z 0: the paper's argmax
+    base = evaluator.per_image(trace[0]["params"])
+    for r in trace[1:]:
+        gain = evaluator.per_image(r["params"])[:, 0] - base[:, 0]
+        if gain.std(ddof=1) > 0:
+            assert r["z"]["binary"] == pytest.approx(gain.mean() / (gain.std(ddof=1) / np.sqrt(len(gain))))
+    # re-selecting with another min_z replays the trace: no new evaluation
+    monkeypatch.setattr(RewardEvaluator, "per_image", lambda *a: pytest.fail("re-evaluated"))
+    strict = run_search(evaluator, space, iters=8, seed=1, out_dir=tmp_path, min_z=1e7, progress=False)
+    assert strict["trial"] == 0 and json.loads((tmp_path / "best.json").read_text())["min_z"] == 1e7
+
+
+def test_resume_after_interrupt_gives_the_same_trace(evaluator, segmenter, tmp_path, monkeypatch):
+    space = load_space(None, segmenter.backbone, segmenter.config)
+    full = run_search(evaluator, space, iters=10, seed=3, out_dir=tmp_path / "full", progress=False)
+    reference = strip(TraceLog(tmp_path / "full" / "trace.jsonl").load())
+    assert len(reference) == 10 and [r["trial"] for r in reference] == list(range(10))
+
+    real, calls = RewardEvaluator.evaluate, []
+
+    def crash_after_four(self, params):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(params)
+        return real(self, params)
+
+    monkeypatch.setattr(RewardEvaluator, "evaluate", crash_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(evaluator, space, iters=10, seed=3, out_dir=tmp_path / "cut", progress=False)
+    monkeypatch.setattr(RewardEvaluator, "evaluate", real)
+    trace = tmp_path / "cut" / "trace.jsonl"
+    assert 4 <= len(TraceLog(trace).load()) < 10
+    with open(trace, "ab") as f:
+        f.write(b'{"trial": 9, "par')  # a kill in the middle of a write
+    best = run_search(evaluator, space, iters=10, seed=3, out_dir=tmp_path / "cut", progress=False)
+    assert strip(TraceLog(trace).load()) == reference
+    assert best == full or strip([best]) == strip([full])
+    preset = json.loads((tmp_path / "cut" / "best.json").read_text())
+    assert preset["finished"] and preset["params"] == full["params"] and preset["reward"] == max(r["reward"] for r in reference)
+
+
+def test_refuses_to_mix_runs(evaluator, segmenter, tmp_path):
+    space = load_space(None, segmenter.backbone, segmenter.config)
+    run_search(evaluator, space, iters=3, seed=0, out_dir=tmp_path, progress=False)
+    with pytest.raises(PnpOvssError, match="seed differ"):
+        run_search(evaluator, space, iters=3, seed=1, out_dir=tmp_path, progress=False)
+    lines = (tmp_path / "trace.jsonl").read_text().splitlines()
+    rec = json.loads(lines[1])
+    rec["params"]["layer"] = 99
+    (tmp_path / "trace.jsonl").write_text("\n".join([lines[0], json.dumps(rec), lines[2]]) + "\n")
+    with pytest.raises(PnpOvssError, match="different search"):
+        run_search(evaluator, space, iters=3, seed=0, out_dir=tmp_path, progress=False)
+    (tmp_path / "trace.jsonl").write_text(lines[0] + "\n{broken\n" + lines[2] + "\n")
+    with pytest.raises(PnpOvssError, match="line 2 is not valid JSON"):
+        run_search(evaluator, space, iters=3, seed=0, out_dir=tmp_path, progress=False)
+
+
+def test_best_json_is_a_preset(evaluator, segmenter, tiny_blip_dir, tmp_path):
+    space = load_space({"layer": [1, 2], "threshold": [0.15, 0.3]}, segmenter.backbone, segmenter.config)
+    best = run_search(evaluator, space, iters=4, seed=0, out_dir=tmp_path, progress=False)
+    cfg = load_preset(tmp_path / "best.json")
+    assert cfg["layer"] == best["params"]["layer"] and cfg["drop_iters"] == 4  # DropOut kept at the base value
+    seg = Segmenter.from_pretrained(str(tiny_blip_dir), preset=tmp_path / "best.json")
+    assert seg.config.threshold == best["params"]["threshold"]
+
+
+TUNE_ARGS = ["--dataset", "toyworld", "--images", "3", "--iters", "12", "--seed", "5", "--threads", "1"]
+SLOW_TRIALS = """
+import sys, time
+import pnpovss.search as s
+real = s.RewardEvaluator.evaluate
+def slow(self, params):
+    time.sleep(0.5)
+    return real(self, params)
+s.RewardEvaluator.evaluate = slow
+from pnpovss.cli import main
+main(sys.argv[1:], prog_name="pnpovss")
+"""
+
+
+@pytest.mark.slow
+def test_killed_tune_resumes_to_the_uninterrupted_trace(tiny_blip_dir, tiny_clip_dir, tmp_path):
+    """A real SIGKILL of a tune process (not a simulated exception): needs a separate Python process
+    (~5 s to import torch/transformers/open_clip), hence slow."""
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"config": {"layer": 2, "head": 1}}))
+    args = TUNE_ARGS + ["--model", str(tiny_blip_dir), "--clip", str(tiny_clip_dir), "--preset", str(preset)]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_TRIALS, "tune", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # the uninterrupted reference runs here while the subprocess is still importing
+    ref = CliRunner().invoke(main, ["tune", *args, "--out", str(tmp_path / "ref")], catch_exceptions=False)
+    assert ref.exit_code == 0, ref.output
+    trace = out / "trace.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not trace.exists() or len(trace.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(TraceLog(trace).load(repair=False))
+    assert 3 <= done < 12
+    res = CliRunner().invoke(main, ["tune", *args, "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert strip(TraceLog(trace).load()) == strip(TraceLog(tmp_path / "ref" / "trace.jsonl").load())
+    assert json.loads((out / "best.json").read_text())["params"] == json.loads(
+        (tmp_path / "ref" / "best.json").read_text())["params"]
