@@ -71,6 +71,8 @@ DEFAULT_MIN_Z = 2.0
 """Significance a challenger needs over the base configuration (see :func:`run_search`)."""
 DROPOUT_PARAMS = ("drop_iters", "drop_k", "halving", "drop_mode", "count_first_twice")
 TRACE_FILE, BEST_FILE, RUN_FILE = "trace.jsonl", "best.json", "run.json"
+TRACE_FORMAT = 2
+"""2: every trial records ``z`` (paired z-score against trial 0)."""
 
 
 def _canon(value: Any) -> Any:
@@ -474,6 +476,7 @@ def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, se
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     info = _canon({**(run_info or {}), "seed": seed, "reward": reward, "reward_version": REWARD_VERSION,
+                   "trace_format": TRACE_FORMAT,
                    "space": space.values, "base_config": evaluator.base.to_dict(),
                    "mask_sigma": evaluator.mask_sigma, "logit_scale": evaluator.scorer.logit_scale})
     with _exclusive(out, main):

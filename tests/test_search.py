@@ -120,7 +120,7 @@ def test_resume_after_interrupt_gives_the_same_trace(evaluator, segmenter, tmp_p
     reference = strip(TraceLog(tmp_path / "full" / "trace.jsonl").load())
     assert len(reference) == 10 and [r["trial"] for r in reference] == list(range(10))
 
-    real, calls = RewardEvaluator.evaluate, []
+    real, calls = RewardEvaluator.per_image, []
 
     def crash_after_four(self, params):
         if len(calls) == 4:
@@ -128,10 +128,10 @@ def test_resume_after_interrupt_gives_the_same_trace(evaluator, segmenter, tmp_p
         calls.append(params)
         return real(self, params)
 
-    monkeypatch.setattr(RewardEvaluator, "evaluate", crash_after_four)
+    monkeypatch.setattr(RewardEvaluator, "per_image", crash_after_four)
     with pytest.raises(KeyboardInterrupt):
         run_search(evaluator, space, iters=10, seed=3, out_dir=tmp_path / "cut", progress=False)
-    monkeypatch.setattr(RewardEvaluator, "evaluate", real)
+    monkeypatch.setattr(RewardEvaluator, "per_image", real)
     trace = tmp_path / "cut" / "trace.jsonl"
     assert 4 <= len(TraceLog(trace).load()) < 10
     with open(trace, "ab") as f:
@@ -172,11 +172,11 @@ TUNE_ARGS = ["--dataset", "toyworld", "--images", "3", "--iters", "12", "--seed"
 SLOW_TRIALS = """
 import sys, time
 import pnpovss.search as s
-real = s.RewardEvaluator.evaluate
+real = s.RewardEvaluator.per_image
 def slow(self, params):
     time.sleep(0.5)
     return real(self, params)
-s.RewardEvaluator.evaluate = slow
+s.RewardEvaluator.per_image = slow
 from pnpovss.cli import main
 main(sys.argv[1:], prog_name="pnpovss")
 """
