@@ -4,7 +4,7 @@ full-size architectures with random weights (no download). Prints JSON; not a te
     python bench/speed.py --json speed.json          # everything (long: hours on 2 CPU cores)
     python bench/speed.py --quick --json quick.json  # BLIP at 384 px, 1 and 5 classes: minutes
     python bench/speed.py --table speed.json         # the README table of a result
-    python bench/speed.py --toy --toy-layer 2        # toy-world mIoU, re-encode vs attention dropout
+    python bench/speed.py --toy                      # toy-world mIoU, re-encode vs attention dropout
 
 Rows, per (model, image size, number of classes), T = 4 Salience DropOut passes:
   reference_pattern       what the reference code does per image: at every pass, forward and backward

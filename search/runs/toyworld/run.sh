@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The recorded toy-world tuning run (toy BLIP + toy CLIP, one CPU thread). From the repo root:
-#   bash search/runs/toyworld/run.sh
+#   bash search/runs/toyworld/run.sh          (~35 min on a shared 2-core machine, most of it the bench)
 # Tune on world seed 1 (label-free: only image-level labels reach the reward), evaluate on the
 # held-out world seed 2 and on the tuning images themselves. Resumable: rerun after an interruption.
 set -euo pipefail
@@ -8,19 +8,21 @@ D=search/runs/toyworld
 TUNE_IMAGES=${TUNE_IMAGES:-200}
 EVAL_IMAGES=${EVAL_IMAGES:-300}
 COMMON=(--dataset toyworld --threads 1)
+TUNE=(tune "${COMMON[@]}" --seed 0 --world-seed 1 --images "$TUNE_IMAGES" --iters 34 --cache-dir /tmp/pnpovss-toy-cache)
 
-for reward in binary continuous; do
-  pnpovss tune "${COMMON[@]}" --seed 0 --world-seed 1 --images "$TUNE_IMAGES" --iters 34 \
-    --reward "$reward" --cache-dir /tmp/pnpovss-toy-cache --out "$D/$reward"
-done
+evaluate() {  # evaluate PRESET_ARGS NAME: held-out seed 2 and the tuning images (seed 1)
+  pnpovss eval "${COMMON[@]}" --seed 2 --images "$EVAL_IMAGES" $1 --json "$D/eval_$2_seed2.json"
+  pnpovss eval "${COMMON[@]}" --seed 1 --images "$TUNE_IMAGES" $1 --json "$D/eval_$2_seed1.json"
+}
 
-pnpovss eval "${COMMON[@]}" --seed 2 --images "$EVAL_IMAGES" --json "$D/eval_default_seed2.json"
-pnpovss eval "${COMMON[@]}" --seed 1 --images "$TUNE_IMAGES" --json "$D/eval_default_seed1.json"
+evaluate "" default
 for reward in binary continuous; do
-  pnpovss eval "${COMMON[@]}" --seed 2 --images "$EVAL_IMAGES" --preset "$D/$reward/best.json" \
-    --json "$D/eval_${reward}_seed2.json"
-  pnpovss eval "${COMMON[@]}" --seed 1 --images "$TUNE_IMAGES" --preset "$D/$reward/best.json" \
-    --json "$D/eval_${reward}_seed1.json"
+  pnpovss "${TUNE[@]}" --reward "$reward" --out "$D/$reward"                    # --min-z 2 (default)
+  mkdir -p "$D/${reward}_argmax"                                               # same trials, paper's argmax:
+  cp "$D/$reward/run.json" "$D/$reward/trace.jsonl" "$D/${reward}_argmax/"      # replayed, not recomputed
+  pnpovss "${TUNE[@]}" --reward "$reward" --out "$D/${reward}_argmax" --min-z 0
+  evaluate "--preset $D/$reward/best.json" "$reward"
+  evaluate "--preset $D/${reward}_argmax/best.json" "${reward}_argmax"
 done
 
 python bench/reward_correlation.py --seed 1 --images "${CORR_IMAGES:-100}" --configs 32 --threads 1 \
