@@ -426,13 +426,18 @@ def _exclusive(out: Path, enabled: bool) -> Iterator[None]:
         return
     import fcntl
 
-    fh = open(out / ".lock", "w")
+    path = out / ".lock"
+    fh = open(path, "w")
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            fh.close()
             raise PnpOvssError(f"another 'pnpovss tune' is writing to {out}; wait for it or use another --out") from None
-        yield
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # still locked: nobody else can be using it
     finally:
         fh.close()
 

@@ -209,3 +209,15 @@ def test_killed_tune_resumes_to_the_uninterrupted_trace(tiny_blip_dir, tiny_clip
     assert strip(TraceLog(trace).load()) == strip(TraceLog(tmp_path / "ref" / "trace.jsonl").load())
     assert json.loads((out / "best.json").read_text())["params"] == json.loads(
         (tmp_path / "ref" / "best.json").read_text())["params"]
+
+
+def test_one_writer_per_run_directory(evaluator, segmenter, tmp_path):
+    import fcntl
+
+    space = load_space({"threshold": [0.15, 0.3]}, segmenter.backbone, segmenter.config)
+    with open(tmp_path / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(PnpOvssError, match="another 'pnpovss tune'"):
+            run_search(evaluator, space, iters=2, seed=0, out_dir=tmp_path, progress=False)
+    run_search(evaluator, space, iters=2, seed=0, out_dir=tmp_path, progress=False)
+    assert not (tmp_path / ".lock").exists()
