@@ -13,6 +13,8 @@ Rows, per (model, image size, number of classes), T = 4 Salience DropOut passes:
                           computed for every (layer, head); the chosen layer/head then drives the drop
   pnpovss                 our default pipeline: each pass re-encodes the masked image without autograd,
                           backward runs from the match logit to the chosen layer only
+  pnpovss_eager_vision    pnpovss with the vision tower's own eager attention instead of fused
+                          attention (BLIP only): how much of the gain the fused attention brings
   pnpovss_attention_drop  drop_mode="attention": one vision pass; dropped patches are hidden from the
                           cross-attention instead of re-encoded (different maps: see max_abs_diff)
   floor                   T vision forwards without grad + one text-side forward/backward: the least
@@ -47,7 +49,7 @@ from pnpovss.dropout import mask_patches, pool_classes, salience_dropout, select
 from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad
 from pnpovss.hooks import capture_outputs
 
-ROWS = ("reference_pattern", "pnpovss", "pnpovss_attention_drop", "floor")
+ROWS = ("reference_pattern", "pnpovss", "pnpovss_eager_vision", "pnpovss_attention_drop", "floor")
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa", "train",
            "tv monitor"]  # Pascal VOC's 20; n classes = the first n
@@ -162,9 +164,16 @@ def floor(backbone: Backbone, pixels: torch.Tensor, text: TextBatch, cfg: Pipeli
     return []
 
 
+def pnpovss_eager_vision(backbone: Backbone, pixels: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> Maps:
+    """``pnpovss`` with fused vision attention switched off."""
+    backbone.fused_vision_attention = False
+    return pnpovss(backbone, pixels, text, cfg)
+
+
 ROW_FUNCS: dict[str, Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig], Maps]] = {
     "reference_pattern": reference_pattern,
     "pnpovss": pnpovss,
+    "pnpovss_eager_vision": pnpovss_eager_vision,
     "pnpovss_attention_drop": lambda bb, px, text, cfg: pnpovss(bb, px, text, cfg.replace(drop_mode="attention")),
     "floor": floor,
 }
@@ -259,6 +268,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             images = args.images or (1 if size >= 700 else 2)
             for n in classes[model]:
                 for name in args.rows.split(","):
+                    if name == "pnpovss_eager_vision" and model != "blip":
+                        continue  # only BLIP's vision tower gets fused attention
                     specs.append(dict(name=name, model=model, image_size=size, classes=n, images=images,
                                       drop_iters=args.drop_iters, threads=args.threads))
     return specs

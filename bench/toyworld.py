@@ -12,6 +12,14 @@ Rows (classes in the caption = the image's labels, plus background, unless said 
   gradcam+dropout+blur + Gaussian blur (argmax, no CRF)
   full                 + dense CRF: the default pipeline
   full_all_classes     full pipeline with every shape class in the caption
+Options, measured beside the default (under "options" in the JSON):
+  attention+blur+crf   raw attention (one pass) through the full post-processing: what GradCAM and
+                       DropOut add on this model
+  full_threshold_binary / full_crf_probs / full_eval_scripts
+                       the reference's per-dataset evaluation scripts' post-processing, one change at
+                       a time and all together (binary threshold, maps as CRF probabilities,
+                       background 1 - sum, 20 CRF iterations)
+  full_attention_drop  drop_mode="attention" (one vision pass instead of re-encoding)
 Scores are accumulated over the whole split in one confusion matrix per row (background + shapes).
 """
 
@@ -41,6 +49,13 @@ STAGES = {
     "gradcam+dropout": dict(blur=False, crf=False),
     "gradcam+dropout+blur": dict(crf=False),
     "full": dict(),
+}
+OPTIONS = {
+    "attention+blur+crf": dict(saliency="attention", drop_iters=1),
+    "full_threshold_binary": dict(threshold_mode="binary"),
+    "full_crf_probs": dict(crf_unary="probs"),
+    "full_eval_scripts": dict(threshold_mode="binary", crf_unary="probs", background_rule="one_minus_sum", crf_iters=20),
+    "full_attention_drop": dict(drop_mode="attention"),
 }
 
 
@@ -75,7 +90,7 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
     base = seg.config
     rand = random_weight_segmenter(model, base)
     rows = {name: ConfusionMatrix(len(CLASSES)) for name in
-            ["random_weights", "no_vlm", *STAGES, "full_all_classes"]}
+            ["random_weights", "no_vlm", *STAGES, "full_all_classes", *OPTIONS]}
     start = time.perf_counter()
     full_seconds = 0.0
     for i in range(images):
@@ -86,9 +101,9 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         rows["no_vlm"].update(no_vlm_predict(s.image, by_area), truth)
         # One GradCAM computation per (saliency, passes); post-processing variants reuse it.
         grid_cache: dict[tuple, np.ndarray] = {}
-        for name, overrides in STAGES.items():
+        for name, overrides in {**STAGES, **OPTIONS}.items():
             cfg = base.replace(**overrides)
-            key = (cfg.saliency, cfg.drop_iters)
+            key = (cfg.saliency, cfg.drop_iters, cfg.drop_mode)
             t0 = time.perf_counter()
             if key not in grid_cache:
                 pixels = seg.backbone.preprocess([s.image], seg.image_size(cfg))
@@ -107,18 +122,21 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         "layer": base.layer,
         "head": base.head,
         "config": base.to_dict(),
-        "rows": {name: cm.summary(CLASSES) for name, cm in rows.items()},
+        "rows": {name: cm.summary(CLASSES) for name, cm in rows.items() if name not in OPTIONS},
+        "options": {name: {"overrides": OPTIONS[name], **rows[name].summary(CLASSES)} for name in OPTIONS},
         "seconds_per_image": full_seconds / images,
         "bench_seconds_per_image": elapsed / images,
     }
 
 
 def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
-    """GradCAM (one pass, argmax, no blur/CRF) mIoU of every (layer, head) on a development seed."""
+    """mIoU of every (layer, head) and of every layer's head mean (``H=all``), GradCAM with one
+    pass and the default post-processing, on a development seed: how the toy preset is chosen."""
     seg = Segmenter.from_pretrained(model, layer=1, head=0)
     bb = seg.backbone
     layers = list(range(1, bb.num_layers + 1))
-    cms = {(l, h): ConfusionMatrix(len(CLASSES)) for l, h in itertools.product(layers, range(bb.num_heads))}
+    heads: list[int | None] = [*range(bb.num_heads), None]
+    cms = {(l, h): ConfusionMatrix(len(CLASSES)) for l, h in itertools.product(layers, heads)}
     from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad, pool_classes
 
     for i in range(images):
@@ -128,13 +146,15 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
         grads = layer_attention_and_grad(bb, bb.encode_image(pixels), text, layers)
         grid = bb.grid(pixels.shape[-1])
         for (l, h), cm in cms.items():
-            maps = pool_classes(cam_from_attention(*grads[l], (h,)), text.class_tokens)[0]
-            cfg = seg.config.replace(layer=l, head=h, drop_iters=1, blur=False, crf=False)
+            maps = pool_classes(cam_from_attention(*grads[l], None if h is None else (h,)), text.class_tokens)[0]
+            cfg = seg.config.replace(layer=l, head=h, drop_iters=1)
             labels, _ = postprocess(maps.view(-1, *grid).numpy(), s.image, cfg)
             cm.update(to_global(labels, ["background", *s.labels]), s.mask.astype(np.int64))
-    table = {f"L{l}H{h}": cm.summary(CLASSES)["miou"] for (l, h), cm in cms.items()}
+    name = lambda l, h: f"L{l}H{'all' if h is None else h}"  # noqa: E731
+    table = {name(l, h): round(cm.summary(CLASSES)["miou"], 2) for (l, h), cm in cms.items()}
     best = max(cms, key=lambda k: cms[k].summary(CLASSES)["miou"])
-    return {"seed": seed, "images": images, "miou_by_layer_head": table, "best": {"layer": best[0], "head": best[1]}}
+    return {"seed": seed, "images": images, "stage": "gradcam, 1 pass, blur + CRF", "miou_by_layer_head": table,
+            "best": {"layer": best[0], "head": "all" if best[1] is None else best[1]}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,13 +90,15 @@ def main() -> None:
 @click.option("--threshold", type=float, default=None, help="Map threshold after min-max. [default: 0.15]")
 @click.option("--background/--no-background", default=None, help="Add a background label. [default: on]")
 @click.option("--no-crf", is_flag=True, default=False, help="Plain argmax instead of the dense CRF.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Any pipeline option by name, e.g. --set crf_unary=probs --set blur_sigma=0.03 (repeatable).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per forward pass.")
 @_fail_cleanly
 def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | None, preset: str | None,
             image_size: int | None, layer: int | None, head: str | None, drop_iters: int | None,
             drop_k: int | None, halving: bool | None, threshold: float | None, background: bool | None,
-            no_crf: bool, device: str, batch_size: int) -> None:
+            no_crf: bool, assignments: tuple[str, ...], device: str, batch_size: int) -> None:
     """Segment IMAGES (files, directories or globs) into CLASSES.
 
     Writes NAME.labels.png (palette PNG, pixel = label index), NAME.overlay.png and NAME.json
@@ -105,10 +107,12 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     from tqdm import tqdm
 
     from .backbones import DEFAULT_MODEL
+    from .config import parse_assignments
     from .imageio import atomic_save_image, atomic_write_text, label_png, load_image
     from .pipeline import Segmenter, parse_classes
 
     names = parse_classes(classes)
+    settings = parse_assignments(assignments)
     paths = expand_inputs(images)
     for p in paths:  # fail on bad input before spending time on the model
         load_image(p)
@@ -119,6 +123,7 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
         overrides["head"] = None  # "all": average every head
     if no_crf:
         overrides["crf"] = False
+    overrides = {**settings, **overrides}  # a named option wins over the same key given by --set
     source = model or DEFAULT_MODEL
     click.echo(f"loading {source} ...", err=True)
     seg = Segmenter.from_pretrained(source, device=device, preset=preset, **overrides)
@@ -160,6 +165,8 @@ def _dataset_options(fn: Callable) -> Callable:
                      help="Put every dataset class in each caption instead of the image's own labels."),
         click.option("--model", default=None, help="Hub id, local directory, or 'toy'. [default: the BLIP hub model; toyworld: toy]"),
         click.option("--preset", type=click.Path(dir_okay=False), default=None, help="Base preset JSON (e.g. a tune run's best.json)."),
+        click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+                     help="Any pipeline option by name, e.g. --set threshold=0.1 (repeatable; applied over --preset)."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="torch CPU threads per process (1 is much faster when other jobs share the cores). [default: torch's]"),
@@ -170,14 +177,17 @@ def _dataset_options(fn: Callable) -> Callable:
 
 
 def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: int | None, model: str | None,
-                      preset: str | None, device: str, threads: int | None, echo: bool = True):
+                      preset: str | None, device: str, threads: int | None, assignments: tuple[str, ...] = (),
+                      echo: bool = True):
     """(dataset, indices, segmenter) for eval/tune; the toy world defaults to the toy model."""
     import torch
 
     from .backbones import DEFAULT_MODEL
+    from .config import parse_assignments
     from .datasets import load_dataset, subset_indices
     from .pipeline import Segmenter
 
+    settings = parse_assignments(assignments)
     if threads:
         torch.set_num_threads(threads)
     ds = load_dataset(dataset, root, seed=world_seed, images=images)
@@ -185,7 +195,11 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
     source = model or ("toy" if ds.name == "toyworld" else DEFAULT_MODEL)
     if echo:
         click.echo(f"loading {source} ...", err=True)
-    seg = Segmenter.from_pretrained(source, device=device, preset=preset, background=ds.has_background)
+    if settings.get("background", ds.has_background) != ds.has_background:
+        raise PnpOvssError(f"--set background: dataset {ds.name} {'has' if ds.has_background else 'has no'} "
+                           "background class; the pipeline's background follows the dataset")
+    settings["background"] = ds.has_background
+    seg = Segmenter.from_pretrained(source, device=device, preset=preset, **settings)
     return ds, indices, seg
 
 
@@ -196,7 +210,8 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
               help="Write miou, per_class, the confusion matrix and the settings here.")
 @_fail_cleanly
 def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bool, model: str | None,
-             preset: str | None, device: str, threads: int | None, seed: int, json_out: str | None) -> None:
+             preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, seed: int,
+             json_out: str | None) -> None:
     """mIoU of the pipeline on a dataset (mmsegmentation IoUMetric semantics).
 
     Under `torchrun --nproc_per_node N -m pnpovss eval ...` the images are sharded over the N
@@ -210,7 +225,7 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
     ctx = from_env(device)
     try:
         ds, indices, seg = _load_for_dataset(dataset, root, seed, images, model, preset, process_device(device, ctx),
-                                             threads, echo=ctx.is_main)
+                                             threads, assignments, echo=ctx.is_main)
         result = evaluate(seg, ds, indices, all_classes=all_classes, dist=ctx)
         if ctx.is_main:
             click.echo(iou_table(result.summary))
@@ -244,7 +259,8 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
                    "this paired z-score (guards against noise); 0 = the paper's plain argmax.")
 @_fail_cleanly
 def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, model: str | None,
-         preset: str | None, device: str, threads: int | None, iters: int, space: str | None, seed: int,
+         preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, iters: int,
+         space: str | None, seed: int,
          world_seed: int | None, out_dir: str, clip_name: str | None, clip_pretrained: str,
          clip_template: str | None, reward: str, cache_dir: str | None, min_z: float) -> None:
     """Label-free random search of layer, head and threshold with the CLIP masked-vs-blank reward.
@@ -261,7 +277,7 @@ def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, 
     try:
         wseed = seed if world_seed is None else world_seed
         ds, indices, seg = _load_for_dataset(dataset, root, wseed, images, model, preset, process_device(device, ctx),
-                                             threads, echo=ctx.is_main)
+                                             threads, assignments, echo=ctx.is_main)
         space_obj = load_space(space, seg.backbone, seg.config)
         clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
         clip = load_clip(clip_source, clip_pretrained, device=process_device(device, ctx))

@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import PnpOvssError
 
@@ -51,6 +51,9 @@ class PipelineConfig:
     ``attention`` (the patches' keys are masked out of the cross-attention; one vision pass)."""
     threshold: float = 0.15
     """After per-class min-max normalisation, values below this are set to 0."""
+    threshold_mode: str = "keep"
+    """``keep``: values at or above the threshold are kept (the reference segmentation script);
+    ``binary``: they become 1 (the reference's per-dataset evaluation scripts)."""
     background: bool = True
     """Add a background channel (label 0) to the output."""
     background_rule: str = "zero"
@@ -61,6 +64,9 @@ class PipelineConfig:
     """Blur sigma as a fraction of max(H, W) of the output image."""
     crf: bool = True
     """Refine with a dense CRF; False gives the plain argmax of the blurred maps."""
+    crf_unary: str = "softmax"
+    """CRF unary = -log p with p = ``softmax`` over the channels (reference segmentation script) or
+    the maps themselves taken as ``probs`` (reference evaluation scripts; sharper unaries)."""
     crf_iters: int = 10
     crf_gaussian_sxy: float = 3.0
     crf_gaussian_compat: float = 7.0
@@ -89,6 +95,10 @@ class PipelineConfig:
             problems.append(f"drop_mode must be 'reencode' or 'attention', got {self.drop_mode!r}")
         if self.background_rule not in ("zero", "one_minus_sum"):
             problems.append(f"background_rule must be 'zero' or 'one_minus_sum', got {self.background_rule!r}")
+        if self.threshold_mode not in ("keep", "binary"):
+            problems.append(f"threshold_mode must be 'keep' or 'binary', got {self.threshold_mode!r}")
+        if self.crf_unary not in ("softmax", "probs"):
+            problems.append(f"crf_unary must be 'softmax' or 'probs', got {self.crf_unary!r}")
         if self.blur_sigma <= 0:
             problems.append(f"blur_sigma must be > 0, got {self.blur_sigma}")
         if self.crf_iters < 1:
@@ -132,6 +142,43 @@ def _check_keys(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``["crf_unary=probs", "threshold=0.1", "head=all"]`` -> typed overrides (the CLI's ``--set``).
+
+    Values are converted to the type of the field's default; ``head`` takes an index, a comma list
+    or ``all``; ``none`` clears ``image_size`` and ``head``."""
+    defaults = PipelineConfig()
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip().replace("-", "_"), raw.strip()
+        if not sep or not key:
+            raise PnpOvssError(f"--set {item!r}: expected KEY=VALUE, e.g. --set crf_unary=probs")
+        _check_keys({key: None})
+        current = getattr(defaults, key)
+        try:
+            if raw.lower() in ("none", "all") and key in ("head", "image_size"):
+                value: Any = None
+            elif key == "head":
+                heads = tuple(int(v) for v in raw.split(","))
+                value = heads[0] if len(heads) == 1 else heads
+            elif isinstance(current, bool):
+                if raw.lower() not in ("true", "false", "1", "0", "on", "off", "yes", "no"):
+                    raise ValueError
+                value = raw.lower() in ("true", "1", "on", "yes")
+            elif isinstance(current, int) or key == "image_size":
+                value = int(raw)
+            elif isinstance(current, float):
+                value = float(raw)
+            else:
+                value = raw
+        except ValueError:
+            raise PnpOvssError(f"--set {item!r}: {raw!r} is not a valid {key} (default {current!r})") from None
+        out[key] = value
+    defaults.replace(**out)  # reject bad values now, before any model is loaded
+    return out
+
+
 def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a preset file: ``{"config": {...}, ...}`` (a tuning run's best) or a bare dict of options."""
     p = Path(path)
@@ -157,4 +204,4 @@ def save_preset(path: str | os.PathLike[str], config: PipelineConfig | Mapping[s
     atomic_write_text(Path(path), json.dumps({"config": cfg, **meta}, indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["PipelineConfig", "HeadSpec", "load_preset", "save_preset", "PRESET_FILENAME"]
+__all__ = ["PipelineConfig", "HeadSpec", "load_preset", "parse_assignments", "save_preset", "PRESET_FILENAME"]

@@ -27,10 +27,12 @@ def minmax(maps: np.ndarray, constant: str = "zero") -> np.ndarray:
     return out
 
 
-def threshold_maps(grid_maps: np.ndarray, threshold: float) -> np.ndarray:
-    """Step 4a: per class min-max normalise, keep values >= threshold, zero the rest."""
+def threshold_maps(grid_maps: np.ndarray, threshold: float, mode: str = "keep") -> np.ndarray:
+    """Step 4a: per class min-max normalise, zero values below ``threshold``; the rest keep their
+    value (``keep``) or become 1 (``binary``)."""
     norm = minmax(grid_maps)
-    return np.where(norm >= threshold, norm, 0.0).astype(np.float32)
+    kept = norm if mode == "keep" else np.ones_like(norm)
+    return np.where(norm >= threshold, kept, 0.0).astype(np.float32)
 
 
 def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -59,13 +61,15 @@ def softmax(maps: np.ndarray) -> np.ndarray:
 
 
 def dense_crf(maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> np.ndarray:
-    """Step 7: softmax over channels as the unary, Gaussian + bilateral pairwise terms; argmax of Q."""
+    """Step 7: unary -log p (p = softmax over channels, or the maps as probabilities), Gaussian +
+    bilateral pairwise terms; argmax of Q."""
     import pydensecrf.densecrf as dcrf
 
     n, h, w = maps.shape
     if n == 1:
         return np.zeros((h, w), dtype=np.int64)
-    probs = softmax(maps.astype(np.float64)).reshape(n, -1)
+    probs = maps.astype(np.float64) if config.crf_unary == "probs" else softmax(maps.astype(np.float64))
+    probs = probs.reshape(n, -1)
     unary = np.ascontiguousarray(-np.log(np.clip(probs, 1e-8, 1.0)).astype(np.float32))
     crf = dcrf.DenseCRF2D(w, h, n)
     crf.setUnaryEnergy(unary)
@@ -86,7 +90,7 @@ def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig
     With ``config.background`` channel 0 is background and class c is label c + 1.
     """
     h, w = image.shape[:2]
-    maps = upsample(threshold_maps(grid_maps, config.threshold), (h, w))
+    maps = upsample(threshold_maps(grid_maps, config.threshold, config.threshold_mode), (h, w))
     if config.background:
         maps = np.concatenate([background_channel(maps, config.background_rule)[None], maps])
     if config.blur:

@@ -94,3 +94,31 @@ def test_missing_model_names_what_was_tried(images, tmp_path):
     res = run("segment", images / "im0.png", "--classes", "cat", "--model", "nobody/no-such-model")
     assert res.exit_code != 0 and "nobody/no-such-model" in res.output and "hub" in res.output
     assert len(res.output.strip().splitlines()) == 2  # "loading ..." + the error
+
+
+def test_set_option_reaches_the_pipeline(tmp_path, tiny_blip_dir, two_tone_image):
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.fromarray(two_tone_image).save(img)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["segment", str(img), "--classes", "sky,sand", "--model", str(tiny_blip_dir),
+                                    "--layer", "2", "--head", "0", "--set", "crf_unary=probs", "--set", "threshold_mode=binary",
+                                    "--set", "blur=off", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((out / "a.json").read_text())["config"]
+    assert (cfg["crf_unary"], cfg["threshold_mode"], cfg["blur"]) == ("probs", "binary", False)
+
+
+@pytest.mark.parametrize("arg, message", [("crf_unary", "expected KEY=VALUE"), ("nope=1", "unknown pipeline option"),
+                                          ("blur=maybe", "not a valid blur"), ("crf_unary=magic", "crf_unary must be")])
+def test_set_option_errors_are_one_line(tmp_path, tiny_blip_dir, two_tone_image, arg, message):
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.fromarray(two_tone_image).save(img)
+    res = CliRunner().invoke(main, ["segment", str(img), "--classes", "sky", "--model", str(tiny_blip_dir),
+                                    "--set", arg, "--out", str(tmp_path / "out")])
+    assert res.exit_code != 0 and message in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

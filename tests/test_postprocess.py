@@ -10,6 +10,7 @@ def test_threshold_after_minmax():
     out = threshold_maps(grid, 0.15)
     np.testing.assert_allclose(out[0], [[0.0, 0.0], [0.2, 1.0]])
     assert not threshold_maps(np.zeros((1, 2, 2)), 0.15).any()  # a flat map has no salient part
+    np.testing.assert_allclose(threshold_maps(grid, 0.15, "binary")[0], [[0.0, 0.0], [1.0, 1.0]])
 
 
 def test_background_rules():
@@ -59,3 +60,16 @@ def test_minmax_constant_channels():
     maps = np.stack([np.full((2, 2), 3.0), np.full((2, 2), 0.4)])
     np.testing.assert_array_equal(minmax(maps)[0], 0)
     np.testing.assert_allclose(minmax(maps, constant="keep")[1], 0.4)
+
+
+def test_crf_unary_probs_trusts_confident_maps_more(rng):
+    """Maps in [0, 1] through a softmax give weak unaries (at most e:1), so the smoothness terms win
+    and a small region disappears; taken as probabilities (-log p) the same maps keep it."""
+    image = (rng.random((40, 40, 3)) * 255).astype(np.uint8)  # no colour edges to follow
+    maps = np.zeros((2, 40, 40), dtype=np.float32)
+    maps[0] = 1.0
+    maps[0, 15:21, 15:21], maps[1, 15:21, 15:21] = 0.0, 1.0  # a 6x6 class region on background
+    soft = dense_crf(maps, image, PipelineConfig())
+    probs = dense_crf(maps, image, PipelineConfig(crf_unary="probs"))
+    assert (probs[15:21, 15:21] == 1).mean() > 0.9
+    assert (soft == 1).sum() < (probs == 1).sum()

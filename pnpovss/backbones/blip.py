@@ -8,9 +8,11 @@ asked, so any multiple of the patch size works (768 px -> 48x48 patches for BLIP
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import ModelLoadError
 from .base import Backbone, TextBatch
@@ -55,8 +57,13 @@ class BlipBackbone(Backbone):
         processor = BlipProcessor.from_pretrained(source)
         return cls(model.to(device), processor, source, **kwargs)
 
+    fused_vision_attention: bool = True
+    """Run the (gradient-free) vision tower with fused scaled-dot-product attention instead of
+    BLIP's eager softmax(QK^T)V: the same function to float rounding, without materialising the
+    (heads, N, N) probabilities, which dominate at 768 px (2305 tokens)."""
+
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), fused_attention(self.model.vision_model, enabled=self.fused_vision_attention):
             out = self.model.vision_model(
                 pixel_values=pixel_values,
                 interpolate_pos_encoding=pixel_values.shape[-1] != self.native_image_size,
@@ -81,3 +88,36 @@ class BlipBackbone(Backbone):
             encoder_attention_mask=key_mask,
         )
         return self.model.itm_head(out.last_hidden_state[:, 0, :])[:, 1]
+
+
+def _sdpa_forward(module: torch.nn.Module):
+    """A BlipAttention forward computed with ``F.scaled_dot_product_attention`` (no probabilities)."""
+
+    def forward(hidden_states: torch.Tensor, **_kwargs) -> tuple[torch.Tensor, None]:
+        bsz, n, dim = hidden_states.shape
+        qkv = module.qkv(hidden_states).reshape(bsz, n, 3, module.num_heads, dim // module.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        ctx = F.scaled_dot_product_attention(q, k, v, scale=module.scale)
+        return module.projection(ctx.transpose(1, 2).reshape(bsz, n, dim)), None
+
+    return forward
+
+
+@contextmanager
+def fused_attention(vision_model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Within the block, every vision self-attention module of ``vision_model`` uses fused attention.
+
+    Instance attributes only (the class and other models are untouched), always restored on exit.
+    Only for inference: no attention probabilities are returned and dropout is not applied.
+    """
+    swapped = []
+    try:
+        if enabled:
+            for module in vision_model.modules():
+                if type(module).__name__ == "BlipAttention" and hasattr(module, "qkv"):
+                    module.forward = _sdpa_forward(module)
+                    swapped.append(module)
+        yield
+    finally:
+        for module in swapped:
+            del module.forward

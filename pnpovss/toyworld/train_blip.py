@@ -70,6 +70,11 @@ class TrainConfig:
     save_every: int = 0
     threads: int = 1
     max_minutes: float = 0.0
+    init: str = ""
+    """Continue from this saved checkpoint (a second training stage) instead of random weights.
+    The training-only heads are not saved, so they are re-initialised and fitted alone first."""
+    head_warmup: int = 100
+    """With ``init``: steps that train only the re-initialised training heads (model frozen)."""
 
 
 # ---------------------------------------------------------------- tokenizer / model
@@ -410,6 +415,9 @@ def save_checkpoint(model, tok, cfg: TrainConfig, out: str, extra: dict) -> None
     BlipProcessor(image_processor=ip, tokenizer=tok).save_pretrained(tmp)
     with open(os.path.join(tmp, "training.json"), "w") as f:
         json.dump({"config": asdict(cfg), **extra}, f, indent=1)
+    preset = os.path.join(out, "pnpovss_preset.json")
+    if os.path.exists(preset):  # the measured pipeline preset belongs to the model directory: keep it
+        shutil.copy2(preset, os.path.join(tmp, "pnpovss_preset.json"))
     old = None
     if os.path.exists(out):
         old = out + ".old"
@@ -431,7 +439,20 @@ def train(cfg: TrainConfig) -> dict:
     t0 = time.time()
     workdir = tempfile.mkdtemp(prefix="toytok_")
     tok = build_tokenizer(workdir)
-    model = build_model(cfg, len(tok), tok)
+    previous: dict = {}
+    if cfg.init:
+        from transformers import BlipForImageTextRetrieval
+
+        model = BlipForImageTextRetrieval.from_pretrained(cfg.init)
+        if model.config.text_config.vocab_size != len(tok):
+            raise SystemExit(f"--init {cfg.init}: its vocabulary ({model.config.text_config.vocab_size}) is not the toy tokenizer's ({len(tok)})")
+        meta = os.path.join(cfg.init, "training.json")
+        if os.path.exists(meta):
+            with open(meta) as f:
+                old = json.load(f)
+            previous = {"stages": old.get("stages", []) + [{k: old.get(k) for k in ("config", "steps_done", "wall_seconds", "metrics")}]}
+    else:
+        model = build_model(cfg, len(tok), tok)
     aux = AuxHead(cfg.text_hidden)
     # Image-level shape presence from the best patch (MIL, training only): each patch must
     # carry local class evidence, which the word tokens' cross-attention can then find.
@@ -515,6 +536,8 @@ def train(cfg: TrainConfig) -> dict:
                 same = torch.tensor([[float(set(a.labels) == set(b.labels)) for b in batch] for a in batch])
                 tgt = same / same.sum(1, keepdim=True)
                 loss_itc = 0.5 * (-(tgt * F.log_softmax(sim, 1)).sum(1).mean() - (tgt.t() * F.log_softmax(sim.t(), 1)).sum(1).mean())
+        heads_only = bool(cfg.init) and step <= cfg.head_warmup
+        model.requires_grad_(not heads_only)
         loss = cfg.vis_aux_weight * loss_vis if warm else (
             loss_itm + cfg.aux_weight * loss_aux + cfg.itc_weight * loss_itc + cfg.vis_aux_weight * loss_vis)
         opt.zero_grad(set_to_none=True)
@@ -538,10 +561,10 @@ def train(cfg: TrainConfig) -> dict:
                   + " | means " + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in means.items()), flush=True)
             if cfg.save_every and (step % cfg.save_every == 0 or done):
                 save_checkpoint(model, tok, cfg, cfg.out, {"metrics": last_probe, "history": history, "steps_done": step,
-                                                           "wall_seconds": time.time() - t0})
+                                                           "wall_seconds": time.time() - t0, **previous})
         if done:
             break
-    extra = {"metrics": last_probe, "history": history, "steps_done": step, "wall_seconds": time.time() - t0}
+    extra = {"metrics": last_probe, "history": history, "steps_done": step, "wall_seconds": time.time() - t0, **previous}
     save_checkpoint(model, tok, cfg, cfg.out, extra)
     shutil.rmtree(workdir, ignore_errors=True)
     return extra
