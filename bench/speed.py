@@ -347,7 +347,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault(key_of(r)[:3], {})[r["name"]] = r
     out = []
     for (model, size, n), group in groups.items():
-        ours, ref, low, attn = (group.get(k) or {} for k in (*ROWS[1:2], ROWS[0], ROWS[3], ROWS[2]))
+        ours, ref, low, attn = (group.get(k) or {} for k in
+                                ("pnpovss", "reference_pattern", "floor", "pnpovss_attention_drop"))
         entry: dict[str, Any] = dict(model=model, image_size=size, classes=n)
         for stat in ("seconds", "seconds_min"):
             tag = stat.replace("seconds", "")
@@ -376,7 +377,8 @@ def markdown(result: dict[str, Any]) -> str:
         groups.setdefault(key_of(r)[:3], {})[r["name"]] = r
     lines = ["| model | px | classes | " + " | ".join(ROWS) + " | speed-up | ours / floor | max abs diff (ref. max) |",
              "| --- | --- | --- |" + " --- |" * (len(ROWS) + 3)]
-    by_key = {(r["model"], r["image_size"], r["classes"]): r for r in result["ratios"]}
+    # derived from the rows every time, never read back from the file
+    by_key = {(r["model"], r["image_size"], r["classes"]): r for r in ratios(result["rows"])}
     for key, group in groups.items():
         cells = []
         for name in ROWS:
