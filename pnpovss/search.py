@@ -61,8 +61,10 @@ from .pipeline import Segmenter
 from .reward import MASK_SIGMA, REWARD_VERSION, REWARDS, ClipScorer, image_rewards, reward_masks
 
 DEFAULT_THRESHOLDS = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
-DEFAULT_SPACE: dict[str, Any] = {"layer": "each", "head": "each", "threshold": DEFAULT_THRESHOLDS}
-"""Every layer, every single head, thresholds 0.05..0.5 (``search/spaces/default.json``)."""
+DEFAULT_SPACE: dict[str, Any] = {"layer": "each", "head": "each+mean", "threshold": DEFAULT_THRESHOLDS}
+"""Every layer, every single head and the mean of all heads (BridgeTower's default and the toy
+model's are head means, and trial 0 must lie in the space), thresholds 0.05..0.5
+(``search/spaces/default.json``)."""
 MAP_PARAMS = ("layer", "head", "drop_iters", "drop_k", "halving", "drop_mode", "count_first_twice")
 """Parameters that change the class maps."""
 MASK_PARAMS = ("threshold", "blur_sigma")
@@ -120,6 +122,10 @@ def _expand(name: str, spec: Any, backbone: Backbone) -> list:
         if name == "head":
             return list(range(backbone.num_heads))
         raise PnpOvssError(f"space: 'each' is only defined for layer and head, not {name}")
+    if spec == "each+mean":
+        if name == "head":
+            return [*range(backbone.num_heads), None]
+        raise PnpOvssError(f"space: 'each+mean' is only defined for head, not {name}")
     if isinstance(spec, dict):
         try:
             start, stop, step = spec["from"], spec["to"], spec.get("step", 1)
@@ -132,7 +138,8 @@ def _expand(name: str, spec: Any, backbone: Backbone) -> list:
         return [round(v, 10) if isinstance(v, float) else v for v in vals]
     if isinstance(spec, list) and spec:
         return [_canon(v) for v in spec]
-    raise PnpOvssError(f"space: {name} must be a non-empty list, {{'from', 'to', 'step'}} or 'each', got {spec!r}")
+    raise PnpOvssError(f"space: {name} must be a non-empty list, {{'from', 'to', 'step'}}, 'each' or (head) "
+                       f"'each+mean', got {spec!r}")
 
 
 def load_space(spec: str | os.PathLike[str] | Mapping[str, Any] | None, backbone: Backbone,

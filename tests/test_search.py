@@ -39,8 +39,11 @@ def test_default_space_file_matches_code(segmenter):
     shipped.pop("_comment")
     assert shipped == DEFAULT_SPACE
     space = load_space(None, segmenter.backbone, segmenter.config)
-    assert space.values["layer"] == [1, 2, 3] and space.values["head"] == [0, 1]
-    assert space.values["threshold"][0] == 0.05 and space.size == 3 * 2 * 10
+    assert space.values["layer"] == [1, 2, 3] and space.values["head"] == [0, 1, None]
+    assert space.values["threshold"][0] == 0.05 and space.size == 3 * 3 * 10
+    mean_base = load_space(None, segmenter.backbone, segmenter.config.replace(head=None))
+    assert mean_base.encode({"layer": 2, "head": None, "threshold": 0.15})  # a head-mean base lies in it
+    assert load_space({"head": "each"}, segmenter.backbone, segmenter.config).values["head"] == [0, 1]
 
 
 def test_space_files(segmenter, tmp_path):
@@ -49,7 +52,8 @@ def test_space_files(segmenter, tmp_path):
     assert space.values == {"threshold": [0.1, 0.2, 0.3], "head": [0, [0, 1], None]}
     assert space.decode(space.encode({"threshold": 0.2, "head": (0, 1)})) == {"threshold": 0.2, "head": [0, 1]}
     for bad, message in [({"layer": [1, 9]}, "layer 9 is out of range"), ({"crf_iters": [1, 2]}, "cannot be searched"),
-                         ({"head": [0, 0]}, "twice"), ({"drop_k": [5, 10]}, "add drop_iters"), ({"threshold": "each"}, "only defined"), ({"layer": []}, "non-empty")]:
+                         ({"head": [0, 0]}, "twice"), ({"drop_k": [5, 10]}, "add drop_iters"), ({"threshold": "each"}, "only defined"),
+                         ({"layer": "each+mean"}, "only defined for head"), ({"layer": []}, "non-empty")]:
         with pytest.raises(PnpOvssError, match=message):
             load_space(bad, bb, cfg)
     f = tmp_path / "s.json"
@@ -140,7 +144,10 @@ def test_resume_after_interrupt_gives_the_same_trace(evaluator, segmenter, tmp_p
     assert strip(TraceLog(trace).load()) == reference
     assert best == full or strip([best]) == strip([full])
     preset = json.loads((tmp_path / "cut" / "best.json").read_text())
-    assert preset["finished"] and preset["params"] == full["params"] and preset["reward"] == max(r["reward"] for r in reference)
+    assert preset["finished"] and preset["params"] == full["params"] and preset["reward"] == full["reward"]
+    # the selection rule: the highest reward among trial 0 and the trials significant against it
+    eligible = [r for r in reference if r["trial"] == 0 or r["z"][preset["reward_variant"]] >= preset["min_z"]]
+    assert preset["reward"] == max(r["reward"] for r in eligible)
 
 
 def test_refuses_to_mix_runs(evaluator, segmenter, tmp_path):

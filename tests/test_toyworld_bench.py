@@ -41,9 +41,11 @@ def test_benchmark_small_run_has_every_row():
     spec.loader.exec_module(bench)
     out = bench.run("toy", seed=3, images=2, size=96)
     expected = {"random_weights", "no_vlm", "attention", "gradcam", "gradcam+dropout", "gradcam+dropout+blur",
-                "full", "full_all_classes"}
-    assert set(out["rows"]) == expected
+                "full", "full_all_classes", "oracle_grid_maps"}
+    assert set(out["rows"]) == expected and set(out["options"]) == set(bench.OPTIONS)
     for row in out["rows"].values():
         assert 0 <= row["miou"] <= 100 and set(row["per_class"]) == set(bench.CLASSES)
     assert out["seconds_per_image"] > 0 and out["layer"] >= 1
     assert np.isfinite(out["rows"]["full"]["miou"])
+    # perfect patch maps through the default post-processing nearly recover the exact masks
+    assert out["rows"]["oracle_grid_maps"]["miou"] > 80

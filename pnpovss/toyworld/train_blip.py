@@ -75,6 +75,11 @@ class TrainConfig:
     The training-only heads are not saved, so they are re-initialised and fitted alone first."""
     head_warmup: int = 100
     """With ``init``: steps that train only the re-initialised training heads (model frozen)."""
+    vis_pool: str = "max"
+    """Pooling of the per-patch shape logits for the image-level MIL loss: ``max`` (one patch per
+    object needs the evidence) or ``lse`` (log-mean-exp at ``vis_lse_r``: a soft max that rewards
+    every patch of the object for carrying it, so a word's attention can spread over the object)."""
+    vis_lse_r: float = 5.0
 
 
 # ---------------------------------------------------------------- tokenizer / model
@@ -497,7 +502,13 @@ def train(cfg: TrainConfig) -> dict:
             # MIL: a shape is present iff its best patch says so (max over patches). Unlike
             # mean pooling (stayed at chance), this trains per-patch class evidence quickly.
             present = torch.tensor([[float(c in s.labels) for c in SHAPES] for s in batch])
-            loss_vis = F.binary_cross_entropy_with_logits(vis_aux(vis[:, 1:]).max(1).values, present)
+            patch_logits = vis_aux(vis[:, 1:])
+            if cfg.vis_pool == "lse":
+                r = cfg.vis_lse_r
+                pooled = (torch.logsumexp(r * patch_logits, 1) - math.log(patch_logits.shape[1])) / r
+            else:
+                pooled = patch_logits.max(1).values
+            loss_vis = F.binary_cross_entropy_with_logits(pooled, present)
         warm = step <= cfg.vision_warmup_steps
         loss_itm = loss_aux = loss_itc = torch.zeros(())
         logits = torch.zeros(1, 2)
