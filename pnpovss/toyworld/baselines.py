@@ -30,31 +30,18 @@ def no_vlm_predict(image: np.ndarray, classes: Sequence[str], threshold: float =
     return out
 
 
-def miou(preds: Sequence[np.ndarray], masks: Sequence[np.ndarray], n_classes: int = len(SHAPES) + 1) -> float:
-    """Dataset-level mean IoU over classes (background included) that occur in GT or prediction."""
-    inter = np.zeros(n_classes)
-    union = np.zeros(n_classes)
-    for p, m in zip(preds, masks):
-        for c in range(n_classes):
-            pc, mc = p == c, m == c
-            inter[c] += np.logical_and(pc, mc).sum()
-            union[c] += np.logical_or(pc, mc).sum()
-    valid = union > 0
-    return float((inter[valid] / union[valid]).mean())
-
-
 def evaluate_no_vlm(seed: int = 0, n: int = 200, size: int = 96) -> float:
-    """mIoU of the baseline on evaluation seed ``seed`` (classes ordered by true area)."""
+    """mIoU (0-1) of the baseline on evaluation seed ``seed`` (classes ordered by true area), from
+    the same confusion-matrix metric as every other toy-world row."""
+    from ..metrics import ConfusionMatrix
     from .world import make_sample
 
-    preds, masks = [], []
+    cm = ConfusionMatrix(len(SHAPES) + 1)
     for i in range(n):
         s = make_sample(seed, i, size)
         areas = {c: int((s.mask == SHAPES.index(c) + 1).sum()) for c in s.labels}
-        classes = sorted(s.labels, key=lambda c: -areas[c])
-        preds.append(no_vlm_predict(s.image, classes))
-        masks.append(s.mask)
-    return miou(preds, masks)
+        cm.update(no_vlm_predict(s.image, sorted(s.labels, key=lambda c: -areas[c])), s.mask)
+    return cm.miou() / 100
 
 
 if __name__ == "__main__":
