@@ -17,12 +17,12 @@ evaluate() {  # evaluate PRESET_ARGS NAME: held-out seed 2 and the tuning images
 
 evaluate "" default
 for reward in binary continuous; do
-  pnpovss "${TUNE[@]}" --reward "$reward" --out "$D/$reward"                    # --min-z 2 (default)
-  mkdir -p "$D/${reward}_argmax"                                               # same trials, paper's argmax:
-  cp "$D/$reward/run.json" "$D/$reward/trace.jsonl" "$D/${reward}_argmax/"      # replayed, not recomputed
-  pnpovss "${TUNE[@]}" --reward "$reward" --out "$D/${reward}_argmax" --min-z 0
+  pnpovss "${TUNE[@]}" --reward "$reward" --out "$D/$reward"                    # the paper's argmax (--min-z 0, default)
+  mkdir -p "$D/${reward}_minz2"                                                # same trials, significance guard:
+  cp "$D/$reward/run.json" "$D/$reward/trace.jsonl" "$D/${reward}_minz2/"       # replayed, not recomputed
+  pnpovss "${TUNE[@]}" --reward "$reward" --out "$D/${reward}_minz2" --min-z 2
   evaluate "--preset $D/$reward/best.json" "$reward"
-  evaluate "--preset $D/${reward}_argmax/best.json" "${reward}_argmax"
+  evaluate "--preset $D/${reward}_minz2/best.json" "${reward}_minz2"
 done
 
 python bench/reward_correlation.py --seed 1 --images "${CORR_IMAGES:-100}" --configs 32 --threads 1 \
