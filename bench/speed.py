@@ -2,7 +2,7 @@
 full-size architectures with random weights (no download). Prints JSON; not a test.
 
     python bench/speed.py --json speed.json          # everything (long: hours on 2 CPU cores)
-    python bench/speed.py --quick --json quick.json  # BLIP at 384 px, 1 and 5 classes: minutes
+    python bench/speed.py --quick --json quick.json  # BLIP at 384 px, 1 and 5 classes: ~10 min
     python bench/speed.py --table speed.json         # the README table of a result
     python bench/speed.py --toy                      # toy-world mIoU, re-encode vs attention dropout
 
@@ -265,7 +265,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     specs = []
     for model in models:
         for size in sizes[model]:
-            images = args.images or (1 if size >= 700 else 2)
+            images = args.images or (1 if size >= 700 or args.quick else 2)
             for n in classes[model]:
                 for name in args.rows.split(","):
                     if name == "pnpovss_eager_vision" and model != "blip":
@@ -397,13 +397,15 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="also write the JSON here (rewritten after every row)")
-    parser.add_argument("--quick", action="store_true", help="BLIP at 384 px with 1 and 5 classes only")
+    parser.add_argument("--quick", action="store_true",
+                        help="BLIP at 384 px with 1 and 5 classes only, 1 image and 1 round per row (~10 min)")
     parser.add_argument("--models", default="blip,bridgetower")
     parser.add_argument("--bridgetower-classes", default="1,20", help="class counts for BridgeTower (its rows are slow)")
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--images", type=int, default=0, help="measured images per row and round (default 2; 1 at >= 700 px)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="repeat the rows below 700 px this many times, interleaved, to spread out other load")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="repeat the rows below 700 px this many times, interleaved, to spread out other load "
+                             "[default: 2; 1 with --quick]")
     parser.add_argument("--drop-iters", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", type=Path, help="instead: print the markdown table of a JSON this wrote")
@@ -418,6 +420,8 @@ def main() -> None:
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-maps", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 2
     if args.child:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         args.child_out.write_text(json.dumps(run_row(json.loads(args.child), args.child_maps)))
