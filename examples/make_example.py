@@ -1,5 +1,10 @@
-"""Regenerate examples/shapes.png: the first toy-world image of seed 1 holding exactly a circle and
-a star (seed 1 is used for examples only; benchmarks report on other seeds).
+"""Regenerate examples/shapes.png, the README's first image: a showcase, not a measurement.
+
+It is the first toy-world image of seed 1 (used for examples only) that holds exactly a circle and
+a star *and* that the shipped toy model segments well (IoU >= 0.5 for both with the default
+pipeline). It is chosen with the ground-truth mask, so it shows what a success looks like; how
+often the toy model succeeds is what ``bench/toyworld.py`` measures (on circle + star images of
+this seed it mostly fails: see the README's per-class table).
 
     python examples/make_example.py
 """
@@ -8,12 +13,27 @@ from pathlib import Path
 
 from PIL import Image
 
-from pnpovss.toyworld.world import make_sample
+from pnpovss import Segmenter
+from pnpovss.toyworld.world import SHAPES, make_sample
 
-for index in range(1000):
-    sample = make_sample(1, index)
-    if sample.labels == ["circle", "star"]:
-        out = Path(__file__).with_name("shapes.png")
-        Image.fromarray(sample.image).save(out)
-        print(f"{out}: seed 1, index {index}: {sample.caption}")
-        break
+CLASSES = ["circle", "star"]
+
+
+def class_iou(sample, labels, names, name: str) -> float:
+    truth = sample.mask == SHAPES.index(name) + 1
+    pred = labels == names.index(name)
+    return float((truth & pred).sum() / max((truth | pred).sum(), 1))
+
+
+if __name__ == "__main__":
+    seg = Segmenter.from_pretrained("toy")
+    for index in range(1000):
+        sample = make_sample(1, index)
+        if sample.labels != CLASSES:
+            continue
+        res = seg.segment(sample.image, CLASSES)
+        if all(class_iou(sample, res.labels, res.classes, c) >= 0.5 for c in CLASSES):
+            out = Path(__file__).with_name("shapes.png")
+            Image.fromarray(sample.image).save(out)
+            print(f"{out}: seed 1, index {index}: {sample.caption}")
+            break

@@ -72,3 +72,18 @@ def test_bad_files_give_one_line_errors(tmp_path):
         load_image(np.zeros((4, 4, 2), dtype=np.uint8))
     with pytest.raises(ImageLoadError, match="NaN"):
         load_image(np.full((4, 4, 3), np.nan))
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    """Results are written via a private temporary file but end up readable like any new file."""
+    import os
+
+    from pnpovss.imageio import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary file left behind
