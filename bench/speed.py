@@ -2,9 +2,8 @@
 full-size architectures with random weights (no download). Prints JSON; not a test.
 
     python bench/speed.py --json speed.json          # everything (long: hours on 2 CPU cores)
-    python bench/speed.py --quick --json quick.json  # BLIP at 384 px, 1 and 5 classes: ~10 min
+    python bench/speed.py --quick --json quick.json  # BLIP at 384 px, 1 and 5 classes: ~4 min
     python bench/speed.py --table speed.json         # the README table of a result
-    python bench/speed.py --toy                      # toy-world mIoU, re-encode vs attention dropout
 
 Rows, per (model, image size, number of classes), T = 4 Salience DropOut passes:
   reference_pattern       what the reference code does per image: at every pass, forward and backward
@@ -43,7 +42,6 @@ import numpy as np
 import torch
 
 from pnpovss import PipelineConfig
-from pnpovss.cli import parse_head
 from pnpovss.backbones.base import Backbone, TextBatch
 from pnpovss.dropout import mask_patches, pool_classes, salience_dropout, select_patches
 from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad
@@ -231,30 +229,6 @@ def run_row(spec: dict[str, Any], maps_path: Path) -> dict[str, Any]:
     return row
 
 
-# ------------------------------------------------------------------------------------ toy-world accuracy
-def toy_miou(model: str, seed: int, images: int, size: int, **overrides: Any) -> dict[str, Any]:
-    """mIoU of the full default pipeline on the toy world, once per drop mode (same images, same
-    everything else): is attention-mode dropout within a few points of re-encoding?"""
-    from pnpovss import Segmenter
-    from pnpovss.metrics import ConfusionMatrix
-    from pnpovss.toyworld.world import SHAPES, make_sample
-
-    seg = Segmenter.from_pretrained(model, **overrides)
-    names = ["background", *SHAPES]
-    scores = {mode: ConfusionMatrix(len(names)) for mode in ("reencode", "attention")}
-    seconds = dict.fromkeys(scores, 0.0)
-    for i in range(images):
-        sample = make_sample(seed, i, size)
-        for mode, cm in scores.items():
-            start = time.perf_counter()
-            res = seg.segment(sample.image, sample.labels, drop_mode=mode)
-            seconds[mode] += time.perf_counter() - start
-            cm.update(np.array([names.index(n) for n in res.classes])[res.labels], sample.mask.astype(np.int64))
-    return {"model": model, "seed": seed, "images": images, "image_px": size, "config": seg.config.to_dict(),
-            "miou": {mode: round(cm.miou(), 2) for mode, cm in scores.items()},
-            "seconds_per_image": {mode: round(t / images, 3) for mode, t in seconds.items()}}
-
-
 # ------------------------------------------------------------------------------------ parent
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every (model, size, classes, row) to measure, heaviest sizes last."""
@@ -398,7 +372,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="also write the JSON here (rewritten after every row)")
     parser.add_argument("--quick", action="store_true",
-                        help="BLIP at 384 px with 1 and 5 classes only, 1 image and 1 round per row (~10 min)")
+                        help="BLIP at 384 px with 1 and 5 classes only, 1 image and 1 round per row (~4 min)")
     parser.add_argument("--models", default="blip,bridgetower")
     parser.add_argument("--bridgetower-classes", default="1,20", help="class counts for BridgeTower (its rows are slow)")
     parser.add_argument("--rows", default=",".join(ROWS))
@@ -409,13 +383,6 @@ def main() -> None:
     parser.add_argument("--drop-iters", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", type=Path, help="instead: print the markdown table of a JSON this wrote")
-    parser.add_argument("--toy", action="store_true", help="instead: toy-world mIoU of both drop modes")
-    parser.add_argument("--toy-model", default="toy")
-    parser.add_argument("--toy-seed", type=int, default=7)
-    parser.add_argument("--toy-images", type=int, default=100)
-    parser.add_argument("--toy-size", type=int, default=96)
-    parser.add_argument("--toy-layer", type=int, help="layer (1-based) if the model has no preset")
-    parser.add_argument("--toy-head", default="all", help="with --toy-layer: head index, comma list or 'all'")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-maps", type=Path, help=argparse.SUPPRESS)
@@ -428,12 +395,6 @@ def main() -> None:
         return
     if args.table:
         print(markdown(json.loads(args.table.read_text())))
-        return
-    if args.toy:
-        torch.set_num_threads(args.threads)
-        overrides = {} if args.toy_layer is None else {"layer": args.toy_layer, "head": parse_head(args.toy_head)}
-        print(json.dumps(toy_miou(args.toy_model, args.toy_seed, args.toy_images, args.toy_size, **overrides),
-                         indent=1))
         return
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="pnpovss-speed-") as tmp:

@@ -2,6 +2,7 @@
 
     python bench/toyworld.py --seed 7 --images 200 --json toy.json
     python bench/toyworld.py --sweep --seed 0 --images 100      # choose layer/head on a dev seed
+    python bench/toyworld.py --map-stats --seed 0 --images 100  # where the maps put their mass
 
 Rows (classes in the caption = the image's labels, plus background, unless said otherwise):
   random_weights       full default pipeline on the toy architecture with random weights (the floor)
@@ -172,6 +173,36 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
             "best": {"layer": best[0], "head": "all" if best[1] is None else best[1]}}
 
 
+def map_stats(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
+    """Where the single-pass class maps put their mass, per (saliency, layer) with heads averaged:
+    on the class's own object, on other objects, on background, and how often the map's peak patch
+    lies on the own object (>= 20% covered). Word binding vs object finding, beside mIoU."""
+    seg = Segmenter.from_pretrained(model, layer=1, head=None)
+    bb = seg.backbone
+    layers = list(range(1, bb.num_layers + 1))
+    from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad, pool_classes
+
+    sums = {(sal, l): np.zeros(4) for sal in ("gradcam", "attention") for l in layers}
+    for i in range(images):
+        s = make_sample(seed, i, size)
+        pixels = bb.preprocess([s.image], seg.image_size())
+        text = bb.build_text(seg.config.prompt, [s.labels])
+        grid = bb.grid(pixels.shape[-1])
+        objects = oracle_grid_maps(s.mask, s.labels, grid).reshape(len(s.labels), -1)
+        for sal in ("gradcam", "attention"):
+            found = layer_attention_and_grad(bb, bb.encode_image(pixels), text, layers, with_grad=sal == "gradcam")
+            for l in layers:
+                maps = pool_classes(cam_from_attention(*found[l], None), text.class_tokens)[0].numpy()
+                for c, m in enumerate(maps):
+                    m = m / max(float(m.sum()), 1e-12)
+                    own, other = objects[c], objects.sum(0) - objects[c]
+                    sums[sal, l] += [(m * own).sum(), (m * other).sum(), float(own[m.argmax()] >= 0.2), 1]
+    return {"seed": seed, "images": images, "heads": "mean", "stats": {
+        f"{sal}_L{l}": {"own": round(a[0] / a[3], 3), "other_objects": round(a[1] / a[3], 3),
+                        "background": round(1 - (a[0] + a[1]) / a[3], 3), "peak_on_own": round(a[2] / a[3], 3)}
+        for (sal, l), a in sums.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="toy")
@@ -180,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=96, help="image size in pixels")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     ap.add_argument("--sweep", action="store_true", help="measure every layer/head instead (model selection)")
+    ap.add_argument("--map-stats", action="store_true",
+                    help="instead: where the class maps put their mass (own object / other objects / background)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                     help="override a pipeline option of the model preset, e.g. --set layer=2 --set head=all")
@@ -187,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     resolve_source(args.model)
     overrides = parse_assignments(args.assignments)
-    out = (sweep if args.sweep else run)(args.model, args.seed, args.images, args.size, **overrides)
+    mode = sweep if args.sweep else map_stats if args.map_stats else run
+    out = mode(args.model, args.seed, args.images, args.size, **overrides)
     text = json.dumps(out, indent=2)
     if args.json:
         from pnpovss.imageio import atomic_write_text

@@ -27,8 +27,19 @@ Shipped weights and how to reproduce them (one CPU thread each)
     ``from_pretrained``); its ``training.json`` stores hyper-parameters and the measured
     localisation (best layer/head, pointing accuracy, mIoU) and ITM accuracy::
 
-        python -m pnpovss.toyworld.train_blip --out pnpovss/toyworld/weights/blip \\
+        # stage 1, from scratch (45 min; stopped by the time budget at step 2744)
+        python -m pnpovss.toyworld.train_blip --out stage1 \\
             --steps 4000 --seed 0 --max-minutes 45 --save-every 500
+        # stage 2, from stage 1 on fresh training images (4000 steps, 46 min; heads re-fitted first)
+        python -m pnpovss.toyworld.train_blip --init stage1 --out pnpovss/toyworld/weights/blip \\
+            --steps 4000 --seed 1 --max-minutes 58 --save-every 500 --vision-warmup-steps 0 \\
+            --curriculum-steps 0 --warmup 100 --lr 2e-4
+
+    ``training.json`` keeps both stages' settings and probe metrics. Stage 1's learning-rate
+    schedule followed the wall clock (its time budget ran out first), so a rerun on another machine
+    gives similar, not identical, weights; stage 2 finished its steps within the budget, so its
+    schedule is by step. The pipeline preset (``pnpovss_preset.json``: layer and head) is chosen
+    afterwards by ``bench/toyworld.py --sweep`` on development seed 0 and kept when retraining.
 
     ``weights/clip``: open_clip ``CLIP`` (``open_clip_config.json`` +
     ``open_clip_model.safetensors``, fp16), loaded by ``clip_model.load_toy_clip()``::
