@@ -23,7 +23,7 @@ def _fail_cleanly(fn: Callable) -> Callable:
         except PnpOvssError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            click.echo("interrupted: rerun the same command to continue where it stopped", err=True)
             sys.exit(130)
 
     wrapper.__name__ = fn.__name__
@@ -94,15 +94,19 @@ def main() -> None:
               help="Any pipeline option by name, e.g. --set crf_unary=probs --set blur_sigma=0.03 (repeatable).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per forward pass.")
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Redo images whose outputs already exist with the same settings (they are skipped otherwise).")
 @_fail_cleanly
 def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | None, preset: str | None,
             image_size: int | None, layer: int | None, head: str | None, drop_iters: int | None,
             drop_k: int | None, halving: bool | None, threshold: float | None, background: bool | None,
-            no_crf: bool, assignments: tuple[str, ...], device: str, batch_size: int) -> None:
+            no_crf: bool, assignments: tuple[str, ...], device: str, batch_size: int, overwrite: bool) -> None:
     """Segment IMAGES (files, directories or globs) into CLASSES.
 
     Writes NAME.labels.png (palette PNG, pixel = label index), NAME.overlay.png and NAME.json
-    (labels, config, pixel fraction per label) for each image into --out.
+    (labels, config, pixel fraction per label) for each image into --out. An image whose three
+    files are already there from the same image, model, classes and settings is skipped, so an
+    interrupted run continues where it stopped when rerun.
     """
     from tqdm import tqdm
 
@@ -128,6 +132,13 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     click.echo(f"loading {source} ...", err=True)
     seg = Segmenter.from_pretrained(source, device=device, preset=preset, **overrides)
     out = Path(out_dir)
+    label_names = (["background"] if seg.config.background else []) + names
+    settings_key = {"model": source, "classes": label_names, "config": seg.config.to_dict()}
+    todo = paths if overwrite else [p for p in paths if not _segmented_already(out, p, settings_key)]
+    if len(todo) < len(paths):
+        click.echo(f"skipping {len(paths) - len(todo)} image(s) already segmented in {out} with these settings "
+                   "(--overwrite redoes them)", err=True)
+    paths = todo
     bar = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
@@ -147,6 +158,19 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
         bar.update(len(chunk))
     bar.close()
     click.echo(f"wrote {3 * len(paths)} files to {out}", err=True)
+
+
+def _segmented_already(out: Path, path: Path, settings_key: dict[str, Any]) -> bool:
+    """Are ``path``'s three outputs in ``out``, from this image and these settings? (NAME.json is
+    written last, atomically, so its presence means the two PNGs were written before it.)"""
+    meta_file = out / f"{path.stem}.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return False
+    expected = json.loads(json.dumps({"image": str(path), **settings_key}))  # tuples -> lists, as stored
+    return (all(meta.get(k) == v for k, v in expected.items())
+            and (out / f"{path.stem}.labels.png").is_file() and (out / f"{path.stem}.overlay.png").is_file())
 
 
 # ------------------------------------------------------------------------------ eval / tune
@@ -214,6 +238,9 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
              json_out: str | None) -> None:
     """mIoU of the pipeline on a dataset (mmsegmentation IoUMetric semantics).
 
+    Interrupted (Ctrl-C, a crash)? Rerun the same command: the images already scored are kept in
+    the user cache ($PNPOVSS_CACHE, else ~/.cache/pnpovss/eval) and are not scored again.
+
     Under `torchrun --nproc_per_node N -m pnpovss eval ...` the images are sharded over the N
     processes and the confusion matrices summed: the result equals a single-process run.
     """
@@ -226,12 +253,14 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
     try:
         ds, indices, seg = _load_for_dataset(dataset, root, seed, images, model, preset, process_device(device, ctx),
                                              threads, assignments, echo=ctx.is_main)
-        result = evaluate(seg, ds, indices, all_classes=all_classes, dist=ctx)
+        result = evaluate(seg, ds, indices, all_classes=all_classes, dist=ctx, resume=True)
         if ctx.is_main:
             click.echo(iou_table(result.summary))
             if json_out:
                 atomic_write_text(Path(json_out), json.dumps(result.to_json(), indent=2) + "\n")
                 click.echo(f"wrote {json_out}", err=True)
+        if result.progress_file is not None:  # the result is out: the saved progress is spent
+            result.progress_file.unlink(missing_ok=True)
     finally:
         shutdown(ctx)
 

@@ -9,6 +9,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Saved evaluation progress goes to a fresh directory per test, never the user's cache."""
+    monkeypatch.setenv("PNPOVSS_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def tiny_blip_dir(tmp_path_factory):
     """A random tiny BLIP-ITM saved with save_pretrained (4x4 patch grid, 3 text layers, 2 heads)."""

@@ -122,3 +122,22 @@ def test_set_option_errors_are_one_line(tmp_path, tiny_blip_dir, two_tone_image,
     assert res.exit_code != 0 and message in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_rerun_skips_images_already_segmented_with_the_same_settings(tiny_blip_dir, images, tmp_path):
+    """An interrupted batch continues when rerun: finished images are not segmented again, unless
+    the settings changed or --overwrite is given."""
+    out = tmp_path / "out"
+    base = ["segment", images, "--classes", "cat,grass", "--model", tiny_blip_dir, "--out", out, "--layer", 2,
+            "--head", 0]
+    assert run(*base).exit_code == 0
+    (out / "im1.json").unlink()  # as if the run had been stopped before image 1 was finished
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if not p.name.startswith("im1.")}
+    res = run(*base)
+    assert res.exit_code == 0 and "skipping 2 image(s)" in res.output and "wrote 3 files" in res.output
+    assert {n: (out / n).stat().st_mtime_ns for n in stamps} == stamps  # images 0 and 2 untouched
+    assert (out / "im1.json").is_file()
+    res = run(*base, "--threshold", 0.3)  # other settings: everything is redone
+    assert "skipping" not in res.output and json.loads((out / "im0.json").read_text())["config"]["threshold"] == 0.3
+    res = run(*base, "--threshold", 0.3, "--overwrite")
+    assert "skipping" not in res.output and "wrote 9 files" in res.output

@@ -85,3 +85,41 @@ def test_eval_command_on_the_toy_world(tiny_blip_dir, tmp_path):
     assert data["config"]["layer"] == 2 and data["config"]["drop_iters"] == 2 and data["config"]["background"]
     assert np.asarray(data["confusion_matrix"]).sum() == 3 * 96 * 96
     assert "mIoU" in res.output
+
+
+def test_interrupted_evaluation_resumes_where_it_stopped():
+    """Ctrl-C keeps the images already scored; the rerun scores only the rest and gives the
+    uninterrupted result. Another index list is another run and starts afresh."""
+    ds = Tiny(True)
+    ds.labels.append(ds.labels[0].copy())  # image 2 is like image 0; image 1 has no labels
+    reference = evaluate(Oracle(ds), ds, [0, 1, 2], progress=False)
+
+    class Interrupted(Oracle):
+        def segment(self, image, names, background):
+            if len(self.calls) == 1:  # image 0 went through; Ctrl-C during image 2
+                raise KeyboardInterrupt
+            return super().segment(image, names, background)
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(Interrupted(ds), ds, [0, 1, 2], progress=False, resume=True)
+    again = Oracle(ds)
+    result = evaluate(again, ds, [0, 1, 2], progress=False, resume=True)
+    assert len(again.calls) == 1  # only image 2 ran
+    assert np.array_equal(result.matrix, reference.matrix) and result.summary == reference.summary
+    assert result.progress_file is not None and result.progress_file.is_file()
+    other = Oracle(ds)
+    evaluate(other, ds, [0, 2], progress=False, resume=True)
+    assert len(other.calls) == 2
+
+
+def test_eval_command_removes_its_progress_after_writing(tiny_blip_dir, tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    out = tmp_path / "eval.json"
+    args = ["eval", "--dataset", "toyworld", "--seed", "2", "--images", "2", "--model", str(tiny_blip_dir),
+            "--set", "layer=2", "--set", "head=1", "--json", str(out), "--threads", "1"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0 and out.is_file(), res.output
+    cache = Path(os.environ["PNPOVSS_CACHE"])
+    assert not list(cache.rglob("*.json"))  # nothing left to resume
