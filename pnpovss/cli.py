@@ -270,7 +270,7 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
 @click.option("--iters", type=click.IntRange(min=1), default=34, show_default=True,
               help="Trials, trial 0 being the base configuration.")
 @click.option("--space", type=click.Path(dir_okay=False), default=None,
-              help="Search-space JSON. [default: every layer, every head, threshold 0.05..0.5]")
+              help="Search-space JSON. [default: every layer, every head and their mean, threshold 0.05..0.5]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random search (and of the toy world).")
 @click.option("--world-seed", type=int, default=None, help="Toy-world seed when it should differ from --seed.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="tune-out", show_default=True,
