@@ -475,7 +475,6 @@ def train(cfg: TrainConfig) -> dict:
 
     aux_hidden: dict[str, torch.Tensor] = {}
     model.text_encoder.encoder.layer[cfg.aux_layer].register_forward_hook(lambda m, i, o: aux_hidden.__setitem__("h", o))
-    enc_id = tok.convert_tokens_to_ids("[ENC]")
     history = []
     last_probe: dict = {}
     t_train = time.time()
