@@ -189,10 +189,12 @@ def map_stats(model: str, seed: int, images: int, size: int, **_ignored) -> dict
         text = bb.build_text(seg.config.prompt, [s.labels])
         grid = bb.grid(pixels.shape[-1])
         objects = oracle_grid_maps(s.mask, s.labels, grid).reshape(len(s.labels), -1)
+        found = layer_attention_and_grad(bb, bb.encode_image(pixels), text, layers)  # A and dS/dA: both rows
         for sal in ("gradcam", "attention"):
-            found = layer_attention_and_grad(bb, bb.encode_image(pixels), text, layers, with_grad=sal == "gradcam")
             for l in layers:
-                maps = pool_classes(cam_from_attention(*found[l], None), text.class_tokens)[0].numpy()
+                attn, grad = found[l]
+                maps = pool_classes(cam_from_attention(attn, grad if sal == "gradcam" else None, None),
+                                    text.class_tokens)[0].numpy()
                 for c, m in enumerate(maps):
                     m = m / max(float(m.sum()), 1e-12)
                     own, other = objects[c], objects.sum(0) - objects[c]

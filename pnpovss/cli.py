@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import click
 
+from .config import heads_from_text
 from .errors import PnpOvssError
 from .imageio import IMAGE_SUFFIXES
 
@@ -62,10 +63,9 @@ def parse_head(value: str | None) -> int | tuple[int, ...] | None | str:
     if value.strip().lower() in ("all", "mean"):
         return None
     try:
-        heads = tuple(int(v) for v in value.split(","))
+        return heads_from_text(value)
     except ValueError:
         raise PnpOvssError(f"--head takes an index, a comma list of indices or 'all', got {value!r}") from None
-    return heads[0] if len(heads) == 1 else heads
 
 
 @click.group()
@@ -113,7 +113,7 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     from .backbones import DEFAULT_MODEL
     from .config import parse_assignments
     from .imageio import atomic_save_image, atomic_write_text, label_png, load_image
-    from .pipeline import Segmenter, parse_classes
+    from .pipeline import BACKGROUND, Segmenter, parse_classes
 
     names = parse_classes(classes)
     settings = parse_assignments(assignments)
@@ -132,7 +132,7 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     click.echo(f"loading {source} ...", err=True)
     seg = Segmenter.from_pretrained(source, device=device, preset=preset, **overrides)
     out = Path(out_dir)
-    label_names = (["background"] if seg.config.background else []) + names
+    label_names = ([BACKGROUND] if seg.config.background else []) + names
     settings_key = {"model": source, "classes": label_names, "config": seg.config.to_dict()}
     todo = paths if overwrite else [p for p in paths if not _segmented_already(out, p, settings_key)]
     if len(todo) < len(paths):

@@ -142,6 +142,13 @@ def _check_keys(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def heads_from_text(text: str) -> int | tuple[int, ...]:
+    """``"9"`` -> 9, ``"3,9"`` -> (3, 9); ValueError if an item is not an integer. (Keywords such
+    as ``all`` are each caller's to handle.)"""
+    heads = tuple(int(v) for v in text.split(","))
+    return heads[0] if len(heads) == 1 else heads
+
+
 def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     """``["crf_unary=probs", "threshold=0.1", "head=all"]`` -> typed overrides (the CLI's ``--set``).
 
@@ -160,8 +167,7 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
             if raw.lower() in ("none", "all") and key in ("head", "image_size"):
                 value: Any = None
             elif key == "head":
-                heads = tuple(int(v) for v in raw.split(","))
-                value = heads[0] if len(heads) == 1 else heads
+                value = heads_from_text(raw)
             elif isinstance(current, bool):
                 if raw.lower() not in ("true", "false", "1", "0", "on", "off", "yes", "no"):
                     raise ValueError

@@ -96,9 +96,7 @@ class EvalProgress:
             if matrix.shape != (self.num_classes, self.num_classes):
                 raise ValueError("matrix shape")
             return set(int(i) for i in state["done"]), matrix
-        except FileNotFoundError:
-            return set(), None
-        except (OSError, ValueError, KeyError, TypeError):  # unreadable: score everything again
+        except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: score everything
             return set(), None
 
     def save(self, done: set[int], matrix: np.ndarray) -> None:
