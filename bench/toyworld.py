@@ -1,7 +1,7 @@
 """Toy-world mIoU of every stage of the PnP-OVSS pipeline (prints/writes JSON).
 
     python bench/toyworld.py --seed 7 --images 200 --json toy.json
-    python bench/toyworld.py --sweep --seed 0 --images 100      # choose layer/head on a dev seed
+    python bench/toyworld.py --sweep --seed 0 --images 100      # choose layer/head/DropOut k on a dev seed
     python bench/toyworld.py --map-stats --seed 0 --images 100  # where the maps put their mass
 
 Rows (classes in the caption = the image's labels, plus background, unless said otherwise):
@@ -16,6 +16,7 @@ Rows (classes in the caption = the image's labels, plus background, unless said 
   oracle_grid_maps     no model: each class's exact coverage of every patch (the best maps the patch
                        grid allows) through the default post-processing, the pipeline's ceiling here
 Options, measured beside the default (under "options" in the JSON):
+  gradcam+blur+crf     the full pipeline without Salience DropOut (one pass): what DropOut adds
   attention+blur+crf   raw attention (one pass) through the full post-processing: what GradCAM and
                        DropOut add on this model
   full_threshold_binary / full_crf_probs / full_eval_scripts
@@ -23,6 +24,8 @@ Options, measured beside the default (under "options" in the JSON):
                        a time and all together (binary threshold, maps as CRF probabilities,
                        background 1 - sum, 20 CRF iterations)
   full_attention_drop  drop_mode="attention" (one vision pass instead of re-encoding)
+  full_drop_k10        the paper's DropOut k = 10 instead of the model preset's k (the toy preset
+                       picks k for its 12x12 grid, see --sweep)
 Scores are accumulated over the whole split in one confusion matrix per row (background + shapes).
 """
 
@@ -55,11 +58,13 @@ STAGES = {
     "full": dict(),
 }
 OPTIONS = {
+    "gradcam+blur+crf": dict(drop_iters=1),
     "attention+blur+crf": dict(saliency="attention", drop_iters=1),
     "full_threshold_binary": dict(threshold_mode="binary"),
     "full_crf_probs": dict(crf_unary="probs"),
     "full_eval_scripts": dict(threshold_mode="binary", crf_unary="probs", background_rule="one_minus_sum", crf_iters=20),
     "full_attention_drop": dict(drop_mode="attention"),
+    "full_drop_k10": dict(drop_k=10),
 }
 
 
@@ -111,11 +116,11 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         rows["random_weights"].update(predict(rand, s.image, s.labels, base), truth)
         by_area = sorted(s.labels, key=lambda c: -int((s.mask == CLASSES.index(c)).sum()))
         rows["no_vlm"].update(no_vlm_predict(s.image, by_area), truth)
-        # One GradCAM computation per (saliency, passes); post-processing variants reuse it.
+        # One GradCAM computation per map setting (saliency, DropOut schedule); post-processing variants reuse it.
         grid_cache: dict[tuple, tuple[np.ndarray, float]] = {}  # maps and the seconds they took
         for name, overrides in {**STAGES, **OPTIONS}.items():
             cfg = base.replace(**overrides)
-            key = (cfg.saliency, cfg.drop_iters, cfg.drop_mode)
+            key = (cfg.saliency, cfg.drop_iters, cfg.drop_mode, cfg.drop_k, cfg.halving, cfg.count_first_twice)
             if key not in grid_cache:
                 t0 = time.perf_counter()
                 pixels = seg.backbone.preprocess([s.image], seg.image_size(cfg))
@@ -145,18 +150,29 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
     }
 
 
+DROP_K_CHOICES = (1, 2, 3, 5, 10)
+"""Salience DropOut k tried by the sweep. The paper's k = 10 of BLIP-384's 576 patches drops 1.7% of
+the grid per pass; on the toy 12x12 grid that fraction is 2.5 patches, and k = 10 drops four times it."""
+
+
 def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
-    """mIoU of every (layer, head) and of every layer's head mean (``H=all``), GradCAM with one
-    pass and the default post-processing, on a development seed: how the toy preset is chosen."""
+    """Model selection for the toy preset on a development seed, in two steps: (1) mIoU of every
+    (layer, head) and every layer's head mean (``H=all``), GradCAM with one pass and the default
+    post-processing; (2) at the best of those, the full default pipeline for each DropOut k in
+    ``DROP_K_CHOICES`` (k depends on the patch grid, which the paper's default does not know)."""
     seg = Segmenter.from_pretrained(model, layer=1, head=0)
     bb = seg.backbone
     layers = list(range(1, bb.num_layers + 1))
     heads: list[int | None] = [*range(bb.num_heads), None]
     cms = {(l, h): ConfusionMatrix(len(CLASSES)) for l, h in itertools.product(layers, heads)}
-    from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad, pool_classes
+    from pnpovss.gradcam import (
+        cam_from_attention,
+        layer_attention_and_grad,
+        pool_classes,
+    )
 
-    for i in range(images):
-        s = make_sample(seed, i, size)
+    samples = [make_sample(seed, i, size) for i in range(images)]
+    for s in samples:
         pixels = bb.preprocess([s.image], seg.image_size())
         text = bb.build_text(seg.config.prompt, [s.labels])
         grads = layer_attention_and_grad(bb, bb.encode_image(pixels), text, layers)
@@ -168,21 +184,55 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
             cm.update(to_global(labels, ["background", *s.labels]), s.mask.astype(np.int64))
     name = lambda l, h: f"L{l}H{'all' if h is None else h}"  # noqa: E731
     table = {name(l, h): round(cm.summary(CLASSES)["miou"], 2) for (l, h), cm in cms.items()}
-    best = max(cms, key=lambda k: cms[k].summary(CLASSES)["miou"])
+    layer, head = max(cms, key=lambda k: cms[k].summary(CLASSES)["miou"])
+
+    by_k = {k: ConfusionMatrix(len(CLASSES)) for k in DROP_K_CHOICES}
+    for s in samples:
+        for k, cm in by_k.items():
+            res = seg.segment(s.image, s.labels, layer=layer, head=head, drop_k=k)
+            cm.update(to_global(res.labels, res.classes), s.mask.astype(np.int64))
+    k_table = {str(k): round(cm.summary(CLASSES)["miou"], 2) for k, cm in by_k.items()}
+    drop_k = max(by_k, key=lambda k: by_k[k].summary(CLASSES)["miou"])
     return {"seed": seed, "images": images, "stage": "gradcam, 1 pass, blur + CRF", "miou_by_layer_head": table,
-            "best": {"layer": best[0], "head": "all" if best[1] is None else best[1]}}
+            "stage_drop_k": f"full default pipeline at L{layer} H{'all' if head is None else head}",
+            "miou_by_drop_k": k_table,
+            "best": {"layer": layer, "head": "all" if head is None else head, "drop_k": drop_k},
+            "preset": {"layer": layer, "head": head, "drop_k": drop_k}}
+
+
+def write_preset(model: str, result: dict, command: str) -> Path:
+    """Store the sweep's choice as the model directory's ``pnpovss_preset.json``."""
+    from pnpovss.config import PRESET_FILENAME
+    from pnpovss.imageio import atomic_write_text
+
+    path = Path(resolve_source(model)) / PRESET_FILENAME
+    best = result["best"]
+    doc = {"config": result["preset"], "selected_by": command + " (step 1: GradCAM, one pass, default blur + CRF, "
+           "every layer x (each head, head mean); step 2: the full default pipeline at that layer/head for "
+           f"drop_k in {list(DROP_K_CHOICES)}; best mIoU on development seed {result['seed']})",
+           "sweep_miou": {"layer_head": result["miou_by_layer_head"][f"L{best['layer']}H{best['head']}"],
+                          "full": result["miou_by_drop_k"][str(best["drop_k"])]}}
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    return path
 
 
 def map_stats(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
     """Where the single-pass class maps put their mass, per (saliency, layer) with heads averaged:
     on the class's own object, on other objects, on background, and how often the map's peak patch
-    lies on the own object (>= 20% covered). Word binding vs object finding, beside mIoU."""
+    lies on the own object (>= 20% covered). Word binding vs object finding, beside mIoU. For
+    GradCAM also how often the head-mean gradient dS/dA is positive (what relu keeps) on patches
+    mostly (>= 50%) of the own object, of other objects and of background (< 5% foreground)."""
     seg = Segmenter.from_pretrained(model, layer=1, head=None)
     bb = seg.backbone
     layers = list(range(1, bb.num_layers + 1))
-    from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad, pool_classes
+    from pnpovss.gradcam import (
+        cam_from_attention,
+        layer_attention_and_grad,
+        pool_classes,
+    )
 
     sums = {(sal, l): np.zeros(4) for sal in ("gradcam", "attention") for l in layers}
+    positive = {l: np.zeros((3, 2)) for l in layers}  # (own, other, background) x (positive, patches)
     for i in range(images):
         s = make_sample(seed, i, size)
         pixels = bb.preprocess([s.image], seg.image_size())
@@ -190,19 +240,26 @@ def map_stats(model: str, seed: int, images: int, size: int, **_ignored) -> dict
         grid = bb.grid(pixels.shape[-1])
         objects = oracle_grid_maps(s.mask, s.labels, grid).reshape(len(s.labels), -1)
         found = layer_attention_and_grad(bb, bb.encode_image(pixels), text, layers)  # A and dS/dA: both rows
-        for sal in ("gradcam", "attention"):
-            for l in layers:
-                attn, grad = found[l]
+        for l in layers:
+            attn, grad = found[l]
+            for sal in ("gradcam", "attention"):
                 maps = pool_classes(cam_from_attention(attn, grad if sal == "gradcam" else None, None),
                                     text.class_tokens)[0].numpy()
                 for c, m in enumerate(maps):
                     m = m / max(float(m.sum()), 1e-12)
                     own, other = objects[c], objects.sum(0) - objects[c]
                     sums[sal, l] += [(m * own).sum(), (m * other).sum(), float(own[m.argmax()] >= 0.2), 1]
-    return {"seed": seed, "images": images, "heads": "mean", "stats": {
-        f"{sal}_L{l}": {"own": round(a[0] / a[3], 3), "other_objects": round(a[1] / a[3], 3),
-                        "background": round(1 - (a[0] + a[1]) / a[3], 3), "peak_on_own": round(a[2] / a[3], 3)}
-        for (sal, l), a in sums.items()}}
+            g = pool_classes(grad[..., 1:].mean(dim=1), text.class_tokens)[0].numpy()
+            for c, gc in enumerate(g):
+                for r, region in enumerate((objects[c] >= 0.5, objects.sum(0) - objects[c] >= 0.5, objects.sum(0) < 0.05)):
+                    positive[l][r] += [(gc[region] > 0).sum(), region.sum()]
+    stats = {f"{sal}_L{l}": {"own": round(a[0] / a[3], 3), "other_objects": round(a[1] / a[3], 3),
+                             "background": round(1 - (a[0] + a[1]) / a[3], 3), "peak_on_own": round(a[2] / a[3], 3)}
+             for (sal, l), a in sums.items()}
+    for l, p in positive.items():
+        stats[f"gradcam_L{l}"]["gradient_positive"] = {
+            name: round(float(p[r, 0] / max(p[r, 1], 1)), 3) for r, name in enumerate(("own", "other_objects", "background"))}
+    return {"seed": seed, "images": images, "heads": "mean", "stats": stats}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--size", type=int, default=96, help="image size in pixels")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON here")
-    ap.add_argument("--sweep", action="store_true", help="measure every layer/head instead (model selection)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="instead: choose the model preset (layer/head, then DropOut k) on a development seed")
+    ap.add_argument("--write-preset", action="store_true",
+                    help="with --sweep: store the choice as the model directory's pnpovss_preset.json")
     ap.add_argument("--map-stats", action="store_true",
                     help="instead: where the class maps put their mass (own object / other objects / background)")
     ap.add_argument("--threads", type=int, default=1)
@@ -230,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
 
         atomic_write_text(args.json, text + "\n")
     print(text)
+    if args.sweep and args.write_preset:
+        print(f"wrote {write_preset(args.model, out, 'python bench/toyworld.py ' + ' '.join(argv or sys.argv[1:]))}",
+              file=sys.stderr)
     return 0
 
 

@@ -18,7 +18,7 @@ def test_toy_alias_is_a_saved_pretrained_directory_with_its_preset():
     assert path == Path(ALIASES["toy"]) and (path / "config.json").is_file() and (path / "model.safetensors").is_file()
     seg = Segmenter.from_pretrained("toy")
     preset = json.loads((path / "pnpovss_preset.json").read_text())["config"]
-    assert (seg.config.layer, seg.config.head) == (preset["layer"], preset["head"])
+    assert {key: getattr(seg.config, key) for key in preset} == preset
     assert seg.backbone.grid(seg.image_size()) == (12, 12)
     same = Segmenter.from_pretrained(str(path))  # the directory itself, as a user would pass it
     assert same.config == seg.config
@@ -34,16 +34,36 @@ def test_toy_model_segments_the_example():
     spec.loader.exec_module(example)
     from pnpovss.toyworld.world import make_sample
 
-    sample = make_sample(1, 129)  # examples/shapes.png
+    sample = make_sample(1, 39)  # examples/shapes.png
     res = Segmenter.from_pretrained("toy").segment(ROOT / "examples" / "shapes.png", ["circle", "star"])
     for name in ("circle", "star"):
         assert example.class_iou(sample, res.labels, res.classes, name) > 0.5, name
 
 
-def test_benchmark_small_run_has_every_row():
+def load_bench():
     spec = importlib.util.spec_from_file_location("toybench", ROOT / "bench" / "toyworld.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_sweep_writes_the_preset_it_measured_best(tmp_path):
+    import shutil
+
+    model = tmp_path / "toy"
+    shutil.copytree(resolve_source("toy"), model)
+    bench = load_bench()
+    out = bench.sweep(str(model), seed=3, images=2, size=96)
+    best = out["best"]
+    assert out["miou_by_layer_head"][f"L{best['layer']}H{best['head']}"] == max(out["miou_by_layer_head"].values())
+    assert out["miou_by_drop_k"][str(best["drop_k"])] == max(out["miou_by_drop_k"].values())
+    bench.write_preset(str(model), out, "test")
+    config = Segmenter.from_pretrained(str(model)).config
+    assert (config.layer, config.head, config.drop_k) == (out["preset"]["layer"], out["preset"]["head"], best["drop_k"])
+
+
+def test_benchmark_small_run_has_every_row():
+    bench = load_bench()
     out = bench.run("toy", seed=3, images=2, size=96)
     expected = {"random_weights", "no_vlm", "attention", "gradcam", "gradcam+dropout", "gradcam+dropout+blur",
                 "full", "full_all_classes", "oracle_grid_maps"}
