@@ -155,6 +155,11 @@ DROP_K_CHOICES = (1, 2, 3, 5, 10)
 the grid per pass; on the toy 12x12 grid that fraction is 2.5 patches, and k = 10 drops four times it."""
 
 
+def sweep_cell(layer: int, head: int | None) -> str:
+    """The sweep table's key of a layer/head, e.g. ``L1Hall`` (head mean) or ``L2H3``."""
+    return f"L{layer}H{'all' if head is None else head}"
+
+
 def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
     """Model selection for the toy preset on a development seed, in two steps: (1) mIoU of every
     (layer, head) and every layer's head mean (``H=all``), GradCAM with one pass and the default
@@ -182,8 +187,7 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
             cfg = seg.config.replace(layer=l, head=h, drop_iters=1)
             labels, _ = postprocess(maps.view(-1, *grid).numpy(), s.image, cfg)
             cm.update(to_global(labels, ["background", *s.labels]), s.mask.astype(np.int64))
-    name = lambda l, h: f"L{l}H{'all' if h is None else h}"  # noqa: E731
-    table = {name(l, h): round(cm.summary(CLASSES)["miou"], 2) for (l, h), cm in cms.items()}
+    table = {sweep_cell(l, h): round(cm.summary(CLASSES)["miou"], 2) for (l, h), cm in cms.items()}
     layer, head = max(cms, key=lambda k: cms[k].summary(CLASSES)["miou"])
 
     by_k = {k: ConfusionMatrix(len(CLASSES)) for k in DROP_K_CHOICES}
@@ -194,7 +198,7 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
     k_table = {str(k): round(cm.summary(CLASSES)["miou"], 2) for k, cm in by_k.items()}
     drop_k = max(by_k, key=lambda k: by_k[k].summary(CLASSES)["miou"])
     return {"seed": seed, "images": images, "stage": "gradcam, 1 pass, blur + CRF", "miou_by_layer_head": table,
-            "stage_drop_k": f"full default pipeline at L{layer} H{'all' if head is None else head}",
+            "stage_drop_k": f"full default pipeline at {sweep_cell(layer, head)}",
             "miou_by_drop_k": k_table,
             "best": {"layer": layer, "head": "all" if head is None else head, "drop_k": drop_k},
             "preset": {"layer": layer, "head": head, "drop_k": drop_k}}
@@ -206,12 +210,12 @@ def write_preset(model: str, result: dict, command: str) -> Path:
     from pnpovss.imageio import atomic_write_text
 
     path = Path(resolve_source(model)) / PRESET_FILENAME
-    best = result["best"]
+    preset = result["preset"]
     doc = {"config": result["preset"], "selected_by": command + " (step 1: GradCAM, one pass, default blur + CRF, "
            "every layer x (each head, head mean); step 2: the full default pipeline at that layer/head for "
            f"drop_k in {list(DROP_K_CHOICES)}; best mIoU on development seed {result['seed']})",
-           "sweep_miou": {"layer_head": result["miou_by_layer_head"][f"L{best['layer']}H{best['head']}"],
-                          "full": result["miou_by_drop_k"][str(best["drop_k"])]}}
+           "sweep_miou": {"layer_head": result["miou_by_layer_head"][sweep_cell(preset["layer"], preset["head"])],
+                          "full": result["miou_by_drop_k"][str(preset["drop_k"])]}}
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return path
 

@@ -55,7 +55,9 @@ def test_sweep_writes_the_preset_it_measured_best(tmp_path):
     bench = load_bench()
     out = bench.sweep(str(model), seed=3, images=2, size=96)
     best = out["best"]
-    assert out["miou_by_layer_head"][f"L{best['layer']}H{best['head']}"] == max(out["miou_by_layer_head"].values())
+    cell = bench.sweep_cell(out["preset"]["layer"], out["preset"]["head"])
+    assert cell == f"L{best['layer']}H{best['head']}"
+    assert out["miou_by_layer_head"][cell] == max(out["miou_by_layer_head"].values())
     assert out["miou_by_drop_k"][str(best["drop_k"])] == max(out["miou_by_drop_k"].values())
     bench.write_preset(str(model), out, "test")
     config = Segmenter.from_pretrained(str(model)).config
