@@ -78,7 +78,9 @@ class BlipBackbone(Backbone):
     def cross_attention_modules(self, layers: Sequence[int]) -> dict[int, torch.nn.Module]:
         return {layer: self.model.text_encoder.encoder.layer[layer - 1].crossattention.self for layer in layers}
 
-    def _itm_logit(self, image_embeds: torch.Tensor, text: TextBatch, key_mask: torch.Tensor | None) -> torch.Tensor:
+    broadcasts_image = True
+
+    def _itm_logits(self, image_embeds: torch.Tensor, text: TextBatch, key_mask: torch.Tensor | None) -> torch.Tensor:
         if key_mask is None:
             key_mask = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image_embeds.device)
         out = self.model.text_encoder(
@@ -87,7 +89,7 @@ class BlipBackbone(Backbone):
             encoder_hidden_states=image_embeds,
             encoder_attention_mask=key_mask,
         )
-        return self.model.itm_head(out.last_hidden_state[:, 0, :])[:, 1]
+        return self.model.itm_head(out.last_hidden_state[:, 0, :])
 
 
 def _sdpa_forward(module: torch.nn.Module):
