@@ -9,13 +9,15 @@ Rows (seconds per image, median of ``--repeats`` after one warm-up):
   presence_20 / _150       presence scores of 20 (Pascal VOC) / 150 (ADE20K) candidates on the cached
                            pass-0 image tokens, captions in chunks of ``pnpovss.presence.CHUNK_SIZE``
   presence_150_per_caption the same 150 with the image tokens repeated per caption (what a backbone
-                           without broadcasting pays: the image keys/values projected once per caption)
+                           without shared image attention pays: the image keys/values projected once
+                           per caption)
 ``ratio`` = presence seconds / pipeline seconds (the issue's budget: at most 0.5 at 150 classes).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import bench_images, build_backbone  # noqa: E402
 
 from pnpovss import PipelineConfig  # noqa: E402
+from pnpovss.backbones.base import Backbone  # noqa: E402
 from pnpovss.datasets import load_vocabulary  # noqa: E402
 from pnpovss.dropout import salience_dropout  # noqa: E402
 from pnpovss.presence import CHUNK_SIZE, presence_scores  # noqa: E402
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"pipeline": timed(pipeline, args.repeats)}
     for name, vocab in (("presence_20", voc), ("presence_150", ade)):
         rows[name] = timed(lambda v=vocab: presence_scores(backbone, embeds, v, cfg.prompt), args.repeats)
-    backbone.broadcasts_image = False
+    backbone.broadcasts_image = False  # the generic path: image tokens repeated for every caption
+    backbone.match_probability = functools.partial(Backbone.match_probability, backbone)
     rows["presence_150_per_caption"] = timed(lambda: presence_scores(backbone, embeds, ade, cfg.prompt), args.repeats)
     base = statistics.median(rows["pipeline"])
     out = {"model": "BLIP ITM-large, random weights", "image_size": args.image_size, "threads": args.threads,

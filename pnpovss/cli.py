@@ -322,8 +322,10 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
               help="open_clip model name, local open_clip directory, or 'toy'. [default: ViT-L-14-336; toyworld: toy]")
 @click.option("--clip-pretrained", default="openai", show_default=True, help="Pretrained tag or weights file for --clip NAME.")
 @click.option("--clip-template", default=None, help="CLIP prompt, e.g. 'a photo of a {}'. [default: the bare class name]")
-@click.option("--reward", type=click.Choice(["binary", "continuous"]), default="binary", show_default=True,
-              help="binary: the paper's win count; continuous: mean probability gain over the full class list.")
+@click.option("--reward", type=click.Choice(["binary", "continuous", "tags"]), default="binary", show_default=True,
+              help="binary: the paper's win count; continuous: mean probability gain over the full class list; "
+                   "tags: tune the class-presence stage (presence_threshold) by per-image tag F1 against the "
+                   "image-level labels (no CLIP; default space search/spaces/presence.json).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Also keep the per-image layer/head maps here, reused by later runs.")
 @click.option("--min-z", type=float, default=0.0, show_default=True,
@@ -347,27 +349,37 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
     from .reward import DEFAULT_CLIP, ClipScorer, load_clip
     from .search import RewardEvaluator, load_space, run_search
 
+    all_classes = _protocol(labels, all_classes) == "all"
+    if labels == "detect":
+        raise PnpOvssError("tune --labels takes gt or all; to tune the presence stage use --reward tags")
     ctx = from_env(device)
     try:
         wseed = seed if world_seed is None else world_seed
         ds, indices, seg = _load_for_dataset(dataset, root, wseed, images, model, preset, process_device(device, ctx),
                                              threads, assignments, echo=ctx.is_main)
-        space_obj = load_space(space, seg.backbone, seg.config)
-        clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
-        clip = load_clip(clip_source, clip_pretrained, device=process_device(device, ctx))
-        template = clip_template or ds.clip_template or "{}"
-        scorer = ClipScorer(clip, template=template)
-        evaluator = RewardEvaluator(seg, ds, indices, scorer, all_classes=all_classes, cache_dir=cache_dir, dist=ctx)
         run_info = {"dataset": ds.describe(), "root": str(getattr(ds, "root", "")), "images": len(indices),
-                    "all_classes": all_classes, "model": seg.backbone.source, "clip": clip.source,
-                    "clip_template": template}
+                    "all_classes": all_classes, "model": seg.backbone.source}
+        if reward == "tags":
+            from .presence_tuning import DEFAULT_PRESENCE_SPACE, PRESENCE_PARAMS, PresenceEvaluator
+
+            space_obj = load_space(space, seg.backbone, seg.config, searchable=PRESENCE_PARAMS,
+                                   default=DEFAULT_PRESENCE_SPACE)
+            evaluator: Any = PresenceEvaluator(seg, ds, indices, dist=ctx)
+        else:
+            space_obj = load_space(space, seg.backbone, seg.config)
+            clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
+            clip = load_clip(clip_source, clip_pretrained, device=process_device(device, ctx))
+            template = clip_template or ds.clip_template or "{}"
+            evaluator = RewardEvaluator(seg, ds, indices, ClipScorer(clip, template=template),
+                                        all_classes=all_classes, cache_dir=cache_dir, dist=ctx)
+            run_info.update(clip=clip.source, clip_template=template)
         best = run_search(evaluator, space_obj, iters=iters, seed=seed, out_dir=out_dir, reward=reward,
                           min_z=min_z, run_info=run_info)
         if ctx.is_main:
             params = {k: best["params"][k] for k in space_obj.values}
+            others = ", ".join(f"{k} {v:.4g}" for k, v in best["rewards"].items())
             click.echo(f"best trial {best['trial']}: {json.dumps(params)} reward {best['reward']:.4g} "
-                       f"(binary {best['rewards']['binary']:.4g}, continuous {best['rewards']['continuous']:.4g}; "
-                       f"z vs trial 0 {best['z'][reward]:.2f})")
+                       f"({others}; z vs trial 0 {best['z'][reward]:.2f})")
             click.echo(f"preset: {Path(out_dir) / 'best.json'}  (pnpovss eval --preset {Path(out_dir) / 'best.json'} ...)")
     finally:
         shutdown(ctx)

@@ -7,8 +7,8 @@ passes a dataset's whole vocabulary; this stage turns that list into the caption
 1. **Score** every candidate with the backbone's own ITM head: the match probability (softmax of
    its two logits) of a caption naming only that class (``prompt + name``), against the image
    tokens the pipeline encodes anyway (pass 0, cached by :class:`~pnpovss.Segmenter`). Captions
-   go in chunks; on BLIP one image's tokens broadcast over the chunk, so the cross-attention keys
-   and values of the image are projected once per chunk, not once per candidate.
+   go in chunks; on BLIP the chunk's queries attend to one copy of the image's keys and values
+   (``blip.shared_image_attention``), projected once per chunk, not once per candidate.
 2. **Select** the candidates whose probability reaches ``presence_threshold``; at most as many as
    the caption can hold (the best-scoring ones, with a note); none passing means an all-background
    image, or, without a background channel, the best-scoring class (every pixel needs a label).
@@ -31,8 +31,9 @@ from PIL import Image
 from .backbones.base import Backbone
 from .config import PipelineConfig
 
-CHUNK_SIZE = 64
-"""Captions per ITM forward when scoring candidates (bounds memory for 150+ class vocabularies)."""
+CHUNK_SIZE = 256
+"""Captions per ITM forward when scoring candidates: bounds memory for large vocabularies; each chunk
+projects the image keys/values once (BLIP-large: ~22 GFLOP), so chunks are large."""
 
 
 @dataclass
@@ -90,13 +91,14 @@ def detect(backbone: Backbone, image_embeds: torch.Tensor, classes: Sequence[str
            chunk_size: int = CHUNK_SIZE) -> Presence:
     """Steps 1-2 for one image."""
     scores = presence_scores(backbone, image_embeds, classes, config.prompt, chunk_size)
-
-    def fits(names: list[str]) -> bool:
-        return backbone.caption_length(config.prompt, names) <= backbone.max_text_tokens
-
     kept, notes = select_classes(list(classes), scores.tolist(), config.presence_threshold,
-                                 background=config.background, fits=fits)
+                                 background=config.background, fits=caption_fits(backbone, config.prompt))
     return Presence(list(classes), scores.tolist(), kept, notes)
+
+
+def caption_fits(backbone: Backbone, prompt: str) -> Callable[[list[str]], bool]:
+    """``fits(names)``: does the caption naming ``names`` stay within the model's text length?"""
+    return lambda names: backbone.caption_length(prompt, names) <= backbone.max_text_tokens
 
 
 def recognised(scorer, rgb: np.ndarray, labels: np.ndarray, label_names: Sequence[str], kept: Sequence[str],
@@ -118,4 +120,4 @@ def recognised(scorer, rgb: np.ndarray, labels: np.ndarray, label_names: Sequenc
     return [c for c, good in zip(kept, ok.tolist()) if good]
 
 
-__all__ = ["CHUNK_SIZE", "Presence", "detect", "presence_scores", "recognised", "select_classes"]
+__all__ = ["CHUNK_SIZE", "Presence", "caption_fits", "detect", "presence_scores", "recognised", "select_classes"]

@@ -216,3 +216,57 @@ def test_eval_detect_matches_the_bench_row(tmp_path):
 def test_presence_record_round_trips():
     p = Presence(["a", "b"], [0.5, 0.25], ["a"])
     assert p.to_json() == {"a": {"score": 0.5, "kept": True}, "b": {"score": 0.25, "kept": False}}
+
+
+def test_presence_space_file_matches_code():
+    from pnpovss.presence_tuning import DEFAULT_PRESENCE_SPACE
+
+    shipped = json.loads((ROOT / "search" / "spaces" / "presence.json").read_text())
+    shipped.pop("_comment")
+    assert shipped == DEFAULT_PRESENCE_SPACE
+
+
+def test_presence_tuning_scores_tag_f1_of_the_pipelines_own_decision():
+    """Each image's reward is the F1 of the classes segment() keeps (whole vocabulary as candidates)
+    against its image-level labels, at the trial's threshold."""
+    from pnpovss.datasets import load_dataset
+    from pnpovss.presence_tuning import PresenceEvaluator, image_f1
+
+    seg = Segmenter.from_pretrained("toy")
+    ds = load_dataset("toyworld", seed=3, images=4)
+    ev = PresenceEvaluator(seg, ds, range(4))
+    ev.build(progress=False)
+    for t in (0.2, 0.9, 1.0):
+        got = ev.per_image({"presence_threshold": t})[:, 0]
+        for i, value in enumerate(got):
+            s = ds[i]
+            kept = seg.segment(s.image, ds.classes[1:], presence_threshold=t).presence.kept
+            assert value == pytest.approx(image_f1([ds.classes.index(k) for k in kept], ds.image_labels(s.label)))
+    assert image_f1([], []) == 1.0 and image_f1([1], []) == 0.0 and image_f1([1, 2], [2, 3]) == 0.5
+
+
+def test_tune_tags_command_writes_a_presence_preset(tmp_path):
+    out = tmp_path / "run"
+    args = ["tune", "--dataset", "toyworld", "--seed", "3", "--images", "4", "--reward", "tags", "--iters", "4",
+            "--out", str(out), "--threads", "1"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    best = json.loads((out / "best.json").read_text())
+    trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    assert best["config"]["presence_threshold"] == best["params"]["presence_threshold"]
+    assert best["rewards"]["tags"] == max(t["rewards"]["tags"] for t in trace)
+    assert trace[0]["params"] == {"presence_threshold": 0.9}  # trial 0: the default
+    res = CliRunner().invoke(main, ["tune", "--dataset", "toyworld", "--reward", "tags", "--images", "2",
+                                    "--out", str(tmp_path / "x"), "--space", str(ROOT / "search" / "spaces" / "default.json")])
+    assert res.exit_code != 0 and "cannot be searched" in res.output
+
+
+def test_shared_image_attention_is_always_restored(segmenter):
+    from pnpovss.backbones.blip import shared_image_attention
+
+    modules = list(segmenter.backbone.cross_attention_modules([1, 2, 3]).values())
+    with pytest.raises(RuntimeError, match="boom"):
+        with shared_image_attention(modules):
+            assert all("forward" in m.__dict__ for m in modules)
+            raise RuntimeError("boom")
+    assert all("forward" not in m.__dict__ for m in modules)
