@@ -11,6 +11,9 @@ Figures (``FIGURES``: name -> file name and drawing function; a new figure is on
             with the no-VLM baseline and the oracle ceiling as reference lines
   speed     seconds per image and peak memory of every speed-bench row, read from
             bench/results/speed_full.json
+  presence  the class-presence stage on the stages figure's images: every shape's ITM match
+            probability as a candidate, kept or dropped at presence_threshold, and which shapes
+            are really there
 
 Charts read their numbers from the JSON files, so after a re-recorded benchmark one rerun of this
 command brings the figures up to date. Output is deterministic: the toy world and model are seeded
@@ -131,7 +134,7 @@ def stage_maps(seg, sample) -> dict:
     from pnpovss.dropout import salience_dropout
 
     cfg = seg.config
-    res = seg.segment(sample.image, sample.labels)
+    res = seg.segment(sample.image, sample.labels, keep_all=True)  # the labels are known here
     bb = seg.backbone
     pixels = bb.preprocess([sample.image], seg.image_size(cfg))
     embeds = bb.encode_image(pixels)
@@ -392,11 +395,56 @@ def draw_speed(args: argparse.Namespace):
     return fig
 
 
+# ----------------------------------------------------------------------------------- 4. presence
+KEPT, DROPPED = "#2e7d32", "#bdbdbd"
+
+
+def draw_presence(args: argparse.Namespace):
+    """Figure 4: per image (the stages figure's), each of the six shapes as a candidate: its ITM
+    match probability (log-odds axis, so 0.99 and 0.999 stay apart), kept or dropped at the
+    threshold, and a tick on the shapes really in the image."""
+    plt = matplotlib_pyplot()
+    from matplotlib.patches import Patch
+
+    from pnpovss import Segmenter
+    from pnpovss.toyworld.world import SHAPES
+
+    seg = Segmenter.from_pretrained("toy")
+    threshold = seg.config.presence_threshold
+    samples = stage_samples(args.seed, args.images, args.size)
+    fig, axes = plt.subplots(len(samples), 2, figsize=(7.5, 1.9 * len(samples) + 0.6),
+                             gridspec_kw={"width_ratios": [1, 3.2]}, squeeze=False)
+    logit = lambda p: np.log(np.clip(p, 1e-4, 1 - 1e-4) / (1 - np.clip(p, 1e-4, 1 - 1e-4)))  # noqa: E731
+    for (ax_img, ax), sample in zip(axes, samples):
+        pres = seg.segment(sample.image, list(SHAPES)).presence
+        ax_img.imshow(sample.image)
+        ax_img.set_axis_off()
+        ax_img.set_title(f"seed {sample.seed}, image {sample.index}", fontsize=8)
+        y = np.arange(len(SHAPES))[::-1]
+        ax.barh(y, logit(np.asarray(pres.scores)) - logit(1e-4), left=logit(1e-4), height=0.65,
+                color=[KEPT if c in pres.kept else DROPPED for c in SHAPES])
+        ax.axvline(logit(threshold), color="black", linestyle="--", linewidth=1)
+        for yi, c, score in zip(y, SHAPES, pres.scores):
+            ax.text(logit(1e-4) + 0.1, yi, f"{score:.3f}", va="center", fontsize=7)
+        ax.set_yticks(y, [f"{c}  ✓" if c in sample.labels else c for c in SHAPES], fontsize=8)
+        ticks = [1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]
+        ax.set_xticks([logit(t) for t in ticks], [f"{t:g}" for t in ticks], fontsize=7)
+        ax.set_xlim(logit(1e-4), logit(1 - 1e-4))
+    axes[-1, 1].set_xlabel("ITM match probability of \"a picture of <class>\" (log-odds axis)", fontsize=8)
+    fig.legend(handles=[Patch(color=KEPT, label="kept (in the caption)"), Patch(color=DROPPED, label="dropped"),
+                        plt.Line2D([], [], color="black", linestyle="--", label=f"presence_threshold {threshold:g}")],
+               loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("Class presence: all six shapes as candidates (✓ = really in the image)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
 # ----------------------------------------------------------------------------------- registry
 FIGURES: dict[str, tuple[str, Callable[[argparse.Namespace], object]]] = {
     "stages": ("stages.png", draw_stages),
     "ablation": ("toyworld_ablation.png", draw_ablation),
     "speed": ("speed.png", draw_speed),
+    "presence": ("presence.png", draw_presence),
 }
 """name -> (file name under --out, function(args) -> matplotlib figure). The README uses these names."""
 
