@@ -118,18 +118,24 @@ def _shared_image_forward(module: torch.nn.Module):
 
 
 @contextmanager
-def shared_image_attention(modules: Iterable[torch.nn.Module]) -> Iterator[None]:
-    """Within the block, the given cross-attention modules use :func:`_shared_image_forward`
-    (inference on one image only; no attention probabilities). Always restored on exit."""
+def swapped_forwards(modules: Iterable[torch.nn.Module], make_forward) -> Iterator[None]:
+    """Within the block, each module's ``forward`` is ``make_forward(module)``: an instance
+    attribute, so the class and other models are untouched; always restored on exit."""
     swapped = []
     try:
         for module in modules:
-            module.forward = _shared_image_forward(module)
+            module.forward = make_forward(module)
             swapped.append(module)
         yield
     finally:
         for module in swapped:
             del module.forward
+
+
+def shared_image_attention(modules: Iterable[torch.nn.Module]):
+    """Within the block, the given cross-attention modules use :func:`_shared_image_forward`
+    (inference on one image only; no attention probabilities)."""
+    return swapped_forwards(modules, _shared_image_forward)
 
 
 def _sdpa_forward(module: torch.nn.Module):
@@ -145,21 +151,11 @@ def _sdpa_forward(module: torch.nn.Module):
     return forward
 
 
-@contextmanager
-def fused_attention(vision_model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+def fused_attention(vision_model: torch.nn.Module, enabled: bool = True):
     """Within the block, every vision self-attention module of ``vision_model`` uses fused attention.
 
     Instance attributes only (the class and other models are untouched), always restored on exit.
     Only for inference: no attention probabilities are returned and dropout is not applied.
     """
-    swapped = []
-    try:
-        if enabled:
-            for module in vision_model.modules():
-                if type(module).__name__ == "BlipAttention" and hasattr(module, "qkv"):
-                    module.forward = _sdpa_forward(module)
-                    swapped.append(module)
-        yield
-    finally:
-        for module in swapped:
-            del module.forward
+    modules = [m for m in vision_model.modules() if type(m).__name__ == "BlipAttention" and hasattr(m, "qkv")]
+    return swapped_forwards(modules if enabled else [], _sdpa_forward)
