@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import click
 
-from .config import heads_from_text
-from .errors import PnpOvssError
+from .config import FIELDS
+from .errors import ConfigError, PnpOvssError
 from .imageio import IMAGE_SUFFIXES
 
 
@@ -57,15 +57,14 @@ def expand_inputs(items: tuple[str, ...]) -> list[Path]:
 
 
 def parse_head(value: str | None) -> int | tuple[int, ...] | None | str:
-    """``"9"`` -> 9, ``"3,9"`` -> (3, 9), ``"all"`` -> None; unset -> sentinel (keep preset)."""
+    """``"9"`` -> 9, ``"3,9"`` -> (3, 9), ``"all"`` -> None (read by the ``head`` field's spec);
+    unset -> sentinel (keep preset)."""
     if value is None:
         return "unset"
-    if value.strip().lower() in ("all", "mean"):
-        return None
     try:
-        return heads_from_text(value)
-    except ValueError:
-        raise PnpOvssError(f"--head takes an index, a comma list of indices or 'all', got {value!r}") from None
+        return FIELDS["head"].parse("head", value)
+    except ConfigError:
+        raise ConfigError(f"--head takes an index, a comma list of indices or 'all', got {value!r}") from None
 
 
 @click.group()
@@ -111,7 +110,7 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     from tqdm import tqdm
 
     from .backbones import DEFAULT_MODEL
-    from .config import parse_assignments
+    from .config import load_preset, parse_assignments
     from .imageio import atomic_save_image, atomic_write_text, label_png, load_image
     from .pipeline import BACKGROUND, Segmenter, parse_classes
 
@@ -128,6 +127,8 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     if no_crf:
         overrides["crf"] = False
     overrides = {**settings, **overrides}  # a named option wins over the same key given by --set
+    if preset:
+        load_preset(preset)  # a bad preset fails before the model loads
     source = model or DEFAULT_MODEL
     click.echo(f"loading {source} ...", err=True)
     seg = Segmenter.from_pretrained(source, device=device, preset=preset, **overrides)
@@ -207,11 +208,13 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
     import torch
 
     from .backbones import DEFAULT_MODEL
-    from .config import parse_assignments
+    from .config import load_preset, parse_assignments
     from .datasets import load_dataset, subset_indices
     from .pipeline import Segmenter
 
     settings = parse_assignments(assignments)
+    if preset:
+        load_preset(preset)  # a bad preset fails before the model loads
     if threads:
         torch.set_num_threads(threads)
     ds = load_dataset(dataset, root, seed=world_seed, images=images)

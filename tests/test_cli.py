@@ -111,7 +111,11 @@ def test_set_option_reaches_the_pipeline(tmp_path, tiny_blip_dir, two_tone_image
 
 
 @pytest.mark.parametrize("arg, message", [("crf_unary", "expected KEY=VALUE"), ("nope=1", "unknown pipeline option"),
-                                          ("blur=maybe", "not a valid blur"), ("crf_unary=magic", "crf_unary must be")])
+                                          ("blur=maybe", "blur='maybe': expected true or false"),
+                                          ("crf_unary=magic", "crf_unary='magic': expected one of 'softmax', 'probs'"),
+                                          ("blur_sigma=nan", "blur_sigma=nan: expected a finite number > 0"),
+                                          ("crf_gaussian_sxy=-5", "crf_gaussian_sxy=-5.0: expected a finite number > 0"),
+                                          ("layer=2.5", "layer='2.5': expected an integer >= 1")])
 def test_set_option_errors_are_one_line(tmp_path, tiny_blip_dir, two_tone_image, arg, message):
     from PIL import Image
 
