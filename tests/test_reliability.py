@@ -247,3 +247,42 @@ def test_eval_resume_covers_the_image_ids():
     result = evaluate(again, ds, [0, 1, 2], progress=False, resume=True)
     reference = evaluate(Oracle(ds), ds, [0, 1, 2], progress=False)
     assert len(again.calls) == 2 and np.array_equal(result.matrix, reference.matrix)
+
+
+# ----------------------------------------------------------------------------------- models, names
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "model.safetensors is truncated or corrupt"),
+    ("list_config", "config.json holds a JSON list"),
+])
+def test_broken_model_directories_are_one_line(tiny_blip_dir, tmp_path, damage, message):
+    import shutil
+
+    from pnpovss import ModelLoadError, Segmenter
+
+    d = tmp_path / "model"
+    shutil.copytree(tiny_blip_dir, d)
+    if damage == "truncate":
+        data = (d / "model.safetensors").read_bytes()
+        (d / "model.safetensors").write_bytes(data[: len(data) // 3])
+    else:
+        (d / "config.json").write_text("[1, 2]")
+    with pytest.raises(ModelLoadError, match=message) as err:
+        Segmenter.from_pretrained(str(d))
+    assert "\n" not in str(err.value)
+
+
+def test_class_names_of_unknown_tokens_are_refused(segmenter, two_tone_image):
+    vocab = segmenter.backbone.tokenizer.get_vocab()
+    assert "星" not in vocab and "sky" in vocab
+    with pytest.raises(PnpOvssError, match="class name .星. is unknown to this model's vocabulary"):
+        segmenter.segment(two_tone_image, ["sky", "星"])
+
+
+def test_legend_is_laid_out_for_its_text_and_escapes_what_no_font_draws():
+    from pnpovss.imageio import legend_font, overlay_image
+
+    names = ["background", "a very long class name that is wider than the image", "\U0001d49c\U0010fffe"]
+    out = overlay_image(np.zeros((10, 20, 3), np.uint8), np.zeros((10, 20), np.int64), names)
+    font, drawn = legend_font(names)
+    assert out.width > 200 and out.width >= font.getlength(drawn[1])
+    assert drawn[:2] == names[:2] and "\\U0010fffe" in drawn[2]
