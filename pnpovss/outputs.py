@@ -53,8 +53,10 @@ def check_name_length(stem: str) -> None:
 
 
 def check_writable_dir(directory: Path, what: str) -> None:
-    """Create ``directory`` if needed and prove a file can be written there, before any slow work."""
+    """Prove, before any slow work, that a file can be written in ``directory``: directories this
+    check had to create are removed again, so a run that fails later leaves nothing behind."""
     directory = Path(directory)
+    created = [p for p in [directory, *directory.parents] if not p.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=directory)
@@ -63,6 +65,10 @@ def check_writable_dir(directory: Path, what: str) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise PnpOvssError(f"{what} {directory}: cannot write there ({reason}); choose another location") from None
+    finally:
+        for p in created:  # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 def file_digest(path: Path) -> str:

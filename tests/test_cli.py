@@ -37,7 +37,7 @@ def test_segment_writes_three_files_per_image(tiny_blip_dir, images, tmp_path):
     labels = Image.open(out / "im1.labels.png")
     assert labels.mode == "P" and labels.size == (40, 31)
     assert set(np.unique(np.asarray(labels))) <= {0, 1, 2, 3}
-    assert Image.open(out / "im1.overlay.png").size[0] == 40
+    assert Image.open(out / "im1.overlay.png").size[0] >= 40  # as wide as the image or its legend
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 

@@ -286,3 +286,10 @@ def test_legend_is_laid_out_for_its_text_and_escapes_what_no_font_draws():
     font, drawn = legend_font(names)
     assert out.width > 200 and out.width >= font.getlength(drawn[1])
     assert drawn[:2] == names[:2] and "\\U0010fffe" in drawn[2]
+
+
+def test_writability_check_leaves_no_directory(tmp_path):
+    from pnpovss.outputs import check_writable_dir
+
+    check_writable_dir(tmp_path / "a" / "b", "--out")
+    assert list(tmp_path.iterdir()) == []
