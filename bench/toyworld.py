@@ -68,6 +68,13 @@ OPTIONS = {
 }
 
 
+def progress(items, desc: str):
+    """A progress bar on stderr (the runs take minutes; stdout keeps the JSON)."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="img", file=sys.stderr)
+
+
 def to_global(labels: np.ndarray, names: list[str]) -> np.ndarray:
     """Pipeline label indices (into ``names``) -> toy-world class ids (0 = background)."""
     lut = np.array([CLASSES.index(n) for n in names])
@@ -110,7 +117,7 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
             ["random_weights", "no_vlm", *STAGES, "full_all_classes", "oracle_grid_maps", *OPTIONS]}
     start = time.perf_counter()
     full_seconds = 0.0
-    for i in range(images):
+    for i in progress(range(images), "benchmark"):
         s = make_sample(seed, i, size)
         truth = s.mask.astype(np.int64)
         rows["random_weights"].update(predict(rand, s.image, s.labels, base), truth)
@@ -177,7 +184,7 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
     )
 
     samples = [make_sample(seed, i, size) for i in range(images)]
-    for s in samples:
+    for s in progress(samples, "sweep: layers x heads"):
         pixels = bb.preprocess([s.image], seg.image_size())
         text = bb.build_text(seg.config.prompt, [s.labels])
         grads = layer_attention_and_grad(bb, bb.encode_image(pixels), text, layers)
@@ -191,7 +198,7 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
     layer, head = max(cms, key=lambda k: cms[k].summary(CLASSES)["miou"])
 
     by_k = {k: ConfusionMatrix(len(CLASSES)) for k in DROP_K_CHOICES}
-    for s in samples:
+    for s in progress(samples, "sweep: DropOut k"):
         for k, cm in by_k.items():
             res = seg.segment(s.image, s.labels, layer=layer, head=head, drop_k=k)
             cm.update(to_global(res.labels, res.classes), s.mask.astype(np.int64))
@@ -237,7 +244,7 @@ def map_stats(model: str, seed: int, images: int, size: int, **_ignored) -> dict
 
     sums = {(sal, l): np.zeros(4) for sal in ("gradcam", "attention") for l in layers}
     positive = {l: np.zeros((3, 2)) for l in layers}  # (own, other, background) x (positive, patches)
-    for i in range(images):
+    for i in progress(range(images), "map stats"):
         s = make_sample(seed, i, size)
         pixels = bb.preprocess([s.image], seg.image_size())
         text = bb.build_text(seg.config.prompt, [s.labels])
