@@ -145,7 +145,7 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     if preset:
         load_preset(preset)  # a bad preset fails before the model loads
     out = Path(out_dir)
-    check_writable_dir(out, "--out")
+    check_writable_dir(out, f"--out {out}")
     source = model or DEFAULT_MODEL
     click.echo(f"loading {source} ...", err=True)
     seg = Segmenter.from_pretrained(source, device=device, preset=preset, **overrides)
@@ -256,7 +256,7 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
     if json_out:
         from .outputs import check_writable_dir
 
-        check_writable_dir(Path(json_out).parent, "--json")  # before the evaluation, not after it
+        check_writable_dir(Path(json_out).parent, f"--json {json_out}")  # before the evaluation, not after it
         if Path(json_out).is_dir():
             raise PnpOvssError(f"--json {json_out} is a directory; name a file")
     ctx = from_env(device)
@@ -315,7 +315,7 @@ def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, 
 
     from .outputs import check_writable_dir
 
-    check_writable_dir(Path(out_dir), "--out")  # before the model and the maps, not after them
+    check_writable_dir(Path(out_dir), f"--out {out_dir}")  # before the model and the maps, not after them
     ctx = from_env(device)
     try:
         wseed = seed if world_seed is None else world_seed

@@ -64,7 +64,7 @@ def check_writable_dir(directory: Path, what: str) -> None:
         os.unlink(tmp)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise PnpOvssError(f"{what} {directory}: cannot write there ({reason}); choose another location") from None
+        raise PnpOvssError(f"{what}: cannot write in {directory} ({reason}); choose another location") from None
     finally:
         for p in created:  # deepest first
             with contextlib.suppress(OSError):

@@ -160,9 +160,9 @@ def test_unwritable_out_fails_before_the_model(tiny_blip_dir, img, tmp_path, mon
     monkeypatch.setattr(pipeline, "load_backbone", lambda *a, **k: pytest.fail("model loaded"))
     (tmp_path / "file").write_text("x")
     out = tmp_path / "file" / "out" if where == "parent_is_file" else "/proc/pnpovss-out"
-    one_line_error(run(*seg_args(tiny_blip_dir, out, img)), "cannot write there")
+    one_line_error(run(*seg_args(tiny_blip_dir, out, img)), "cannot write in")
     res = run("eval", "--dataset", "toyworld", "--images", 1, "--model", tiny_blip_dir, "--json", f"{out}/r.json")
-    one_line_error(res, "--json")
+    one_line_error(res, f"--json {out}/r.json: cannot write in")
 
 
 def test_more_than_256_labels_write_a_16_bit_png(tmp_path):
