@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pnpovss import PipelineConfig, Segmenter
 from pnpovss.backbones import resolve_source
@@ -71,6 +70,13 @@ OPTIONS = {
     "full_attention_drop": dict(drop_mode="attention"),
     "full_drop_k10": dict(drop_k=10),
 }
+
+
+def progress(items, desc: str):
+    """A progress bar on stderr (the runs take minutes; stdout keeps the JSON)."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="img", file=sys.stderr)
 
 
 def to_global(labels: np.ndarray, names: list[str]) -> np.ndarray:
@@ -126,10 +132,9 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
             ["random_weights", "no_vlm", *STAGES, "vocab_all", *VOCAB_ROWS, "oracle_grid_maps", *OPTIONS]}
     kept: dict[str, list[list[str]]] = {name: [] for name in ["full", "vocab_all", *VOCAB_ROWS]}
     truths: list[list[str]] = []
-    progress = tqdm(range(images), desc=f"toy world seed {seed}", unit="img", file=sys.stderr)
     start = time.perf_counter()
     full_seconds = 0.0
-    for i in progress:
+    for i in progress(range(images), f"benchmark seed {seed}"):
         s = make_sample(seed, i, size)
         truth = s.mask.astype(np.int64)
         truths.append(list(s.labels))
@@ -206,7 +211,7 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
     )
 
     samples = [make_sample(seed, i, size) for i in range(images)]
-    for s in samples:
+    for s in progress(samples, "sweep: layers x heads"):
         pixels = bb.preprocess([s.image], seg.image_size())
         text = bb.build_text(seg.config.prompt, [s.labels])
         grads = layer_attention_and_grad(bb, bb.encode_image(pixels), text, layers)
@@ -220,7 +225,7 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
     layer, head = max(cms, key=lambda k: cms[k].summary(CLASSES)["miou"])
 
     by_k = {k: ConfusionMatrix(len(CLASSES)) for k in DROP_K_CHOICES}
-    for s in samples:
+    for s in progress(samples, "sweep: DropOut k"):
         for k, cm in by_k.items():
             res = seg.segment(s.image, s.labels, keep_all=True, layer=layer, head=head, drop_k=k)
             cm.update(to_global(res.labels, res.classes), s.mask.astype(np.int64))
@@ -260,7 +265,7 @@ def presence_sweep(model: str, seed: int, images: int, size: int, **overrides) -
     cms = {t: ConfusionMatrix(len(CLASSES)) for t in PRESENCE_THRESHOLDS}
     kept: dict[float, list[list[str]]] = {t: [] for t in PRESENCE_THRESHOLDS}
     samples = [make_sample(seed, i, size) for i in range(images)]
-    for s in tqdm(samples, desc=f"presence sweep seed {seed}", unit="img", file=sys.stderr):
+    for s in progress(samples, f"presence sweep seed {seed}"):
         scores = seg.detect_classes(s.image, list(SHAPES)).scores
         done: dict[tuple, np.ndarray] = {}
         for t, cm in cms.items():
@@ -304,7 +309,7 @@ def map_stats(model: str, seed: int, images: int, size: int, **_ignored) -> dict
 
     sums = {(sal, l): np.zeros(4) for sal in ("gradcam", "attention") for l in layers}
     positive = {l: np.zeros((3, 2)) for l in layers}  # (own, other, background) x (positive, patches)
-    for i in range(images):
+    for i in progress(range(images), "map stats"):
         s = make_sample(seed, i, size)
         pixels = bb.preprocess([s.image], seg.image_size())
         text = bb.build_text(seg.config.prompt, [s.labels])

@@ -3,33 +3,48 @@
 >>> from pnpovss import Segmenter
 >>> seg = Segmenter.from_pretrained("toy")                      # doctest: +SKIP
 >>> res = seg.segment("image.png", ["circle", "star"])          # doctest: +SKIP
+
+The names below are imported on first use (PEP 562), so ``pnpovss --help`` and the error paths
+of the CLI do not pay for importing torch and transformers.
 """
 
-from .backbones import BACKBONES, DEFAULT_MODEL, Backbone, load_backbone
-from .config import PipelineConfig, load_preset, save_preset
-from .errors import ImageLoadError, ModelLoadError, PnpOvssError
-from .imageio import load_image
-from .pipeline import SegmentationResult, Segmenter
-from .presence import Presence
-from .datasets import DATASETS, load_dataset
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BACKBONES",
-    "DATASETS",
-    "DEFAULT_MODEL",
-    "Backbone",
-    "ImageLoadError",
-    "ModelLoadError",
-    "PipelineConfig",
-    "PnpOvssError",
-    "Presence",
-    "SegmentationResult",
-    "Segmenter",
-    "load_backbone",
-    "load_dataset",
-    "load_image",
-    "load_preset",
-    "save_preset",
-]
+_LAZY = {
+    "BACKBONES": "backbones",
+    "DEFAULT_MODEL": "backbones",
+    "Backbone": "backbones",
+    "load_backbone": "backbones",
+    "PipelineConfig": "config",
+    "load_preset": "config",
+    "save_preset": "config",
+    "ConfigError": "errors",
+    "ImageLoadError": "errors",
+    "ModelLoadError": "errors",
+    "PnpOvssError": "errors",
+    "load_image": "imageio",
+    "SegmentationResult": "pipeline",
+    "Segmenter": "pipeline",
+    "Presence": "presence",
+    "DATASETS": "datasets",
+    "load_dataset": "datasets",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import click
 
-from .config import heads_from_text
-from .errors import PnpOvssError
+from .config import FIELDS
+from .errors import ConfigError, PnpOvssError
 from .imageio import IMAGE_SUFFIXES
 
 
@@ -33,19 +33,24 @@ def _fail_cleanly(fn: Callable) -> Callable:
 
 
 def expand_inputs(items: tuple[str, ...]) -> list[Path]:
-    """Files, directories (their image files, sorted) and quoted globs -> image paths."""
+    """Files, directories (their image files, sorted) and quoted globs -> image paths. An existing
+    path is a path even if it holds glob characters (``scan[1].png``); labels/overlay PNGs that a
+    run wrote (their NAME.json beside them) are never taken as inputs from a directory or glob."""
+    from .outputs import check_name_length, is_own_output
+
     paths: list[Path] = []
     for item in items:
-        if any(ch in item for ch in "*?["):
-            matches = sorted(glob.glob(item))
-            if not matches:
-                raise PnpOvssError(f"{item}: the pattern matches no file")
-            paths.extend(Path(m) for m in matches if not Path(m).is_dir())
-        elif Path(item).is_dir():
-            found = sorted(p for p in Path(item).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if Path(item).is_dir():
+            found = sorted(p for p in Path(item).iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not is_own_output(p))
             if not found:
                 raise PnpOvssError(f"{item}: directory holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             paths.extend(found)
+        elif not Path(item).exists() and any(ch in item for ch in "*?["):
+            matches = sorted(glob.glob(item))
+            if not matches:
+                raise PnpOvssError(f"{item}: the pattern matches no file")
+            paths.extend(Path(m) for m in matches if not Path(m).is_dir() and not is_own_output(Path(m)))
         else:
             paths.append(Path(item))
     stems: dict[str, Path] = {}
@@ -53,19 +58,19 @@ def expand_inputs(items: tuple[str, ...]) -> list[Path]:
         if p.stem in stems and stems[p.stem] != p:
             raise PnpOvssError(f"{stems[p.stem]} and {p} would write the same output files; rename one or run them separately")
         stems[p.stem] = p
+        check_name_length(p.stem)
     return paths
 
 
 def parse_head(value: str | None) -> int | tuple[int, ...] | None | str:
-    """``"9"`` -> 9, ``"3,9"`` -> (3, 9), ``"all"`` -> None; unset -> sentinel (keep preset)."""
+    """``"9"`` -> 9, ``"3,9"`` -> (3, 9), ``"all"`` -> None (read by the ``head`` field's spec);
+    unset -> sentinel (keep preset)."""
     if value is None:
         return "unset"
-    if value.strip().lower() in ("all", "mean"):
-        return None
     try:
-        return heads_from_text(value)
-    except ValueError:
-        raise PnpOvssError(f"--head takes an index, a comma list of indices or 'all', got {value!r}") from None
+        return FIELDS["head"].parse("head", value)
+    except ConfigError:
+        raise ConfigError(f"--head takes an index, a comma list of indices or 'all', got {value!r}") from None
 
 
 @click.group()
@@ -106,26 +111,30 @@ def main() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per forward pass.")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Redo images whose outputs already exist with the same settings (they are skipped otherwise).")
+@click.option("--max-pixels", type=click.IntRange(min=0), default=None,
+              help="Refuse images with more pixels (Pillow's decompression-bomb guard); 0 = no limit. [default: 178956970]")
 @_fail_cleanly
 def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, keep_all: bool, clip_name: str | None,
             out_dir: str, model: str | None, preset: str | None,
             image_size: int | None, layer: int | None, head: str | None, drop_iters: int | None,
             drop_k: int | None, halving: bool | None, threshold: float | None, background: bool | None,
-            no_crf: bool, assignments: tuple[str, ...], device: str, batch_size: int, overwrite: bool) -> None:
+            no_crf: bool, assignments: tuple[str, ...], device: str, batch_size: int, overwrite: bool,
+            max_pixels: int | None) -> None:
     """Segment IMAGES (files, directories or globs) into the classes present among the candidates
     (--classes or --vocab).
 
-    Writes NAME.labels.png (palette PNG, pixel = label index), NAME.overlay.png and NAME.json
-    (labels used, every candidate's presence score, config, pixel fraction per label) for each
-    image into --out. An image whose three
-    files are already there from the same image, model, classes and settings is skipped, so an
+    Writes NAME.labels.png (palette PNG, pixel = label index; 16-bit greyscale above 256 labels),
+    NAME.overlay.png and NAME.json (labels used, every candidate's presence score, config, pixel
+    fraction per label) for each image into --out, the three as one unit. An image whose three files
+    are already there from the same image content, model, candidates and settings is skipped, so an
     interrupted run continues where it stopped when rerun.
     """
     from tqdm import tqdm
 
     from .backbones import DEFAULT_MODEL
-    from .config import parse_assignments
-    from .imageio import atomic_save_image, atomic_write_text, label_png, load_image
+    from .config import load_preset, parse_assignments
+    from .imageio import MAX_PIXELS, load_image
+    from .outputs import check_writable_dir, file_digest, is_done, remove_stale_temps, write_result
     from .pipeline import Segmenter, parse_classes, resolve_device
 
     if (classes is None) == (vocab is None):
@@ -138,8 +147,12 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
         names = parse_classes(classes)
     settings = parse_assignments(assignments)
     paths = expand_inputs(images)
-    for p in paths:  # fail on bad input before spending time on the model
-        load_image(p)
+    limit = MAX_PIXELS if max_pixels is None else (max_pixels or None)
+    decoded = {}  # the first batch's images, decoded once for the check and kept for their batch
+    for i, p in enumerate(paths):  # fail on bad input before spending time on the model
+        rgb = load_image(p, max_pixels=limit)
+        if i < batch_size:
+            decoded[p] = rgb
     given = dict(image_size=image_size, layer=layer, drop_iters=drop_iters, drop_k=drop_k,
                  halving=halving, threshold=threshold, background=background, head=parse_head(head))
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None and v != "unset"}
@@ -148,6 +161,10 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     if no_crf:
         overrides["crf"] = False
     overrides = {**settings, **overrides}  # a named option wins over the same key given by --set
+    if preset:
+        load_preset(preset)  # a bad preset fails before the model loads
+    out = Path(out_dir)
+    check_writable_dir(out, f"--out {out}")
     source = model or DEFAULT_MODEL
     click.echo(f"loading {source} ...", err=True)
     clip = None
@@ -156,9 +173,10 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
 
         clip = ClipScorer(load_clip(clip_name, device=resolve_device(device)))
     seg = Segmenter.from_pretrained(source, device=device, preset=preset, presence_clip=clip, **overrides)
-    out = Path(out_dir)
+    remove_stale_temps(out)
     settings_key = {"model": source, "candidates": names, "keep_all": keep_all, "config": seg.config.to_dict()}
-    todo = paths if overwrite else [p for p in paths if not _segmented_already(out, p, settings_key)]
+    keys = {p: {"image": str(p), "image_sha256": file_digest(p), **settings_key} for p in paths}
+    todo = paths if overwrite else [p for p in paths if not is_done(out, p.stem, keys[p])]
     if len(todo) < len(paths):
         click.echo(f"skipping {len(paths) - len(todo)} image(s) already segmented in {out} with these settings "
                    "(--overwrite redoes them)", err=True)
@@ -166,39 +184,20 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     bar = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        results = seg.segment_batch([str(p) for p in chunk], names, keep_all=keep_all)
+        rgbs = [decoded.pop(p, None) for p in chunk]
+        rgbs = [rgb if rgb is not None else load_image(p, max_pixels=limit) for p, rgb in zip(chunk, rgbs)]
+        if len(paths) == 1 and rgbs[0].shape[0] * rgbs[0].shape[1] > 4_000_000:  # no bar; ~10 s of work
+            click.echo(f"segmenting {chunk[0]} ({rgbs[0].shape[1]}x{rgbs[0].shape[0]}) ...", err=True)
+        results = seg.segment_batch(rgbs, names, keep_all=keep_all)
         for path, res in zip(chunk, results):
-            meta = {
-                "image": str(path),
-                "model": source,
-                "candidates": names,
-                "keep_all": keep_all,
-                "classes": res.classes,
-                "presence": None if res.presence is None else res.presence.to_json(),
-                "presence_notes": [] if res.presence is None else res.presence.notes,
-                "size": list(res.labels.shape),
-                "fractions": res.fractions(),
-                "config": res.config.to_dict(),
-            }
-            atomic_save_image(out / f"{path.stem}.labels.png", label_png(res.labels))
-            atomic_save_image(out / f"{path.stem}.overlay.png", res.overlay())
-            atomic_write_text(out / f"{path.stem}.json", json.dumps(meta, indent=2) + "\n")
+            meta = {**keys[path], "classes": res.classes,
+                    "presence": None if res.presence is None else res.presence.to_json(),
+                    "presence_notes": [] if res.presence is None else res.presence.notes,
+                    "size": list(res.labels.shape), "fractions": res.fractions(), "config": res.config.to_dict()}
+            write_result(out, path.stem, res.labels, res.overlay(), meta)
         bar.update(len(chunk))
     bar.close()
     click.echo(f"wrote {3 * len(paths)} files to {out}", err=True)
-
-
-def _segmented_already(out: Path, path: Path, settings_key: dict[str, Any]) -> bool:
-    """Are ``path``'s three outputs in ``out``, from this image and these settings? (NAME.json is
-    written last, atomically, so its presence means the two PNGs were written before it.)"""
-    meta_file = out / f"{path.stem}.json"
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, ValueError):
-        return False
-    expected = json.loads(json.dumps({"image": str(path), **settings_key}))  # tuples -> lists, as stored
-    return (all(meta.get(k) == v for k, v in expected.items())
-            and (out / f"{path.stem}.labels.png").is_file() and (out / f"{path.stem}.overlay.png").is_file())
 
 
 # ------------------------------------------------------------------------------ eval / tune
@@ -245,11 +244,13 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
     import torch
 
     from .backbones import DEFAULT_MODEL
-    from .config import parse_assignments
+    from .config import load_preset, parse_assignments
     from .datasets import load_dataset, subset_indices
     from .pipeline import Segmenter
 
     settings = parse_assignments(assignments)
+    if preset:
+        load_preset(preset)  # a bad preset fails before the model loads
     if threads:
         torch.set_num_threads(threads)
     ds = load_dataset(dataset, root, seed=world_seed, images=images)
@@ -278,7 +279,7 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
     """mIoU of the pipeline on a dataset (mmsegmentation IoUMetric semantics).
 
     Interrupted (Ctrl-C, a crash)? Rerun the same command: the images already scored are kept in
-    the user cache ($PNPOVSS_CACHE, else ~/.cache/pnpovss/eval) and are not scored again.
+    the user cache ($PNPOVSS_CACHE/eval, else ~/.cache/pnpovss/eval) and are not scored again.
 
     Under `torchrun --nproc_per_node N -m pnpovss eval ...` the images are sharded over the N
     processes and the confusion matrices summed: the result equals a single-process run.
@@ -288,6 +289,12 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
     from .imageio import atomic_write_text
     from .metrics import iou_table
 
+    if json_out:
+        from .outputs import check_writable_dir
+
+        check_writable_dir(Path(json_out).parent, f"--json {json_out}")  # before the evaluation, not after it
+        if Path(json_out).is_dir():
+            raise PnpOvssError(f"--json {json_out} is a directory; name a file")
     ctx = from_env(device)
     try:
         ds, indices, seg = _load_for_dataset(dataset, root, seed, images, model, preset, process_device(device, ctx),
@@ -349,9 +356,12 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
     from .reward import DEFAULT_CLIP, ClipScorer, load_clip
     from .search import RewardEvaluator, load_space, run_search
 
+    from .outputs import check_writable_dir
+
     all_classes = _protocol(labels, all_classes) == "all"
     if labels == "detect":
         raise PnpOvssError("tune --labels takes gt or all; to tune the presence stage use --reward tags")
+    check_writable_dir(Path(out_dir), f"--out {out_dir}")  # before the model and the maps, not after them
     ctx = from_env(device)
     try:
         wseed = seed if world_seed is None else world_seed

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import PnpOvssError
+from .errors import ConfigError, PnpOvssError
 
 PRESET_FILENAME = "pnpovss_preset.json"
 
@@ -73,6 +74,10 @@ class PipelineConfig:
     crf_bilateral_sxy: float = 50.0
     crf_bilateral_srgb: float = 5.0
     crf_bilateral_compat: float = 10.0
+    postprocess_max_side: int | None = 1024
+    """Blur and CRF run on a copy of the image whose long side is at most this many pixels, and the
+    labels are upsampled back (``None``: always full resolution). Images up to this size are
+    post-processed exactly as the reference does; larger ones cost seconds instead of minutes."""
     presence_threshold: float = 0.9
     """Class presence (``pnpovss.presence``): when the class list is a list of candidates (the
     default of ``segment``; ``keep_all`` skips this), a candidate enters the caption only if the
@@ -86,39 +91,13 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.image_size is not None and self.image_size < 16:
-            problems.append(f"image_size must be >= 16, got {self.image_size}")
-        if self.layer < 1:
-            problems.append(f"layer is 1-based and must be >= 1, got {self.layer}")
-        heads = self.heads_tuple()
-        if heads is not None and (not heads or min(heads) < 0):
-            problems.append(f"head must be a 0-based index or a non-empty set of them, got {self.head!r}")
-        if self.drop_iters < 1:
-            problems.append(f"drop_iters must be >= 1 (1 = no dropout), got {self.drop_iters}")
-        if self.drop_k < 0:
-            problems.append(f"drop_k must be >= 0, got {self.drop_k}")
-        if not 0.0 <= self.threshold < 1.0:
-            problems.append(f"threshold must be in [0, 1), got {self.threshold}")
-        if self.saliency not in ("gradcam", "attention"):
-            problems.append(f"saliency must be 'gradcam' or 'attention', got {self.saliency!r}")
-        if self.drop_mode not in ("reencode", "attention"):
-            problems.append(f"drop_mode must be 'reencode' or 'attention', got {self.drop_mode!r}")
-        if self.background_rule not in ("zero", "one_minus_sum"):
-            problems.append(f"background_rule must be 'zero' or 'one_minus_sum', got {self.background_rule!r}")
-        if self.threshold_mode not in ("keep", "binary"):
-            problems.append(f"threshold_mode must be 'keep' or 'binary', got {self.threshold_mode!r}")
-        if self.crf_unary not in ("softmax", "probs"):
-            problems.append(f"crf_unary must be 'softmax' or 'probs', got {self.crf_unary!r}")
-        if self.blur_sigma <= 0:
-            problems.append(f"blur_sigma must be > 0, got {self.blur_sigma}")
-        if self.crf_iters < 1:
-            problems.append(f"crf_iters must be >= 1, got {self.crf_iters}")
-        if not 0.0 <= self.presence_threshold <= 1.0:
-            problems.append(f"presence_threshold is a probability in [0, 1], got {self.presence_threshold}")
-        if self.presence_rounds < 0:
-            problems.append(f"presence_rounds must be >= 0 (0 = no recurrent check), got {self.presence_rounds}")
+        for f in fields(self):
+            try:
+                object.__setattr__(self, f.name, field_spec(f.name).check(f.name, getattr(self, f.name)))
+            except ConfigError as exc:
+                problems.append(str(exc))
         if problems:
-            raise PnpOvssError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
 
     def heads_tuple(self) -> tuple[int, ...] | None:
         """The head spec as a tuple (None = all heads)."""
@@ -143,17 +122,163 @@ class PipelineConfig:
         return cls().replace(**dict(data))
 
 
+# ------------------------------------------------------------------------------ field table
+@dataclass(frozen=True)
+class FieldSpec:
+    """Type and range of one :class:`PipelineConfig` field, and how to read it from text.
+
+    ``kind`` is ``int``, ``float``, ``bool``, ``str`` or ``heads``. Python/JSON values must have the
+    kind's type already (an int is accepted for a float); only :meth:`parse` converts, and only text
+    typed on the command line reaches it."""
+
+    kind: str
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    """``min`` itself is excluded (a strictly positive value)."""
+    max_open: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+    """``None`` is allowed (``none`` on the command line)."""
+
+    def expected(self) -> str:
+        """What a valid value looks like, for error messages."""
+        if self.kind == "heads":
+            return "a 0-based head index (integer >= 0), a non-empty list of them, or null for the mean of all heads"
+        if self.choices:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        else:
+            text = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string"}[self.kind]
+            if self.min is not None:
+                text += f" {'>' if self.min_open else '>='} {self.min:g}"
+            if self.max is not None:
+                text += f"{' and' if self.min is not None else ''} {'<' if self.max_open else '<='} {self.max:g}"
+        return text + (" or null" if self.optional else "")
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` if it is valid (lists of heads become tuples, ints in float fields floats);
+        otherwise :class:`ConfigError` naming the field, the value and what is expected."""
+        if value is None and (self.optional or self.kind == "heads"):
+            return None
+        ok = True
+        if self.kind == "heads":
+            items = [value] if isinstance(value, int) else value
+            ok = (isinstance(value, (int, list, tuple)) and len(items) > 0
+                  and all(isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in items))
+            if ok:
+                return value if isinstance(value, int) else tuple(items)
+        elif self.kind == "bool":
+            ok = isinstance(value, bool)
+        elif self.kind == "str":
+            ok = isinstance(value, str) and (not self.choices or value in self.choices)
+        else:
+            types = (int,) if self.kind == "int" else (int, float)
+            ok = isinstance(value, types) and not isinstance(value, bool)
+            if ok and self.kind == "float":
+                try:
+                    ok = math.isfinite(value)
+                except OverflowError:  # an int too large for a float
+                    ok = False
+            if ok:
+                value = float(value) if self.kind == "float" else value
+                ok = ((self.min is None or value > self.min or (value == self.min and not self.min_open))
+                      and (self.max is None or value < self.max or (value == self.max and not self.max_open)))
+        if not ok:
+            raise ConfigError(f"{name}={value!r}: expected {self.expected()}")
+        return value
+
+    def parse(self, name: str, text: str) -> Any:
+        """Command-line text -> a checked value (``none``/``null`` for optional fields; ``all`` or
+        ``mean`` for the mean of all heads)."""
+        raw = text.strip()
+        low = raw.lower()
+        try:
+            if (self.optional and low in ("none", "null")) or (self.kind == "heads" and low in ("all", "mean", "none", "null")):
+                value: Any = None
+            elif self.kind == "heads":
+                value = heads_from_text(raw)
+            elif self.kind == "bool":
+                if low not in _TRUE + _FALSE:
+                    raise ValueError
+                value = low in _TRUE
+            elif self.kind == "int":
+                value = int(raw)
+            elif self.kind == "float":
+                value = float(raw)
+            else:
+                value = text if name == "prompt" else raw  # a prompt's trailing space matters
+        except ValueError:
+            raise ConfigError(f"{name}={text!r}: expected {self.expected()}") from None
+        return self.check(name, value)
+
+
+_TRUE, _FALSE = ("true", "1", "on", "yes"), ("false", "0", "off", "no")
+
+FIELDS: dict[str, FieldSpec] = {
+    "image_size": FieldSpec("int", min=16, optional=True),
+    "prompt": FieldSpec("str"),
+    "layer": FieldSpec("int", min=1),
+    "head": FieldSpec("heads"),
+    "saliency": FieldSpec("str", choices=("gradcam", "attention")),
+    "drop_iters": FieldSpec("int", min=1),
+    "drop_k": FieldSpec("int", min=0),
+    "halving": FieldSpec("bool"),
+    "count_first_twice": FieldSpec("bool"),
+    "drop_mode": FieldSpec("str", choices=("reencode", "attention")),
+    "threshold": FieldSpec("float", min=0.0, max=1.0, max_open=True),
+    "threshold_mode": FieldSpec("str", choices=("keep", "binary")),
+    "background": FieldSpec("bool"),
+    "background_rule": FieldSpec("str", choices=("zero", "one_minus_sum")),
+    "blur": FieldSpec("bool"),
+    "blur_sigma": FieldSpec("float", min=0.0, min_open=True),
+    "crf": FieldSpec("bool"),
+    "crf_unary": FieldSpec("str", choices=("softmax", "probs")),
+    "crf_iters": FieldSpec("int", min=1),
+    "crf_gaussian_sxy": FieldSpec("float", min=0.0, min_open=True),
+    "crf_gaussian_compat": FieldSpec("float", min=0.0),
+    "crf_bilateral_sxy": FieldSpec("float", min=0.0, min_open=True),
+    "crf_bilateral_srgb": FieldSpec("float", min=0.0, min_open=True),
+    "crf_bilateral_compat": FieldSpec("float", min=0.0),
+    "postprocess_max_side": FieldSpec("int", min=16, optional=True),
+    "presence_threshold": FieldSpec("float", min=0.0, max=1.0),
+    "presence_rounds": FieldSpec("int", min=0),
+}
+"""One entry per :class:`PipelineConfig` field: the one place where values are validated (the
+dataclass, presets, ``--set``, ``--head``, search spaces all go through it). A new field adds
+one line here."""
+
+
+def field_spec(name: str) -> FieldSpec:
+    """The field's entry in :data:`FIELDS`; a field without one is checked against its default's type."""
+    spec = FIELDS.get(name)
+    if spec is not None:
+        return spec
+    default = next(f.default for f in fields(PipelineConfig) if f.name == name)
+    kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(default), "any")
+    return FieldSpec(kind) if kind != "any" else _ANY
+
+
+class _AnySpec(FieldSpec):
+    def check(self, name: str, value: Any) -> Any:
+        return value
+
+
+_ANY = _AnySpec("str")
+
+
 def _check_keys(overrides: Mapping[str, Any]) -> dict[str, Any]:
     known = {f.name for f in fields(PipelineConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise PnpOvssError(
+        raise ConfigError(
             f"unknown pipeline option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    out = dict(overrides)
-    if isinstance(out.get("head"), list):
-        out["head"] = tuple(int(h) for h in out["head"])
-    return out
+    return dict(overrides)
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Known keys, each value valid for its field (field by field; no other field is looked at)."""
+    return {k: field_spec(k).check(k, v) for k, v in _check_keys(overrides).items()}
 
 
 def heads_from_text(text: str) -> int | tuple[int, ...]:
@@ -164,38 +289,19 @@ def heads_from_text(text: str) -> int | tuple[int, ...]:
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
-    """``["crf_unary=probs", "threshold=0.1", "head=all"]`` -> typed overrides (the CLI's ``--set``).
-
-    Values are converted to the type of the field's default; ``head`` takes an index, a comma list
-    or ``all``; ``none`` clears ``image_size`` and ``head``."""
-    defaults = PipelineConfig()
+    """``["crf_unary=probs", "threshold=0.1", "head=all"]`` -> checked overrides (the CLI's ``--set``),
+    each value read from text by its field's :class:`FieldSpec`."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        key, raw = key.strip().replace("-", "_"), raw.strip()
+        key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise PnpOvssError(f"--set {item!r}: expected KEY=VALUE, e.g. --set crf_unary=probs")
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set crf_unary=probs")
         _check_keys({key: None})
-        current = getattr(defaults, key)
         try:
-            if raw.lower() in ("none", "all") and key in ("head", "image_size"):
-                value: Any = None
-            elif key == "head":
-                value = heads_from_text(raw)
-            elif isinstance(current, bool):
-                if raw.lower() not in ("true", "false", "1", "0", "on", "off", "yes", "no"):
-                    raise ValueError
-                value = raw.lower() in ("true", "1", "on", "yes")
-            elif isinstance(current, int) or key == "image_size":
-                value = int(raw)
-            elif isinstance(current, float):
-                value = float(raw)
-            else:
-                value = raw
-        except ValueError:
-            raise PnpOvssError(f"--set {item!r}: {raw!r} is not a valid {key} (default {current!r})") from None
-        out[key] = value
-    defaults.replace(**out)  # reject bad values now, before any model is loaded
+            out[key] = field_spec(key).parse(key, raw)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {exc}") from None
     return out
 
 
@@ -213,7 +319,10 @@ def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
     cfg = data.get("config", data)
     if not isinstance(cfg, dict):
         raise PnpOvssError(f"preset file {p}: 'config' must be a JSON object")
-    return _check_keys(cfg)
+    try:
+        return check_overrides(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"preset file {p}: {exc}") from None
 
 
 def save_preset(path: str | os.PathLike[str], config: PipelineConfig | Mapping[str, Any], **meta: Any) -> None:
@@ -224,4 +333,4 @@ def save_preset(path: str | os.PathLike[str], config: PipelineConfig | Mapping[s
     atomic_write_text(Path(path), json.dumps({"config": cfg, **meta}, indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["PipelineConfig", "HeadSpec", "load_preset", "parse_assignments", "save_preset", "PRESET_FILENAME"]
+__all__ = ["PipelineConfig", "FIELDS", "FieldSpec", "check_overrides", "HeadSpec", "load_preset", "parse_assignments", "save_preset", "PRESET_FILENAME"]

@@ -16,3 +16,7 @@ class ModelLoadError(PnpOvssError):
 
 class ImageLoadError(PnpOvssError):
     """An input image could not be read or converted to RGB."""
+
+
+class ConfigError(PnpOvssError):
+    """A pipeline option (preset, ``--set``, API keyword, search space) of the wrong type or range."""

@@ -15,7 +15,7 @@ or ignored).
 
 Resuming: an evaluation keeps its progress (the confusion matrix of the images scored so far and
 their indices) in the user cache, under a key made of everything that defines the run (dataset,
-root, images, model, configuration, processes). It is written every ``save_seconds`` and when the
+root, the exact image list by id, model, configuration, processes). It is written every ``save_seconds`` and when the
 run is interrupted (Ctrl-C, an exception); rerunning the same command continues from it. The CLI
 deletes it once the result is out.
 """
@@ -89,9 +89,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pnpovss"
 
 
-def progress_path(meta: dict[str, Any], indices: Sequence[int], rank: int) -> Path:
-    """This process's progress file for the run that ``meta`` and ``indices`` define."""
-    key = json.dumps({**meta, "indices": list(indices), "rank": rank}, sort_keys=True, default=str)
+def progress_path(meta: dict[str, Any], indices: Sequence[int], rank: int, ids: Sequence[str] | None = None) -> Path:
+    """This process's progress file for the run that ``meta``, ``indices`` and the images' ``ids``
+    (the exact image list, not only its length) define."""
+    key = json.dumps({**meta, "indices": list(indices), "rank": rank, **({"ids": list(ids)} if ids is not None else {})},
+                     sort_keys=True, default=str)
     return cache_root() / "eval" / f"{hashlib.sha1(key.encode()).hexdigest()[:24]}.json"
 
 
@@ -141,7 +143,8 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     state = None
     if resume:
         root = getattr(dataset, "root", None)
-        state = EvalProgress(progress_path({**meta, "root": str(root) if root else None}, indices, dist.rank),
+        ids = [dataset.sample_id(i) for i in indices]
+        state = EvalProgress(progress_path({**meta, "root": str(root) if root else None}, indices, dist.rank, ids),
                              dataset.num_classes)
         done, matrix, saved_tags = state.load()
         done &= set(mine)

@@ -7,18 +7,19 @@ scaled by their bit depth, float images from [0, 1]; CMYK goes through PIL's con
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, "torch.Tensor"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -66,6 +67,10 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageLoadError("image array holds NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -0.05 or hi > 1.05:  # small resampling overshoots are clipped; 0..255 floats are not guessed at
+            raise ImageLoadError(f"float image array has values in [{lo:g}, {hi:g}]; float images must be in [0, 1] "
+                                 "(divide by 255, or pass uint8)")
         out = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     elif np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
         out = np.clip(arr, 0, 255).astype(np.uint8) if arr.dtype != np.bool_ else arr.astype(np.uint8) * 255
@@ -77,19 +82,58 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out[..., :3])
 
 
-def load_image(source: ImageInput) -> np.ndarray:
-    """Path, PIL image or array -> (H, W, 3) uint8. Raises :class:`ImageLoadError` with one line."""
+MAX_PIXELS = 2 * 89_478_485
+"""Images with more pixels are refused (Pillow's own decompression-bomb limit) unless a caller
+passes a higher ``max_pixels`` (CLI: ``--max-pixels``)."""
+
+
+@contextlib.contextmanager
+def _pillow_size_check_off() -> Iterator[None]:
+    """Pillow's global bomb check off while opening; :func:`load_image` applies its own limit."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def tensor_to_rgb(tensor) -> np.ndarray:
+    """A torch tensor (3, H, W) / (1, H, W) (torchvision's layout) or (H, W, 3) / (H, W) -> RGB uint8,
+    with the value conventions of :func:`array_to_rgb`."""
+    arr = tensor.detach().cpu().numpy()
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
+        arr = arr.transpose(1, 2, 0)
+    elif arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] in (1, 3, 4):
+        raise ImageLoadError(f"image tensor of shape {tuple(arr.shape)} is ambiguous (channels first or last?); "
+                             "pass a numpy array (H, W, 3)")
+    return array_to_rgb(arr)
+
+
+def load_image(source: ImageInput, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Path, PIL image or array -> (H, W, 3) uint8. Raises :class:`ImageLoadError` with one line.
+    A file above ``max_pixels`` (None: no limit) is refused before it is decoded."""
     if isinstance(source, np.ndarray):
         return array_to_rgb(source)
     if isinstance(source, Image.Image):
         return pil_to_rgb(source)
+    if type(source).__module__.startswith("torch") and hasattr(source, "detach"):
+        return tensor_to_rgb(source)
+    if isinstance(source, (bytes, bytearray)) or not isinstance(source, (str, os.PathLike)):
+        raise ImageLoadError(f"cannot read an image from a {type(source).__name__}; pass a path, a PIL image, "
+                             "a numpy array (H, W, 3) or a torch tensor (3, H, W)/(H, W, 3)")
     path = Path(source)
     if not path.exists():
         raise ImageLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a directory, not an image")
     try:
-        with Image.open(path) as img:
+        with _pillow_size_check_off(), Image.open(path) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise ImageLoadError(
+                    f"{path}: {img.width}x{img.height} is {img.width * img.height:,} pixels, above the limit of "
+                    f"{max_pixels:,} that guards against decompression bombs; if you trust the file, pass "
+                    f"--max-pixels {img.width * img.height} (API: load_image(..., max_pixels=None))")
             img.load()
             return pil_to_rgb(img)
     except UnidentifiedImageError:
@@ -124,23 +168,58 @@ def overlay_image(image: np.ndarray, labels: np.ndarray, names: list[str], alpha
                   skip_first: bool = False) -> Image.Image:
     """Blend label colours over the image and add a legend strip naming each colour."""
     cols = palette(max(len(names), 1))
-    colour = cols[labels]
-    blend = image.astype(np.float32) * (1 - alpha) + colour.astype(np.float32) * alpha
+    original = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    base = Image.blend(original, Image.fromarray(cols[labels]), alpha)  # in C: no float copies of a large image
     if skip_first:  # leave background pixels as they are
-        blend[labels == 0] = image[labels == 0]
-    base = Image.fromarray(blend.clip(0, 255).astype(np.uint8))
-    font = ImageFont.load_default()
-    row = 14
-    legend = Image.new("RGB", (base.width, row * len(names) + 4), (255, 255, 255))
+        base.paste(original, mask=Image.fromarray((labels == 0).astype(np.uint8) * 255))
+    font, names = legend_font(names)
+    row = 16
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = max([base.width] + [int(measure.textlength(n, font=font)) + 26 for n in names])  # the text, not the image, sets it
+    legend = Image.new("RGB", (width, row * len(names) + 4), (255, 255, 255))
     draw = ImageDraw.Draw(legend)
     for i, name in enumerate(names):
         y = 2 + i * row
-        draw.rectangle([4, y + 1, 14, y + row - 3], fill=tuple(int(v) for v in cols[i]), outline=(0, 0, 0))
+        draw.rectangle([4, y + 2, 14, y + row - 3], fill=tuple(int(v) for v in cols[i]), outline=(0, 0, 0))
         draw.text((20, y), name, fill=(0, 0, 0), font=font)
-    out = Image.new("RGB", (base.width, base.height + legend.height), (255, 255, 255))
+    out = Image.new("RGB", (width, base.height + legend.height), (255, 255, 255))
     out.paste(base, (0, 0))
     out.paste(legend, (0, base.height))
     return out
+
+
+LEGEND_FONTS = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "NotoSansCJK-Regular.ttc", "Arial Unicode.ttf",
+                "arialuni.ttf", "unifont.ttf")
+"""Fonts tried, in order, for a legend with characters outside Pillow's own font."""
+
+
+def _covers(font, text: str) -> bool:
+    """Does ``font`` have a glyph for every character of ``text`` (not the .notdef box)?"""
+    def glyph(ch: str) -> bytes:
+        img = Image.new("L", (32, 32))
+        ImageDraw.Draw(img).text((4, 4), ch, font=font, fill=255)
+        return img.tobytes()
+
+    missing = glyph("\U0010fffd")  # a private-use code point: drawn as the font's .notdef box
+    return all(glyph(ch) != missing for ch in set(text) if not ch.isspace())
+
+
+def legend_font(names: list[str]) -> tuple[ImageFont.ImageFont | ImageFont.FreeTypeFont, list[str]]:
+    """A font that can draw every name, and the names to draw: if no font covers a character,
+    it is written as its escape (``\\u661f``) rather than as an empty box."""
+    text = "".join(names)
+    fonts = [ImageFont.load_default(size=12)]
+    if not text.isascii():
+        for candidate in LEGEND_FONTS:
+            try:
+                fonts.append(ImageFont.truetype(candidate, 12))
+            except OSError:
+                continue
+    for font in fonts:
+        if text.isascii() or _covers(font, text):
+            return font, names
+    font = fonts[-1]  # the broadest font found: escape only what it lacks
+    return font, ["".join(ch if _covers(font, ch) else ch.encode("unicode_escape").decode() for ch in n) for n in names]
 
 
 # ----------------------------------------------------------------------------------- atomic writes
@@ -148,7 +227,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, then rename: readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".pnpovss-", suffix=".tmp", dir=path.parent)  # short: any valid name fits
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, "wb") as f:

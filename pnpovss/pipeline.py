@@ -28,7 +28,10 @@ BACKGROUND = "background"
 def parse_classes(classes: str | Sequence[str]) -> list[str]:
     """``"a, b"`` or ``["a", "b"]`` -> cleaned names; empty or duplicate names are an error."""
     items = classes.split(",") if isinstance(classes, str) else list(classes)
-    names = [" ".join(str(c).split()) for c in items]
+    bad = [c for c in items if not isinstance(c, str)]
+    if bad:
+        raise PnpOvssError(f"class names must be strings, got {bad[0]!r} ({type(bad[0]).__name__})")
+    names = [" ".join(c.split()) for c in items]
     if not names or any(not n for n in names):
         raise PnpOvssError("class names must be non-empty, e.g. --classes \"cat,grass\"")
     seen: dict[str, str] = {}
@@ -60,7 +63,8 @@ class SegmentationResult:
 
     labels: np.ndarray
     scores: np.ndarray
-    """(K, H, W) per-label score maps after blur and normalisation (the CRF's input)."""
+    """(K, h, w) per-label score maps after blur and normalisation (the CRF's input); (h, w) is the
+    image size, or the post-processing size of an image larger than ``postprocess_max_side``."""
     classes: list[str]
     image: np.ndarray
     config: PipelineConfig
@@ -68,6 +72,10 @@ class SegmentationResult:
     """(C, gh, gw) combined GradCAM maps of the classes before post-processing."""
     presence: Presence | None = None
     """The presence decision over the candidate classes (None with ``keep_all``)."""
+
+    def __repr__(self) -> str:  # the arrays are megabytes: name their shapes, not their values
+        h, w = self.labels.shape
+        return f"SegmentationResult({w}x{h} image, classes={self.classes}, fractions={{{', '.join(f'{k!r}: {v:.3f}' for k, v in self.fractions().items())}}})"
 
     def fractions(self) -> dict[str, float]:
         counts = np.bincount(self.labels.ravel(), minlength=len(self.classes))
@@ -85,6 +93,9 @@ class SegmentationResult:
         if name not in self.classes:
             raise PnpOvssError(f"no class {name!r}; classes are {', '.join(self.classes)}")
         cam = self.scores[self.classes.index(name)]
+        if cam.shape != self.labels.shape:  # scores of a large image stay at the post-processing size
+            size = self.labels.shape[::-1]
+            cam = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
         return Image.fromarray(show_cam_on_image(self.image.astype(np.float32) / 255.0, cam, use_rgb=True))
 
 
@@ -199,7 +210,9 @@ class Segmenter:
         or one list per image (candidates, as in :meth:`segment`)."""
         config = self.config.replace(**overrides) if overrides else self.config
         self.validate(config)
-        if classes and not isinstance(classes, str) and not isinstance(classes[0], str):
+        if not len(images):
+            return []
+        if classes and not isinstance(classes, str) and isinstance(classes[0], (list, tuple)):
             per_image = [parse_classes(c) for c in classes]  # type: ignore[arg-type]
             if len(per_image) != len(images):
                 raise PnpOvssError(f"got {len(per_image)} class lists for {len(images)} images")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from .config import PipelineConfig
@@ -77,7 +78,7 @@ def dense_crf(maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> np
     crf.addPairwiseBilateral(
         sxy=config.crf_bilateral_sxy,
         srgb=config.crf_bilateral_srgb,
-        rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+        rgbim=np.array(image, dtype=np.uint8, order="C", copy=True),  # pydensecrf needs a writeable buffer
         compat=config.crf_bilateral_compat,
     )
     q = np.asarray(crf.inference(config.crf_iters))
@@ -85,10 +86,42 @@ def dense_crf(maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> np
 
 
 def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(C, gh, gw) class maps + the (H, W, 3) image -> (labels (H, W), scores (K, H, W)).
+    """(C, gh, gw) class maps + the (H, W, 3) image -> (labels (H, W), scores (K, h, w)).
 
-    With ``config.background`` channel 0 is background and class c is label c + 1.
+    With ``config.background`` channel 0 is background and class c is label c + 1. An image whose
+    long side exceeds ``config.postprocess_max_side`` is post-processed on a copy scaled down to
+    that long side (the maps come from a 24x24 or smaller grid, so little detail is lost) and the
+    labels are upsampled back (nearest); ``scores`` then stay at that working size (h, w).
+    Otherwise (h, w) = (H, W) and nothing differs from :func:`postprocess_full`.
     """
+    h, w = image.shape[:2]
+    size = working_size((h, w), config.postprocess_max_side)
+    if size == (h, w):
+        return postprocess_full(grid_maps, image, config)
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size[::-1], Image.Resampling.BOX))
+    labels, scores = postprocess_full(grid_maps, small, config)
+    return resize_labels(labels, (h, w)), scores
+
+
+def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """(H, W) scaled so that its long side is at most ``max_side`` (aspect kept, sides >= 1)."""
+    h, w = size
+    if max_side is None or max(h, w) <= max_side:
+        return h, w
+    scale = max_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour (h, w) -> (H, W) by pixel centres, without an intermediate float copy."""
+    (h, w), (H, W) = labels.shape, size
+    rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def postprocess_full(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 4-7 at the resolution of ``image``: (labels (H, W), scores (K, H, W))."""
     h, w = image.shape[:2]
     maps = upsample(threshold_maps(grid_maps, config.threshold, config.threshold_mode), (h, w))
     if config.background:

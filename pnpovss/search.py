@@ -55,7 +55,7 @@ from .backbones.base import Backbone
 from .config import PipelineConfig, save_preset
 from .datasets.base import SegDataset
 from .distributed import DistContext
-from .errors import PnpOvssError
+from .errors import ConfigError, PnpOvssError
 from .gradcam import layer_attention_and_grad
 from .imageio import atomic_write_text
 from .pipeline import Segmenter
@@ -132,6 +132,8 @@ def _expand(name: str, spec: Any, backbone: Backbone) -> list:
             start, stop, step = spec["from"], spec["to"], spec.get("step", 1)
         except KeyError:
             raise PnpOvssError(f"space: {name} range needs 'from' and 'to' (and optionally 'step')") from None
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, stop, step)):
+            raise ConfigError(f"space: {name} range 'from', 'to' and 'step' must be numbers, got {spec!r}")
         if step <= 0 or stop < start:
             raise PnpOvssError(f"space: {name} range from {start} to {stop} step {step} is empty")
         count = int(np.floor((stop - start) / step + 1e-9)) + 1
@@ -172,7 +174,10 @@ def load_space(spec: str | os.PathLike[str] | Mapping[str, Any] | None, backbone
         if len({json.dumps(v) for v in vals}) != len(vals):
             raise PnpOvssError(f"space: {name} lists a value twice")
         for v in vals:
-            cfg = base.replace(**{name: v})
+            try:
+                cfg = base.replace(**{name: v})
+            except ConfigError as exc:
+                raise ConfigError(f"space: {exc}") from None
             backbone.check_layers([cfg.layer])
             backbone.check_heads(cfg.heads_tuple())
         values[name] = vals

@@ -48,7 +48,7 @@ def test_image_encoding_is_cached(segmenter, rng, monkeypatch):
     segmenter.segment(img[:, ::-1], ["sky"], keep_all=True, drop_iters=1)
     assert len(calls) == 2
     assert a.labels.shape == (20, 30) and a.classes == ["background", "cat", "dog"] and b.classes == ["background", "sky"]
-    assert a.overlay().size[0] == 30 and a.heatmap("cat").size == (30, 20)
+    assert a.overlay().size[0] >= 30 and a.heatmap("cat").size == (30, 20)  # the legend may be wider
 
 
 def test_batch_equals_single(segmenter, rng):

@@ -62,11 +62,14 @@ def model_type_of(source: str) -> str:
     if os.path.isdir(source):
         cfg_path = Path(source) / "config.json"
         try:
-            model_type = json.loads(cfg_path.read_text()).get("model_type", "")
-        except (OSError, json.JSONDecodeError) as exc:
+            cfg = json.loads(cfg_path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelLoadError(f"model directory {source!r} has no readable config.json ({exc.__class__.__name__}); "
                                  "save the model there with save_pretrained") from None
-        return model_type
+        if not isinstance(cfg, dict):
+            raise ModelLoadError(f"{cfg_path} holds a JSON {type(cfg).__name__}, not the object save_pretrained writes; "
+                                 "save the model there again")
+        return str(cfg.get("model_type", ""))
     from huggingface_hub.utils import logging as hub_logging
 
     level = hub_logging.get_verbosity()
@@ -107,6 +110,13 @@ def load_backbone(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
         raise ModelLoadError(f"could not load model {source!r} ({reason})") from None
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        weights = sorted(p.name for p in Path(resolved).glob("*.safetensors")) if os.path.isdir(resolved) else []
+        where = f"{Path(resolved) / weights[0]}" if len(weights) == 1 else f"the .safetensors weights of {source!r}"
+        raise ModelLoadError(f"{where} is truncated or corrupt ({str(exc).splitlines()[0][:160]}); "
+                             "download or save the model again") from None
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()

@@ -117,6 +117,11 @@ class Backbone(abc.ABC):
                     f"{len(classes)} classes need {len(ids)} text tokens but the model accepts at most "
                     f"{self.max_text_tokens}; pass fewer classes or shorter names"
                 )
+            unk = getattr(self.tokenizer, "unk_token_id", None)
+            for name, toks in zip(classes, positions):
+                if unk is not None and all(ids[t] == unk for t in toks):  # its map would match anything
+                    raise PnpOvssError(f"class name {name!r} is unknown to this model's vocabulary (every token is "
+                                       f"{self.tokenizer.unk_token}) and would match anything; use a name its vocabulary can spell")
             captions.append(caption)
             class_tokens.append(positions)
             id_lists.append(self._finalize_ids(ids))

@@ -101,6 +101,12 @@ class SegDataset:
         fg = set(self.foreground_ids)
         return [int(c) for c in present if int(c) in fg]
 
+    def sample_id(self, index: int) -> str:
+        """A stable name of image ``index`` (its id in the split file; else the index): eval's
+        resume key covers the exact list, so a changed split file never reuses saved progress."""
+        ids = getattr(self, "ids", None)
+        return str(ids[index]) if ids is not None else str(index)
+
     def describe(self) -> dict:
         return {"dataset": self.name, "images": len(self), "classes": self.num_classes,
                 "background": self.has_background}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The recorded toy-world tuning run (toy BLIP + toy CLIP, one CPU thread). From the repo root:
-#   bash search/runs/toyworld/run.sh          (~35 min on a shared 2-core machine, most of it the bench)
+#   bash search/runs/toyworld/run.sh          (9 min on a quiet machine; ~35 min on a 2-core machine shared
+#                                             with other jobs; most of it the reward-correlation bench)
 # Tune on world seed 1 (label-free: only image-level labels reach the reward), evaluate on the
 # held-out world seed 2 and on the tuning images themselves. Resumable: rerun after an interruption.
 set -euo pipefail
