@@ -144,14 +144,7 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
         chunk = paths[start : start + batch_size]
         results = seg.segment_batch([str(p) for p in chunk], names)
         for path, res in zip(chunk, results):
-            meta = {
-                "image": str(path),
-                "model": source,
-                "classes": res.classes,
-                "size": list(res.labels.shape),
-                "fractions": res.fractions(),
-                "config": res.config.to_dict(),
-            }
+            meta = res.to_json(image=str(path), model=source)
             atomic_save_image(out / f"{path.stem}.labels.png", label_png(res.labels))
             atomic_save_image(out / f"{path.stem}.overlay.png", res.overlay())
             atomic_write_text(out / f"{path.stem}.json", json.dumps(meta, indent=2) + "\n")
@@ -327,6 +320,26 @@ def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, 
             click.echo(f"preset: {Path(out_dir) / 'best.json'}  (pnpovss eval --preset {Path(out_dir) / 'best.json'} ...)")
     finally:
         shutdown(ctx)
+
+
+@main.command()
+@click.option("--model", default=None, help="Hub id, local directory, or 'toy'. [default: Salesforce/blip-itm-large-flickr]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (0.0.0.0: the whole network).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="Port to serve on.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@_fail_cleanly
+def demo(model: str | None, host: str, port: int, device: str) -> None:
+    """Serve a local web page: upload an image, type classes, see and steer the segmentation.
+
+    Needs the demo extra (pip install "pnpovss[demo]"). The page also offers the endpoint
+    api_name="segment" (image, "class,class") -> (overlay, JSON) for gradio_client.
+    """
+    from .backbones import DEFAULT_MODEL
+    from .demo import serve
+
+    source = model or DEFAULT_MODEL
+    click.echo(f"loading {source} ...", err=True)
+    serve(source, host=host, port=port, device=device)
 
 
 if __name__ == "__main__":  # pragma: no cover

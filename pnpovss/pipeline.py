@@ -84,6 +84,17 @@ class SegmentationResult:
         cam = self.scores[self.classes.index(name)]
         return Image.fromarray(show_cam_on_image(self.image.astype(np.float32) / 255.0, cam, use_rgb=True))
 
+    def to_json(self, image: str, model: str) -> dict[str, Any]:
+        """The record ``pnpovss segment`` writes as NAME.json (the demo's download is the same)."""
+        return {
+            "image": image,
+            "model": model,
+            "classes": self.classes,
+            "size": list(self.labels.shape),
+            "fractions": self.fractions(),
+            "config": self.config.to_dict(),
+        }
+
 
 def _image_key(image: np.ndarray, size: int) -> str:
     return hashlib.sha1(image.tobytes() + str((image.shape, size)).encode()).hexdigest()
