@@ -164,3 +164,27 @@ def test_demo_without_gradio_is_a_one_line_error(monkeypatch):
     res = CliRunner().invoke(main, ["demo", "--model", "toy"])
     assert res.exit_code == 1
     assert res.output.strip().splitlines()[-1] == 'Error: the demo needs Gradio: pip install "pnpovss[demo]"'
+
+
+def test_concurrent_visitors_share_one_model_and_get_their_own_answers(engine, segmenter, photo, tmp_path, rng):
+    """Gradio may call the engine from several threads: the lock serialises the model, and every
+    answer equals the same request made alone."""
+    import threading
+
+    other = tmp_path / "other.png"
+    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(other)
+    requests = [(photo, "sky, sand", {}), (other, "cat", {}), (photo, "sand", {"threshold": 0.4}),
+                (other, "cat, dog", {"crf": False})] * 2
+    answers: dict[int, np.ndarray] = {}
+
+    def visit(i, image, classes, change):
+        answers[i] = engine.run(image, classes, **page(**change)).result.labels
+
+    threads = [threading.Thread(target=visit, args=(i, *r)) for i, r in enumerate(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (image, classes, change) in enumerate(requests):
+        alone = segmenter.segment(str(image), [c.strip() for c in classes.split(",")], **page(**change))
+        np.testing.assert_array_equal(answers[i], alone.labels)

@@ -122,7 +122,8 @@ def build_app(engine: DemoEngine) -> Any:
                                      elem_id="classes")
                 run = gr.Button("Segment", variant="primary", elem_id="run")
                 with gr.Accordion("Maps: GradCAM and Salience DropOut (recomputed)", open=True):
-                    layer = gr.Number(cfg.layer, precision=0, label=f"layer (1..{engine.seg.backbone.num_layers})")
+                    layer = gr.Number(cfg.layer, precision=0, label=f"layer (1..{engine.seg.backbone.num_layers})",
+                                      elem_id="layer")
                     head = gr.Textbox(head_text, label=f"head (0..{engine.seg.backbone.num_heads - 1}, "
                                                        "comma list, or mean)")
                     drop_iters = gr.Slider(1, 8, cfg.drop_iters, step=1, label="DropOut passes T")
@@ -137,9 +138,11 @@ def build_app(engine: DemoEngine) -> Any:
                 status = gr.Markdown("Upload an image, type classes, press Segment.", elem_id="status")
                 overlay = gr.AnnotatedImage(label="Segmentation (click a legend entry to highlight it)",
                                             elem_id="overlay")
-                table = gr.Dataframe(headers=["label", "pixels %"], label="Classes", interactive=False)
+                table = gr.Dataframe(headers=["label", "pixels %"], label="Classes", interactive=False,
+                                     elem_id="classes-table")
                 heatmaps = gr.Gallery(label="Per-label score maps", columns=4, height=260)
-                files = gr.File(label="Downloads (as pnpovss segment writes them)", file_count="multiple")
+                files = gr.File(label="Downloads (as pnpovss segment writes them)", file_count="multiple",
+                                elem_id="downloads")
         gr.Examples(example_inputs(examples_dir), inputs=[image, classes])
 
         with gr.Row(visible=False):  # the programmatic endpoint: exactly (image, classes) -> (overlay, JSON)

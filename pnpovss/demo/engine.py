@@ -82,6 +82,8 @@ class DemoResult:
     """True when the grid maps came from the cache (no GradCAM / DropOut run)."""
     map_runs: int
     """GradCAM + DropOut runs this engine has done so far."""
+    answer: int
+    """Number of this answer among all the engine gave (tells a new answer from an equal-looking one)."""
     seconds: float
     files: list[Path]
     """NAME.labels.png and NAME.json, as ``pnpovss segment`` writes them."""
@@ -121,7 +123,7 @@ class DemoResult:
     def status(self) -> str:
         how = "reused from the cache" if self.maps_cached else "computed"
         return (f"GradCAM + DropOut maps {how}; answered in {self.seconds:.2f} s "
-                f"(GradCAM runs so far: {self.map_runs})")
+                f"(answer {self.answer}; GradCAM runs so far: {self.map_runs})")
 
 
 class DemoEngine:
@@ -170,7 +172,8 @@ class DemoEngine:
                 labels, scores = postprocess(base.grid_maps, base.image, config)
                 res, cached = dataclasses.replace(base, labels=labels, scores=scores, config=config), True
             files, record = self._write(res, name)
-            return DemoResult(res, name, cached, self.map_runs, time.perf_counter() - start, files, record)
+            return DemoResult(res, name, cached, self.map_runs, self._calls, time.perf_counter() - start, files,
+                              record)
 
     @staticmethod
     def _key(rgb: np.ndarray, names: list[str], config: PipelineConfig, kwargs: dict[str, Any]) -> tuple:
