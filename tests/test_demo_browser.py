@@ -235,3 +235,4 @@ def test_segment_endpoint_with_gradio_client(server, tmp_path):
             client.predict(handle_file(str(image)), classes, api_name="/segment")
     again = client.predict(handle_file(str(SHAPES)), "circle,star", api_name="/segment")[1]
     assert again["fractions"] == record["fractions"]
+    assert not list((ROOT / "pnpovss").rglob("*.pyi")), "building the page wrote stub files into the package"

@@ -45,20 +45,20 @@ def example_inputs(folder: Path) -> list[list[str]]:
     return rows
 
 
-def _image_component(gr: Any) -> Any:
-    """``gr.Image`` whose upload step passes files PIL cannot open on to our own loader, so a
-    non-image gets the CLI's message instead of Gradio's generic one."""
+def _lenient(component: Any) -> Any:
+    """Let uploads that Gradio's image decoding rejects through as paths, so our loader reports them
+    with the CLI's message instead of Gradio's generic one. (Wrapping this one instance: a
+    ``gr.Image`` subclass would make Gradio write a ``.pyi`` stub into our package.)"""
+    strict = component.preprocess
 
-    class LenientImage(gr.Image):
-        is_template = True  # rendered by the frontend's ordinary Image component
+    def preprocess(payload: Any) -> Any:
+        try:
+            return strict(payload)
+        except Exception:  # noqa: BLE001 - any decode failure is reported by load_image
+            return None if payload is None else payload.path
 
-        def preprocess(self, payload: Any) -> Any:
-            try:
-                return super().preprocess(payload)
-            except Exception:  # noqa: BLE001 - any decode failure is reported by load_image
-                return None if payload is None else payload.path
-
-    return LenientImage
+    component.preprocess = preprocess
+    return component
 
 
 def _gradio() -> Any:
@@ -76,7 +76,6 @@ def build_app(engine: DemoEngine) -> Any:
     cfg = engine.seg.config
     vocab = vocabularies()
     examples_dir = Path(tempfile.mkdtemp(prefix="pnpovss-demo-examples-"))
-    image_cls = _image_component(gr)
     head_text = "mean" if cfg.head is None else ",".join(str(h) for h in cfg.heads_tuple() or ())
 
     def answer(image: str | None, classes: str, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma,
@@ -95,11 +94,12 @@ def build_app(engine: DemoEngine) -> Any:
             out.status(),
         )
 
-    def live(image, *values):
+    def live(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf,
+             progress=gr.Progress()):
         """Post-processing controls: answer only once a picture is there (maps come from the cache)."""
         if image is None:
             return (gr.skip(),) * 5
-        return answer(image, *values)
+        return answer(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, progress)
 
     def api_segment(image: str | None, classes: str) -> tuple[str, dict]:
         try:
@@ -115,8 +115,8 @@ def build_app(engine: DemoEngine) -> Any:
                     elem_id="model-line")
         with gr.Row():
             with gr.Column(scale=1):
-                image = image_cls(type="filepath", label="Image (drop, paste or upload)",
-                                  sources=["upload", "clipboard"], elem_id="input-image")
+                image = _lenient(gr.Image(type="filepath", label="Image (drop, paste or upload)",
+                                          sources=["upload", "clipboard"], elem_id="input-image"))
                 vocabulary = gr.Dropdown([OWN_WORDS, *vocab], value=OWN_WORDS, label="Vocabulary")
                 classes = gr.Textbox(label="Classes (comma-separated)", placeholder="circle, star",
                                      elem_id="classes")
@@ -146,7 +146,7 @@ def build_app(engine: DemoEngine) -> Any:
         gr.Examples(example_inputs(examples_dir), inputs=[image, classes])
 
         with gr.Row(visible=False):  # the programmatic endpoint: exactly (image, classes) -> (overlay, JSON)
-            api_image = image_cls(type="filepath")
+            api_image = _lenient(gr.Image(type="filepath"))
             api_classes = gr.Textbox()
             api_overlay = gr.Image(type="filepath", format="png")
             api_json = gr.JSON()
