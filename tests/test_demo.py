@@ -188,3 +188,16 @@ def test_concurrent_visitors_share_one_model_and_get_their_own_answers(engine, s
     for i, (image, classes, change) in enumerate(requests):
         alone = segmenter.segment(str(image), [c.strip() for c in classes.split(",")], **page(**change))
         np.testing.assert_array_equal(answers[i], alone.labels)
+
+
+def test_table_shows_presence_when_results_carry_it(engine, photo):
+    """Ready for the class-presence stage: a result with ``presence`` adds score/kept columns, and a
+    dropped class is listed with 0 pixels."""
+    out = engine.run(photo, "sky,sand", **page())
+    assert out.table_headers() == ["label", "pixels %"]
+    out.result.presence = {"sky": {"score": 0.91, "kept": True}, "sand": {"score": 0.5, "kept": True},
+                           "cat": {"score": 0.02, "kept": False}}
+    assert out.table_headers() == ["label", "pixels %", "presence score", "kept"]
+    rows = {r[0]: r for r in out.table()}
+    assert rows["background"][2:] == [None, None]
+    assert rows["sky"][2:] == [0.91, True] and rows["cat"] == ["cat", 0.0, 0.02, False]

@@ -107,9 +107,10 @@ class DemoResult:
     def table(self) -> list[list[Any]]:
         """Rows: label, pixel percent (and presence score / kept once results carry ``presence``)."""
         presence = getattr(self.result, "presence", None) or {}
+        fractions = self.result.fractions()
         rows = []
-        for n, frac in self.result.fractions().items():
-            row: list[Any] = [n, round(100.0 * frac, 2)]
+        for n in [*fractions, *(c for c in presence if c not in fractions)]:  # dropped classes: 0 pixels
+            row: list[Any] = [n, round(100.0 * fractions.get(n, 0.0), 2)]
             if presence:
                 p = presence.get(n)
                 row += [None, None] if p is None else [round(float(p["score"]), 4), bool(p["kept"])]
@@ -161,12 +162,13 @@ class DemoEngine:
             if base is None:
                 if progress is not None:
                     progress(f"GradCAM + Salience DropOut ({config.drop_iters} pass(es))")
-                base = self.seg.segment(rgb, names, **kwargs)
+                res = self.seg.segment(rgb, names, **kwargs)
                 self.map_runs += 1
-                self._maps[key] = base
+                # keep the maps, not the full-size score maps (those are rebuilt from the maps anyway)
+                self._maps[key] = dataclasses.replace(res, labels=np.empty(0), scores=np.empty(0))
                 while len(self._maps) > self._cache_size:
                     self._maps.popitem(last=False)
-                res, cached = base, False
+                cached = False
             else:
                 self._maps.move_to_end(key)
                 labels, scores = postprocess(base.grid_maps, base.image, config)
