@@ -201,3 +201,18 @@ def test_table_shows_presence_when_results_carry_it(engine, photo):
     rows = {r[0]: r for r in out.table()}
     assert rows["background"][2:] == [None, None]
     assert rows["sky"][2:] == [0.91, True] and rows["cat"] == ["cat", 0.0, 0.02, False]
+
+
+def test_demo_on_a_taken_port_is_a_one_line_error():
+    """Loads the toy model (a few seconds) before Gradio finds the port taken."""
+    import socket
+
+    pytest.importorskip("gradio")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(main, ["demo", "--model", "toy", "--port", str(port)])
+    assert res.exit_code == 1, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: cannot serve on 127.0.0.1:{port} (") and last.endswith("pass a free --port")

@@ -179,5 +179,8 @@ def serve(model: str, *, host: str = "127.0.0.1", port: int = 7860, device: str 
     app = build_app(engine)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web-font download: works offline
-    app.launch(server_name=host, server_port=port, theme=theme, show_error=True,
-               allowed_paths=[str(engine.out_dir)])
+    try:
+        app.launch(server_name=host, server_port=port, theme=theme, show_error=True,
+                   allowed_paths=[str(engine.out_dir)])
+    except OSError as exc:  # Gradio's "Cannot find empty port" and socket errors
+        raise PnpOvssError(f"cannot serve on {host}:{port} ({str(exc).splitlines()[0]}); pass a free --port") from None
