@@ -215,4 +215,4 @@ def test_demo_on_a_taken_port_is_a_one_line_error():
         res = CliRunner().invoke(main, ["demo", "--model", "toy", "--port", str(port)])
     assert res.exit_code == 1, res.output
     last = res.output.strip().splitlines()[-1]
-    assert last.startswith(f"Error: cannot serve on 127.0.0.1:{port} (") and last.endswith("pass a free --port")
+    assert last == f"Error: cannot serve on 127.0.0.1:{port} (the port is in use); pass a free --port"

@@ -183,4 +183,5 @@ def serve(model: str, *, host: str = "127.0.0.1", port: int = 7860, device: str 
         app.launch(server_name=host, server_port=port, theme=theme, show_error=True,
                    allowed_paths=[str(engine.out_dir)])
     except OSError as exc:  # Gradio's "Cannot find empty port" and socket errors
-        raise PnpOvssError(f"cannot serve on {host}:{port} ({str(exc).splitlines()[0]}); pass a free --port") from None
+        why = "the port is in use" if "empty port" in str(exc) else str(exc).splitlines()[0]
+        raise PnpOvssError(f"cannot serve on {host}:{port} ({why}); pass a free --port") from None
