@@ -104,9 +104,17 @@ class DemoResult:
     def heatmaps(self) -> list[tuple[Any, str]]:
         return [(self.result.heatmap(n), n) for n in self.result.classes]
 
+    def presence(self) -> dict[str, dict[str, Any]]:
+        """Class -> {"score", "kept"} when the result carries a presence decision (an object with
+        ``to_json()`` or such a dict), else empty."""
+        found = getattr(self.result, "presence", None)
+        if found is None:
+            return {}
+        return found.to_json() if hasattr(found, "to_json") else dict(found)
+
     def table(self) -> list[list[Any]]:
         """Rows: label, pixel percent (and presence score / kept once results carry ``presence``)."""
-        presence = getattr(self.result, "presence", None) or {}
+        presence = self.presence()
         fractions = self.result.fractions()
         rows = []
         for n in [*fractions, *(c for c in presence if c not in fractions)]:  # dropped classes: 0 pixels
@@ -118,7 +126,7 @@ class DemoResult:
         return rows
 
     def table_headers(self) -> list[str]:
-        extra = ["presence score", "kept"] if getattr(self.result, "presence", None) else []
+        extra = ["presence score", "kept"] if self.presence() else []
         return ["label", "pixels %"] + extra
 
     def status(self) -> str:
@@ -164,15 +172,21 @@ class DemoEngine:
                     progress(f"GradCAM + Salience DropOut ({config.drop_iters} pass(es))")
                 res = self.seg.segment(rgb, names, **kwargs)
                 self.map_runs += 1
-                # keep the maps, not the full-size score maps (those are rebuilt from the maps anyway)
-                self._maps[key] = dataclasses.replace(res, labels=np.empty(0), scores=np.empty(0))
+                # keep the maps, not the full-size score maps (rebuilt from the maps); a result with
+                # no class maps (nothing present: all background) is kept whole and reused as it is
+                slim = len(res.grid_maps) > 0
+                self._maps[key] = dataclasses.replace(res, labels=np.empty(0), scores=np.empty(0)) if slim else res
                 while len(self._maps) > self._cache_size:
                     self._maps.popitem(last=False)
                 cached = False
             else:
                 self._maps.move_to_end(key)
-                labels, scores = postprocess(base.grid_maps, base.image, config)
-                res, cached = dataclasses.replace(base, labels=labels, scores=scores, config=config), True
+                if len(base.grid_maps) > 0:
+                    labels, scores = postprocess(base.grid_maps, base.image, config)
+                    res = dataclasses.replace(base, labels=labels, scores=scores, config=config)
+                else:
+                    res = dataclasses.replace(base, config=config)
+                cached = True
             files, record = self._write(res, name)
             return DemoResult(res, name, cached, self.map_runs, self._calls, time.perf_counter() - start, files,
                               record)
