@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -57,11 +57,12 @@ MEMORY_MARGIN_MB = 1500
 
 
 # ------------------------------------------------------------------------------------ models and data
-def build_backbone(model: str, seed: int = 0) -> Backbone:
-    """A full-size random-weight backbone; the same seed gives the same weights in every process."""
+def build_backbone(model: str, seed: int = 0, words: Sequence[str] = ()) -> Backbone:
+    """A full-size random-weight backbone; the same seed gives the same weights in every process.
+    ``words``: more class names its (made-up) tokenizer should spell."""
     from pnpovss import testing
 
-    words = [*testing.WORDS, *" ".join(CLASSES).split()]
+    words = [*testing.WORDS, *" ".join([*CLASSES, *words]).replace(",", " ").split()]
     if model == "blip":
         from transformers import BertTokenizerFast, BlipForImageTextRetrieval, BlipImageProcessor, BlipProcessor
 

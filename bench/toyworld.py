@@ -12,7 +12,11 @@ Rows (classes in the caption = the image's labels, plus background, unless said 
   gradcam+dropout      + Salience DropOut (T passes)
   gradcam+dropout+blur + Gaussian blur (argmax, no CRF)
   full                 + dense CRF: the default pipeline
-  full_all_classes     full pipeline with every shape class in the caption
+Vocabulary rows (the caption's classes are not told; tag precision/recall/F1 under "tags"):
+  vocab_all            every shape class in the caption (keep_all: the paper's pipeline given a
+                       vocabulary; formerly full_all_classes)
+  vocab_detect         the presence stage (pnpovss.presence) picks the classes among all six
+  vocab_detect_recurrent  + the recurrent CLIP check (toy CLIP, presence_rounds=2)
   oracle_grid_maps     no model: each class's exact coverage of every patch (the best maps the patch
                        grid allows) through the default post-processing, the pipeline's ceiling here
 Options, measured beside the default (under "options" in the JSON):
@@ -40,11 +44,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pnpovss import PipelineConfig, Segmenter
 from pnpovss.backbones import resolve_source
 from pnpovss.config import parse_assignments
-from pnpovss.metrics import ConfusionMatrix
+from pnpovss.metrics import ConfusionMatrix, tag_scores
 from pnpovss.postprocess import postprocess
 from pnpovss.toyworld.baselines import no_vlm_predict
 from pnpovss.toyworld.world import SHAPES, make_sample
@@ -95,24 +100,39 @@ def oracle_grid_maps(mask: np.ndarray, labels: list[str], grid: tuple[int, int])
 
 
 def predict(seg: Segmenter, image: np.ndarray, classes: list[str], config: PipelineConfig) -> np.ndarray:
-    res = seg.segment(image, classes, **{k: getattr(config, k) for k in STAGE_KEYS})
+    res = seg.segment(image, classes, keep_all=True, **{k: getattr(config, k) for k in STAGE_KEYS})
     return to_global(res.labels, res.classes)
+
+
+VOCAB_ROWS = {"vocab_detect": dict(presence_rounds=0), "vocab_detect_recurrent": dict(presence_rounds=2)}
+"""The presence rows: segment() with all six shapes as candidates."""
+
+
+def toy_presence_clip():
+    from pnpovss.datasets.toyworld import ToyWorld
+    from pnpovss.reward import ClipScorer, load_clip
+
+    return ClipScorer(load_clip("toy"), template=ToyWorld.clip_template)
 
 
 STAGE_KEYS = ("saliency", "drop_iters", "blur", "crf", "layer", "head")
 
 
 def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
-    seg = Segmenter.from_pretrained(model, **overrides)
+    seg = Segmenter.from_pretrained(model, presence_clip=toy_presence_clip(), **overrides)
     base = seg.config
     rand = random_weight_segmenter(model, base)
     rows = {name: ConfusionMatrix(len(CLASSES)) for name in
-            ["random_weights", "no_vlm", *STAGES, "full_all_classes", "oracle_grid_maps", *OPTIONS]}
+            ["random_weights", "no_vlm", *STAGES, "vocab_all", *VOCAB_ROWS, "oracle_grid_maps", *OPTIONS]}
+    kept: dict[str, list[list[str]]] = {name: [] for name in ["full", "vocab_all", *VOCAB_ROWS]}
+    truths: list[list[str]] = []
+    progress = tqdm(range(images), desc=f"toy world seed {seed}", unit="img", file=sys.stderr)
     start = time.perf_counter()
     full_seconds = 0.0
-    for i in range(images):
+    for i in progress:
         s = make_sample(seed, i, size)
         truth = s.mask.astype(np.int64)
+        truths.append(list(s.labels))
         rows["random_weights"].update(predict(rand, s.image, s.labels, base), truth)
         by_area = sorted(s.labels, key=lambda c: -int((s.mask == CLASSES.index(c)).sum()))
         rows["no_vlm"].update(no_vlm_predict(s.image, by_area), truth)
@@ -131,7 +151,13 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
             if name == "full":  # the whole default pipeline: its maps (even if cached) + post-processing
                 full_seconds += grid_cache[key][1] + time.perf_counter() - t0
             rows[name].update(to_global(labels, ["background", *s.labels]), truth)
-        rows["full_all_classes"].update(predict(seg, s.image, list(SHAPES), base), truth)
+        rows["vocab_all"].update(predict(seg, s.image, list(SHAPES), base), truth)
+        kept["full"].append(list(s.labels))
+        kept["vocab_all"].append(list(SHAPES))
+        for name, presence in VOCAB_ROWS.items():
+            res = seg.segment(s.image, list(SHAPES), **presence)
+            rows[name].update(to_global(res.labels, res.classes), truth)
+            kept[name].append(res.presence.kept)
         oracle = oracle_grid_maps(s.mask, s.labels, seg.backbone.grid(seg.image_size(base)))
         rows["oracle_grid_maps"].update(to_global(postprocess(oracle, s.image, base)[0], ["background", *s.labels]), truth)
     elapsed = time.perf_counter() - start
@@ -144,6 +170,9 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         "head": base.head,
         "config": base.to_dict(),
         "rows": {name: cm.summary(CLASSES) for name, cm in rows.items() if name not in OPTIONS},
+        "tags": {name: tag_scores(sets, truths) for name, sets in kept.items()},
+        "presence": {"presence_threshold": base.presence_threshold, "recurrent_rounds": 2,
+                     "recurrent_clip": "toy"},
         "options": {name: {"overrides": OPTIONS[name], **rows[name].summary(CLASSES)} for name in OPTIONS},
         "seconds_per_image": full_seconds / images,
         "bench_seconds_per_image": elapsed / images,
@@ -193,7 +222,7 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
     by_k = {k: ConfusionMatrix(len(CLASSES)) for k in DROP_K_CHOICES}
     for s in samples:
         for k, cm in by_k.items():
-            res = seg.segment(s.image, s.labels, layer=layer, head=head, drop_k=k)
+            res = seg.segment(s.image, s.labels, keep_all=True, layer=layer, head=head, drop_k=k)
             cm.update(to_global(res.labels, res.classes), s.mask.astype(np.int64))
     k_table = {str(k): round(cm.summary(CLASSES)["miou"], 2) for k, cm in by_k.items()}
     drop_k = max(by_k, key=lambda k: by_k[k].summary(CLASSES)["miou"])
@@ -218,6 +247,44 @@ def write_preset(model: str, result: dict, command: str) -> Path:
                           "full": result["miou_by_drop_k"][str(preset["drop_k"])]}}
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return path
+
+
+PRESENCE_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def presence_sweep(model: str, seed: int, images: int, size: int, **overrides) -> dict:
+    """Choose ``presence_threshold`` on a development seed: mIoU of the default pipeline and tag
+    F1 with all six shapes as candidates, for each threshold in ``PRESENCE_THRESHOLDS`` (and, at
+    the threshold of best tag F1, 1 and 2 rounds of the recurrent CLIP check)."""
+    seg = Segmenter.from_pretrained(model, presence_clip=toy_presence_clip(), **overrides)
+    cms = {t: ConfusionMatrix(len(CLASSES)) for t in PRESENCE_THRESHOLDS}
+    kept: dict[float, list[list[str]]] = {t: [] for t in PRESENCE_THRESHOLDS}
+    samples = [make_sample(seed, i, size) for i in range(images)]
+    for s in tqdm(samples, desc=f"presence sweep seed {seed}", unit="img", file=sys.stderr):
+        scores = seg.detect_classes(s.image, list(SHAPES)).scores
+        done: dict[tuple, np.ndarray] = {}
+        for t, cm in cms.items():
+            names = tuple(c for c, p in zip(SHAPES, scores) if p >= t)
+            if names not in done:
+                res = seg.segment(s.image, list(names), keep_all=True) if names else None
+                done[names] = np.zeros_like(s.mask, dtype=np.int64) if res is None else to_global(res.labels, res.classes)
+            cm.update(done[names], s.mask.astype(np.int64))
+            kept[t].append(list(names))
+    truths = [list(s.labels) for s in samples]
+    table = {str(t): {"miou": round(cm.summary(CLASSES)["miou"], 2), **tag_scores(kept[t], truths)}
+             for t, cm in cms.items()}
+    best = max(PRESENCE_THRESHOLDS, key=lambda t: table[str(t)]["f1"])  # the stage's own task: tagging
+    rounds = {}
+    for r in (1, 2):
+        cm, sets = ConfusionMatrix(len(CLASSES)), []
+        for s in samples:
+            res = seg.segment(s.image, list(SHAPES), presence_threshold=best, presence_rounds=r)
+            cm.update(to_global(res.labels, res.classes), s.mask.astype(np.int64))
+            sets.append(res.presence.kept)
+        rounds[str(r)] = {"miou": round(cm.summary(CLASSES)["miou"], 2), **tag_scores(sets, truths)}
+    return {"seed": seed, "images": images, "by_threshold": table, "best_threshold_f1": best,
+            "best_threshold_miou": max(PRESENCE_THRESHOLDS, key=lambda t: table[str(t)]["miou"]),
+            "recurrent_at_best_f1": rounds}
 
 
 def map_stats(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
@@ -277,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead: choose the model preset (layer/head, then DropOut k) on a development seed")
     ap.add_argument("--write-preset", action="store_true",
                     help="with --sweep: store the choice as the model directory's pnpovss_preset.json")
+    ap.add_argument("--presence-sweep", action="store_true",
+                    help="instead: mIoU and tag F1 of each presence_threshold on a development seed")
     ap.add_argument("--map-stats", action="store_true",
                     help="instead: where the class maps put their mass (own object / other objects / background)")
     ap.add_argument("--threads", type=int, default=1)
@@ -286,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     resolve_source(args.model)
     overrides = parse_assignments(args.assignments)
-    mode = sweep if args.sweep else map_stats if args.map_stats else run
+    mode = sweep if args.sweep else map_stats if args.map_stats else presence_sweep if args.presence_sweep else run
     out = mode(args.model, args.seed, args.images, args.size, **overrides)
     text = json.dumps(out, indent=2)
     if args.json:

@@ -10,6 +10,7 @@ from .config import PipelineConfig, load_preset, save_preset
 from .errors import ImageLoadError, ModelLoadError, PnpOvssError
 from .imageio import load_image
 from .pipeline import SegmentationResult, Segmenter
+from .presence import Presence
 from .datasets import DATASETS, load_dataset
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ __all__ = [
     "ModelLoadError",
     "PipelineConfig",
     "PnpOvssError",
+    "Presence",
     "SegmentationResult",
     "Segmenter",
     "load_backbone",

@@ -76,7 +76,17 @@ def main() -> None:
 
 @main.command()
 @click.argument("images", nargs=-1, required=True)
-@click.option("--classes", required=True, help='Comma-separated class names, e.g. "cat,grass,sky".')
+@click.option("--classes", default=None,
+              help='Comma-separated candidate classes, e.g. "cat,grass,sky"; those the model finds in the image '
+                   'are segmented (--keep-all: every one).')
+@click.option("--vocab", default=None, metavar="NAME|FILE",
+              help="Candidate classes from a dataset's vocabulary (voc, context, coco-object, coco-stuff, ade20k, "
+                   "toyworld, ...) or a class-name file (one class per line), instead of --classes.")
+@click.option("--keep-all", is_flag=True, default=False,
+              help="Put every given class into the caption (the paper's protocol: the classes are known to be there).")
+@click.option("--clip", "clip_name", default=None,
+              help="CLIP for the recurrent presence check (--set presence_rounds=N): open_clip name, local "
+                   "directory, or 'toy'.")
 @click.option("--out", "out_dir", default="pnpovss-out", show_default=True, type=click.Path(file_okay=False),
               help="Output directory.")
 @click.option("--model", default=None, help="Hub id, local directory, or 'toy'. [default: Salesforce/blip-itm-large-flickr]")
@@ -97,14 +107,17 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, default=False,
               help="Redo images whose outputs already exist with the same settings (they are skipped otherwise).")
 @_fail_cleanly
-def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | None, preset: str | None,
+def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, keep_all: bool, clip_name: str | None,
+            out_dir: str, model: str | None, preset: str | None,
             image_size: int | None, layer: int | None, head: str | None, drop_iters: int | None,
             drop_k: int | None, halving: bool | None, threshold: float | None, background: bool | None,
             no_crf: bool, assignments: tuple[str, ...], device: str, batch_size: int, overwrite: bool) -> None:
-    """Segment IMAGES (files, directories or globs) into CLASSES.
+    """Segment IMAGES (files, directories or globs) into the classes present among the candidates
+    (--classes or --vocab).
 
     Writes NAME.labels.png (palette PNG, pixel = label index), NAME.overlay.png and NAME.json
-    (labels, config, pixel fraction per label) for each image into --out. An image whose three
+    (labels used, every candidate's presence score, config, pixel fraction per label) for each
+    image into --out. An image whose three
     files are already there from the same image, model, classes and settings is skipped, so an
     interrupted run continues where it stopped when rerun.
     """
@@ -113,9 +126,16 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     from .backbones import DEFAULT_MODEL
     from .config import parse_assignments
     from .imageio import atomic_save_image, atomic_write_text, label_png, load_image
-    from .pipeline import BACKGROUND, Segmenter, parse_classes
+    from .pipeline import Segmenter, parse_classes, resolve_device
 
-    names = parse_classes(classes)
+    if (classes is None) == (vocab is None):
+        raise PnpOvssError("give the candidate classes with --classes \"a,b,c\" or --vocab NAME|FILE (one of the two)")
+    if vocab is not None:
+        from .datasets import load_vocabulary
+
+        names = parse_classes(load_vocabulary(vocab))
+    else:
+        names = parse_classes(classes)
     settings = parse_assignments(assignments)
     paths = expand_inputs(images)
     for p in paths:  # fail on bad input before spending time on the model
@@ -130,10 +150,14 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     overrides = {**settings, **overrides}  # a named option wins over the same key given by --set
     source = model or DEFAULT_MODEL
     click.echo(f"loading {source} ...", err=True)
-    seg = Segmenter.from_pretrained(source, device=device, preset=preset, **overrides)
+    clip = None
+    if clip_name is not None:
+        from .reward import ClipScorer, load_clip
+
+        clip = ClipScorer(load_clip(clip_name, device=resolve_device(device)))
+    seg = Segmenter.from_pretrained(source, device=device, preset=preset, presence_clip=clip, **overrides)
     out = Path(out_dir)
-    label_names = ([BACKGROUND] if seg.config.background else []) + names
-    settings_key = {"model": source, "classes": label_names, "config": seg.config.to_dict()}
+    settings_key = {"model": source, "candidates": names, "keep_all": keep_all, "config": seg.config.to_dict()}
     todo = paths if overwrite else [p for p in paths if not _segmented_already(out, p, settings_key)]
     if len(todo) < len(paths):
         click.echo(f"skipping {len(paths) - len(todo)} image(s) already segmented in {out} with these settings "
@@ -142,9 +166,9 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     bar = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        results = seg.segment_batch([str(p) for p in chunk], names)
+        results = seg.segment_batch([str(p) for p in chunk], names, keep_all=keep_all)
         for path, res in zip(chunk, results):
-            meta = res.to_json(image=str(path), model=source)
+            meta = res.to_json(image=str(path), model=source, candidates=names, keep_all=keep_all)
             atomic_save_image(out / f"{path.stem}.labels.png", label_png(res.labels))
             atomic_save_image(out / f"{path.stem}.overlay.png", res.overlay())
             atomic_write_text(out / f"{path.stem}.json", json.dumps(meta, indent=2) + "\n")
@@ -167,6 +191,13 @@ def _segmented_already(out: Path, path: Path, settings_key: dict[str, Any]) -> b
 
 
 # ------------------------------------------------------------------------------ eval / tune
+def _protocol(labels: str | None, all_classes: bool) -> str:
+    """``--labels`` with ``--all-classes`` as its older alias."""
+    if all_classes and labels not in (None, "all"):
+        raise PnpOvssError(f"--all-classes means --labels all; it contradicts --labels {labels}")
+    return "all" if all_classes else labels or "gt"
+
+
 def _dataset_options(fn: Callable) -> Callable:
     """Options shared by ``eval`` and ``tune``: which images, which model, which base settings."""
     from .datasets import DATASETS
@@ -178,8 +209,11 @@ def _dataset_options(fn: Callable) -> Callable:
                      help="Dataset directory (mmsegmentation layout, e.g. data/VOCdevkit/VOC2012) or a parent of it."),
         click.option("--images", type=click.IntRange(min=1), default=None,
                      help="Use the first N images. [default: all; toyworld: 100]"),
-        click.option("--all-classes", is_flag=True, default=False,
-                     help="Put every dataset class in each caption instead of the image's own labels."),
+        click.option("--labels", "labels", type=click.Choice(["gt", "all", "detect"]), default=None,
+                     help="Which classes each caption holds: gt = the image's ground-truth labels (the paper's "
+                          "protocol) [default]; all = every dataset class; detect = the presence stage picks them "
+                          "from the whole vocabulary (no labels at test time)."),
+        click.option("--all-classes", is_flag=True, default=False, help="Same as --labels all."),
         click.option("--model", default=None, help="Hub id, local directory, or 'toy'. [default: the BLIP hub model; toyworld: toy]"),
         click.option("--preset", type=click.Path(dir_okay=False), default=None, help="Base preset JSON (e.g. a tune run's best.json)."),
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
@@ -226,7 +260,8 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write miou, per_class, the confusion matrix and the settings here.")
 @_fail_cleanly
-def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bool, model: str | None,
+def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | None, all_classes: bool,
+             model: str | None,
              preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, seed: int,
              json_out: str | None) -> None:
     """mIoU of the pipeline on a dataset (mmsegmentation IoUMetric semantics).
@@ -246,9 +281,13 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
     try:
         ds, indices, seg = _load_for_dataset(dataset, root, seed, images, model, preset, process_device(device, ctx),
                                              threads, assignments, echo=ctx.is_main)
-        result = evaluate(seg, ds, indices, all_classes=all_classes, dist=ctx, resume=True)
+        result = evaluate(seg, ds, indices, labels=_protocol(labels, all_classes), dist=ctx, resume=True)
         if ctx.is_main:
             click.echo(iou_table(result.summary))
+            if "tags" in result.meta:
+                t = result.meta["tags"]
+                click.echo(f"tags (presence vs ground-truth labels): precision {t['precision']:.2f}  "
+                           f"recall {t['recall']:.2f}  F1 {t['f1']:.2f}")
             if json_out:
                 atomic_write_text(Path(json_out), json.dumps(result.to_json(), indent=2) + "\n")
                 click.echo(f"wrote {json_out}", err=True)
@@ -272,8 +311,10 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
               help="open_clip model name, local open_clip directory, or 'toy'. [default: ViT-L-14-336; toyworld: toy]")
 @click.option("--clip-pretrained", default="openai", show_default=True, help="Pretrained tag or weights file for --clip NAME.")
 @click.option("--clip-template", default=None, help="CLIP prompt, e.g. 'a photo of a {}'. [default: the bare class name]")
-@click.option("--reward", type=click.Choice(["binary", "continuous"]), default="binary", show_default=True,
-              help="binary: the paper's win count; continuous: mean probability gain over the full class list.")
+@click.option("--reward", type=click.Choice(["binary", "continuous", "tags"]), default="binary", show_default=True,
+              help="binary: the paper's win count; continuous: mean probability gain over the full class list; "
+                   "tags: tune the class-presence stage (presence_threshold) by per-image tag F1 against the "
+                   "image-level labels (no CLIP; default space search/spaces/presence.json).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Also keep the per-image layer/head maps here, reused by later runs.")
 @click.option("--min-z", type=float, default=0.0, show_default=True,
@@ -281,7 +322,8 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
                    "per-image rewards beat the starting configuration's by this paired z-score (a guard against "
                    "reward noise; 2 is the measured option).")
 @_fail_cleanly
-def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, model: str | None,
+def tune(dataset: str, root: str | None, images: int | None, labels: str | None, all_classes: bool,
+         model: str | None,
          preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, iters: int,
          space: str | None, seed: int,
          world_seed: int | None, out_dir: str, clip_name: str | None, clip_pretrained: str,
@@ -296,27 +338,37 @@ def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, 
     from .reward import DEFAULT_CLIP, ClipScorer, load_clip
     from .search import RewardEvaluator, load_space, run_search
 
+    all_classes = _protocol(labels, all_classes) == "all"
+    if labels == "detect":
+        raise PnpOvssError("tune --labels takes gt or all; to tune the presence stage use --reward tags")
     ctx = from_env(device)
     try:
         wseed = seed if world_seed is None else world_seed
         ds, indices, seg = _load_for_dataset(dataset, root, wseed, images, model, preset, process_device(device, ctx),
                                              threads, assignments, echo=ctx.is_main)
-        space_obj = load_space(space, seg.backbone, seg.config)
-        clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
-        clip = load_clip(clip_source, clip_pretrained, device=process_device(device, ctx))
-        template = clip_template or ds.clip_template or "{}"
-        scorer = ClipScorer(clip, template=template)
-        evaluator = RewardEvaluator(seg, ds, indices, scorer, all_classes=all_classes, cache_dir=cache_dir, dist=ctx)
         run_info = {"dataset": ds.describe(), "root": str(getattr(ds, "root", "")), "images": len(indices),
-                    "all_classes": all_classes, "model": seg.backbone.source, "clip": clip.source,
-                    "clip_template": template}
+                    "all_classes": all_classes, "model": seg.backbone.source}
+        if reward == "tags":
+            from .presence_tuning import DEFAULT_PRESENCE_SPACE, PRESENCE_PARAMS, PresenceEvaluator
+
+            space_obj = load_space(space, seg.backbone, seg.config, searchable=PRESENCE_PARAMS,
+                                   default=DEFAULT_PRESENCE_SPACE)
+            evaluator: Any = PresenceEvaluator(seg, ds, indices, dist=ctx)
+        else:
+            space_obj = load_space(space, seg.backbone, seg.config)
+            clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
+            clip = load_clip(clip_source, clip_pretrained, device=process_device(device, ctx))
+            template = clip_template or ds.clip_template or "{}"
+            evaluator = RewardEvaluator(seg, ds, indices, ClipScorer(clip, template=template),
+                                        all_classes=all_classes, cache_dir=cache_dir, dist=ctx)
+            run_info.update(clip=clip.source, clip_template=template)
         best = run_search(evaluator, space_obj, iters=iters, seed=seed, out_dir=out_dir, reward=reward,
                           min_z=min_z, run_info=run_info)
         if ctx.is_main:
             params = {k: best["params"][k] for k in space_obj.values}
+            others = ", ".join(f"{k} {v:.4g}" for k, v in best["rewards"].items())
             click.echo(f"best trial {best['trial']}: {json.dumps(params)} reward {best['reward']:.4g} "
-                       f"(binary {best['rewards']['binary']:.4g}, continuous {best['rewards']['continuous']:.4g}; "
-                       f"z vs trial 0 {best['z'][reward]:.2f})")
+                       f"({others}; z vs trial 0 {best['z'][reward]:.2f})")
             click.echo(f"preset: {Path(out_dir) / 'best.json'}  (pnpovss eval --preset {Path(out_dir) / 'best.json'} ...)")
     finally:
         shutdown(ctx)

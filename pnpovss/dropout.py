@@ -10,7 +10,7 @@ instead hides their keys from the cross-attention, which needs only one vision p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -46,6 +46,9 @@ class DropoutMaps:
     """Per image, the combined (C, gh, gw) class maps."""
     dropped: list[torch.Tensor]
     """Cumulative (B, P) dropped-patch masks after each pass (len = passes - 1)."""
+    passes: list[list[torch.Tensor]] = field(default_factory=list)
+    """Per pass, per image the (C, gh, gw) class maps of that pass alone (dropped patches zeroed,
+    before weighting): what the combination sums, kept so figures can show each pass."""
 
 
 def salience_dropout(
@@ -64,6 +67,7 @@ def salience_dropout(
     dropped = torch.zeros(b, p, dtype=torch.bool, device=pixel_values.device)
     totals: list[torch.Tensor] | None = None
     history = []
+    passes = []
     embeds, key_mask = image_embeds, None
     for t in range(config.drop_iters):
         if t:
@@ -75,6 +79,7 @@ def salience_dropout(
         maps = token_maps(backbone, embeds, text, config.layer, heads, config.saliency, key_mask)
         maps = maps * (~dropped)[:, None, :].to(maps.dtype)
         per_class = pool_classes(maps, text.class_tokens)
+        passes.append([m.view(-1, *grid) for m in per_class])
         weight = 2.0 if t == 0 and config.count_first_twice else 1.0
         totals = [weight * m for m in per_class] if totals is None else [a + m for a, m in zip(totals, per_class)]
         if t < config.drop_iters - 1:
@@ -82,4 +87,4 @@ def salience_dropout(
             dropped = dropped | select_patches(saliency, dropped, None if config.halving else config.drop_k)
             history.append(dropped.clone())
     assert totals is not None
-    return DropoutMaps([m.view(-1, *grid) for m in totals], history)
+    return DropoutMaps([m.view(-1, *grid) for m in totals], history, passes)

@@ -1,8 +1,12 @@
 """Dataset evaluation: run the one :class:`~pnpovss.Segmenter` pipeline over a dataset and score
 it with an accumulated confusion matrix (mmsegmentation ``IoUMetric`` semantics).
 
-Per image the caption holds the image-level labels (the classes present in its ground truth, the
-paper's protocol) or, with ``all_classes``, every foreground class of the dataset. The pipeline's
+Which classes a caption holds is the *protocol* (``labels``): ``gt``, each image's ground-truth
+labels (the classes present in its annotation: the CVPR-era PnP-OVSS protocol); ``all``, every
+foreground class of the dataset in every caption; ``detect``, the whole vocabulary as candidates
+for the presence stage (:mod:`pnpovss.presence`), i.e. no labels of any kind at test time, the
+protocol of the full-vocabulary training-free methods. ``detect`` also reports tag
+precision/recall/F1 of the kept classes against the ground-truth image labels. The pipeline's
 label map indexes [background] + caption classes; it is mapped back to dataset class ids. Datasets
 with a background class (VOC-21, Context-60, COCO-Object, toy world) run with the background
 channel on (pipeline label 0 = dataset class 0); the others run with ``background=False``. An image
@@ -33,24 +37,32 @@ from .datasets.base import SegDataset, SegSample
 from .distributed import DistContext
 from .errors import PnpOvssError
 from .imageio import atomic_write_text
-from .metrics import ConfusionMatrix
+from .metrics import ConfusionMatrix, tag_counts, tag_summary
 from .pipeline import Segmenter
 
 
+PROTOCOLS = ("gt", "all", "detect")
+
+
 def caption_class_ids(dataset: SegDataset, sample: SegSample, all_classes: bool) -> list[int]:
-    """Dataset class ids named in the caption of ``sample``."""
+    """Dataset class ids named in the caption of ``sample`` (or the candidates, under ``detect``)."""
     return list(dataset.foreground_ids) if all_classes else dataset.image_labels(sample.label)
 
 
-def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_classes: bool = False) -> np.ndarray:
-    """(H, W) prediction in dataset class ids."""
-    ids = caption_class_ids(dataset, sample, all_classes)
+def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_classes: bool = False,
+            labels: str | None = None) -> tuple[np.ndarray, list[int]]:
+    """(H, W) prediction in dataset class ids, and the class ids the caption used.
+
+    ``labels`` is the protocol (``gt``/``all``/``detect``; default from ``all_classes``)."""
+    protocol = labels or ("all" if all_classes else "gt")
+    ids = caption_class_ids(dataset, sample, protocol != "gt")
     if not ids:
-        return np.zeros(sample.label.shape, dtype=np.int64)
+        return np.zeros(sample.label.shape, dtype=np.int64), []
     names = [dataset.classes[i] for i in ids]
-    res = segmenter.segment(sample.image, names, background=dataset.has_background)
-    lut = np.asarray(([0] if dataset.has_background else []) + ids, dtype=np.int64)
-    return lut[res.labels]
+    res = segmenter.segment(sample.image, names, keep_all=protocol != "detect", background=dataset.has_background)
+    used = [ids[names.index(n)] for n in res.classes[1 if dataset.has_background else 0 :]]
+    lut = np.asarray(([0] if dataset.has_background else []) + used, dtype=np.int64)
+    return lut[res.labels], used
 
 
 @dataclass
@@ -89,23 +101,25 @@ class EvalProgress:
     def __init__(self, path: Path, num_classes: int) -> None:
         self.path, self.num_classes = path, num_classes
 
-    def load(self) -> tuple[set[int], np.ndarray | None]:
+    def load(self) -> tuple[set[int], np.ndarray | None, np.ndarray]:
         try:
             state = json.loads(self.path.read_text())
             matrix = np.asarray(state["matrix"], dtype=np.int64)
-            if matrix.shape != (self.num_classes, self.num_classes):
+            tags = np.asarray(state.get("tags", [0] * 5), dtype=np.int64)
+            if matrix.shape != (self.num_classes, self.num_classes) or tags.shape != (5,):
                 raise ValueError("matrix shape")
-            return set(int(i) for i in state["done"]), matrix
+            return set(int(i) for i in state["done"]), matrix, tags
         except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: score everything
-            return set(), None
+            return set(), None, np.zeros(5, dtype=np.int64)
 
-    def save(self, done: set[int], matrix: np.ndarray) -> None:
-        atomic_write_text(self.path, json.dumps({"done": sorted(done), "matrix": matrix.tolist()}))
+    def save(self, done: set[int], matrix: np.ndarray, tags: np.ndarray) -> None:
+        atomic_write_text(self.path, json.dumps({"done": sorted(done), "matrix": matrix.tolist(),
+                                                 "tags": tags.tolist()}))
 
 
 def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], *, all_classes: bool = False,
-             dist: DistContext | None = None, progress: bool = True, resume: bool = False,
-             save_seconds: float = 30.0) -> EvalResult:
+             labels: str | None = None, dist: DistContext | None = None, progress: bool = True,
+             resume: bool = False, save_seconds: float = 30.0) -> EvalResult:
     """Score ``indices`` of ``dataset``; under torchrun each process takes its shard and the
     confusion matrices are summed exactly (every process returns the full result).
 
@@ -113,22 +127,26 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     from tqdm import tqdm
 
     dist = dist or DistContext()
-    meta = {**dataset.describe(), "all_classes": all_classes, "processes": dist.world_size,
+    protocol = labels or ("all" if all_classes else "gt")
+    if protocol not in PROTOCOLS:
+        raise PnpOvssError(f"unknown label protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    meta = {**dataset.describe(), "labels": protocol, "all_classes": protocol == "all", "processes": dist.world_size,
             "config": segmenter.config.replace(background=dataset.has_background).to_dict(),
             "model": segmenter.backbone.source}
     cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
     start = time.perf_counter()
     mine = dist.shard(list(indices))
     done: set[int] = set()
+    tags = np.zeros(5, dtype=np.int64)  # summed metrics.tag_counts of the images scored
     state = None
     if resume:
         root = getattr(dataset, "root", None)
         state = EvalProgress(progress_path({**meta, "root": str(root) if root else None}, indices, dist.rank),
                              dataset.num_classes)
-        done, matrix = state.load()
+        done, matrix, saved_tags = state.load()
         done &= set(mine)
         if matrix is not None and done:
-            cm.matrix = matrix
+            cm.matrix, tags = matrix, saved_tags
             if dist.is_main:
                 print(f"resuming: {len(done)} of {len(mine)} images already scored ({state.path})", file=sys.stderr)
         else:
@@ -140,19 +158,22 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     try:
         for i in bar:
             sample = dataset[i]
-            pred = predict(segmenter, dataset, sample, all_classes)
+            pred, used = predict(segmenter, dataset, sample, labels=protocol)
+            tags += tag_counts(used, dataset.image_labels(sample.label))
             try:
                 cm.update(pred, sample.label)
             except ValueError as exc:
                 raise PnpOvssError(f"{dataset.name} image {sample.name}: {exc}") from None
             done.add(i)
             if state is not None and time.monotonic() - last_save > save_seconds:
-                state.save(done, cm.matrix)
+                state.save(done, cm.matrix, tags)
                 last_save = time.monotonic()
     finally:
         bar.close()
         if state is not None and len(done) < len(mine):  # interrupted: keep what was scored
-            state.save(done, cm.matrix)
+            state.save(done, cm.matrix, tags)
     cm.matrix = dist.all_reduce_sum(cm.matrix)
+    if protocol == "detect":
+        meta = {**meta, "tags": tag_summary(dist.all_reduce_sum(tags))}
     return EvalResult(cm.matrix, cm.summary(dataset.classes), len(indices), time.perf_counter() - start, meta,
                       state.path if state is not None else None)

@@ -73,3 +73,26 @@ def iou_table(summary: dict) -> str:
     rows += [f"{name:<{width}}  {'n/a' if v is None else f'{v:.2f}':>7}" for name, v in per_class.items()]
     rows += ["-" * (width + 9), f"{'mIoU':<{width}}  {summary['miou']:>7.2f}"]
     return "\n".join(rows)
+
+
+
+def tag_counts(predicted: Sequence[str] | Sequence[int], truth: Sequence[str] | Sequence[int]) -> np.ndarray:
+    """One image's tagging outcome as integers [true pos, false pos, false neg, exact set, images]:
+    sums of these over images (and processes) give :func:`tag_summary`."""
+    p, t = set(predicted), set(truth)
+    return np.array([len(p & t), len(p - t), len(t - p), int(p == t), 1], dtype=np.int64)
+
+
+def tag_summary(counts: np.ndarray) -> dict:
+    """Micro-averaged tag precision/recall/F1 (percent) over (image, class) pairs, from summed
+    :func:`tag_counts`; ``exact_sets``: percent of images whose kept set equals the truth."""
+    tp, fp, fn, exact, n = (int(v) for v in counts)
+    pct = lambda num, den: round(100.0 * num / den, 2) if den else 100.0  # noqa: E731
+    return {"precision": pct(tp, tp + fp), "recall": pct(tp, tp + fn), "f1": pct(2 * tp, 2 * tp + fp + fn),
+            "exact_sets": pct(exact, n), "images": n}
+
+
+def tag_scores(predicted: Sequence[Sequence[str]], truth: Sequence[Sequence[str]]) -> dict:
+    """:func:`tag_summary` of per-image kept classes (``predicted``) against the classes present."""
+    counts = sum((tag_counts(p, t) for p, t in zip(predicted, truth)), np.zeros(5, dtype=np.int64))
+    return tag_summary(counts)

@@ -20,6 +20,7 @@ from .dropout import salience_dropout
 from .errors import PnpOvssError
 from .imageio import ImageInput, load_image, overlay_image
 from .postprocess import postprocess
+from .presence import Presence, detect, recognised
 
 BACKGROUND = "background"
 
@@ -65,6 +66,8 @@ class SegmentationResult:
     config: PipelineConfig
     grid_maps: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
     """(C, gh, gw) combined GradCAM maps of the classes before post-processing."""
+    presence: Presence | None = None
+    """The presence decision over the candidate classes (None with ``keep_all``)."""
 
     def fractions(self) -> dict[str, float]:
         counts = np.bincount(self.labels.ravel(), minlength=len(self.classes))
@@ -84,12 +87,16 @@ class SegmentationResult:
         cam = self.scores[self.classes.index(name)]
         return Image.fromarray(show_cam_on_image(self.image.astype(np.float32) / 255.0, cam, use_rgb=True))
 
-    def to_json(self, image: str, model: str) -> dict[str, Any]:
+    def to_json(self, image: str, model: str, candidates: Sequence[str], keep_all: bool) -> dict[str, Any]:
         """The record ``pnpovss segment`` writes as NAME.json (the demo's download is the same)."""
         return {
             "image": image,
             "model": model,
+            "candidates": list(candidates),
+            "keep_all": keep_all,
             "classes": self.classes,
+            "presence": None if self.presence is None else self.presence.to_json(),
+            "presence_notes": [] if self.presence is None else self.presence.notes,
             "size": list(self.labels.shape),
             "fractions": self.fractions(),
             "config": self.config.to_dict(),
@@ -109,11 +116,17 @@ class Segmenter:
 
     The first pass's image encoding is cached per image, so segmenting the same image again with
     other classes or settings skips the vision encoder.
+
+    Classes are *candidates* by default: :mod:`pnpovss.presence` keeps those the model finds in
+    the image before segmenting (``keep_all=True`` puts every given class into the caption, as the
+    paper does). The optional recurrent presence check (``presence_rounds``) needs a CLIP scorer
+    in ``presence_clip`` (a :class:`pnpovss.reward.ClipScorer`).
     """
 
-    def __init__(self, backbone: Backbone, config: PipelineConfig | None = None) -> None:
+    def __init__(self, backbone: Backbone, config: PipelineConfig | None = None, presence_clip=None) -> None:
         self.backbone = backbone
         self.config = config or PipelineConfig().replace(**backbone.pipeline_defaults)
+        self.presence_clip = presence_clip
         self._cache_key: str | None = None
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -124,10 +137,12 @@ class Segmenter:
         *,
         device: str | torch.device | None = "cpu",
         preset: str | os.PathLike[str] | None = None,
+        presence_clip=None,
         **overrides: Any,
     ) -> "Segmenter":
         """Load a backbone (hub id, local directory or ``toy``) and settle the configuration:
-        defaults < the model directory's ``pnpovss_preset.json`` < ``preset`` < ``overrides``."""
+        defaults < the model directory's ``pnpovss_preset.json`` < ``preset`` < ``overrides``.
+        ``presence_clip``: a :class:`pnpovss.reward.ClipScorer` for the recurrent presence check."""
         PipelineConfig().replace(**overrides)  # bad values fail before a slow model load
         user_preset = load_preset(preset) if preset is not None else {}
         backbone = load_backbone(source, device=resolve_device(device))
@@ -137,7 +152,7 @@ class Segmenter:
         if model_preset.is_file():
             config = config.replace(**load_preset(model_preset))
         config = config.replace(**user_preset).replace(**overrides)
-        seg = cls(backbone, config)
+        seg = cls(backbone, config, presence_clip=presence_clip)
         seg.validate(config)
         return seg
 
@@ -147,6 +162,9 @@ class Segmenter:
         self.backbone.check_layers([config.layer])
         self.backbone.check_heads(config.heads_tuple())
         self.backbone.grid(self.image_size(config))
+        if config.presence_rounds and self.presence_clip is None:
+            raise PnpOvssError("presence_rounds > 0 needs a CLIP model for the recurrent check: pass --clip NAME "
+                               "(API: Segmenter.presence_clip = ClipScorer(load_clip(...))), or set presence_rounds=0")
 
     def image_size(self, config: PipelineConfig | None = None) -> int:
         size = (config or self.config).image_size
@@ -163,24 +181,37 @@ class Segmenter:
             self._cache_key = key
         return rgb
 
-    def segment(self, image: ImageInput, classes: str | Sequence[str], **overrides: Any) -> SegmentationResult:
-        """Label map of ``image`` over ``classes`` (+ background unless disabled)."""
+    def segment(self, image: ImageInput, classes: str | Sequence[str], *, keep_all: bool = False,
+                **overrides: Any) -> SegmentationResult:
+        """Label map of ``image`` over the classes present among ``classes`` (+ background unless
+        disabled); ``keep_all=True`` segments with every given class (the paper's protocol)."""
         config = self.config.replace(**overrides) if overrides else self.config
         self.validate(config)
         names = parse_classes(classes)
         rgb = self.set_image(image, config)
         assert self._cache is not None
         pixels, embeds = self._cache
-        return self._finish([rgb], pixels, embeds, [names], config)[0]
+        return self._finish([rgb], pixels, embeds, [names], config, keep_all)[0]
+
+    def detect_classes(self, image: ImageInput, classes: str | Sequence[str], **overrides: Any) -> Presence:
+        """Only the presence scores and selection (no segmentation, no recurrent check)."""
+        config = self.config.replace(**overrides) if overrides else self.config
+        self.validate(config)
+        names = parse_classes(classes)
+        self.set_image(image, config)
+        assert self._cache is not None
+        return detect(self.backbone, self._cache[1], names, config)
 
     def segment_batch(
         self,
         images: Sequence[ImageInput],
         classes: str | Sequence[str] | Sequence[Sequence[str]],
+        *,
+        keep_all: bool = False,
         **overrides: Any,
     ) -> list[SegmentationResult]:
         """Several images in one forward/backward per pass. ``classes`` is one list for all images
-        or one list per image."""
+        or one list per image (candidates, as in :meth:`segment`)."""
         config = self.config.replace(**overrides) if overrides else self.config
         self.validate(config)
         if classes and not isinstance(classes, str) and not isinstance(classes[0], str):
@@ -191,7 +222,7 @@ class Segmenter:
             per_image = [parse_classes(classes)] * len(images)  # type: ignore[arg-type]
         rgbs = [load_image(img) for img in images]
         pixels = self.backbone.preprocess(rgbs, self.image_size(config))
-        return self._finish(rgbs, pixels, self.backbone.encode_image(pixels), per_image, config)
+        return self._finish(rgbs, pixels, self.backbone.encode_image(pixels), per_image, config, keep_all)
 
     def class_grid_maps(
         self, pixels: torch.Tensor, embeds: torch.Tensor, classes: Sequence[Sequence[str]], config: PipelineConfig
@@ -201,11 +232,55 @@ class Segmenter:
         maps = salience_dropout(self.backbone, pixels, embeds, text, config)
         return [m.float().cpu().numpy() for m in maps.class_maps]
 
-    def _finish(self, rgbs, pixels, embeds, classes, config) -> list[SegmentationResult]:
-        grid_maps = self.class_grid_maps(pixels, embeds, classes, config)
+    def _finish(self, rgbs, pixels, embeds, classes, config, keep_all=True) -> list[SegmentationResult]:
+        if keep_all:
+            return self._segment_known(rgbs, pixels, embeds, classes, config)
+        found = [detect(self.backbone, embeds[i : i + 1], names, config) for i, names in enumerate(classes)]
+        results = self._segment_known(rgbs, pixels, embeds, [p.kept for p in found], config)
+        for _ in range(config.presence_rounds):  # the recurrent check: re-segment those whose set shrank
+            redo = []
+            for i, (res, pres) in enumerate(zip(results, found)):
+                if not pres.kept:
+                    continue
+                seen = recognised(self.presence_clip, res.image, res.labels, res.classes, pres.kept, pres.candidates)
+                if len(seen) < len(pres.kept):
+                    gone = [c for c in pres.kept if c not in seen]
+                    pres.dropped_by_check.append(gone)
+                    pres.notes.append(f"recurrent check round {len(pres.dropped_by_check)}: CLIP did not recognise "
+                                      f"the region of {', '.join(gone)}; dropped")
+                    if not seen and not config.background:  # every pixel needs a label: keep the best
+                        seen = [max(pres.kept, key=lambda c: pres.scores[pres.candidates.index(c)])]
+                    pres.kept = seen
+                    redo.append(i)
+            if not redo:
+                break
+            index = torch.tensor(redo, device=pixels.device)
+            again = self._segment_known([rgbs[i] for i in redo], pixels[index], embeds[index],
+                                        [found[i].kept for i in redo], config)
+            for i, res in zip(redo, again):
+                results[i] = res
+        for res, pres in zip(results, found):
+            res.presence = pres
+        return results
+
+    def _segment_known(self, rgbs, pixels, embeds, classes, config) -> list[SegmentationResult]:
+        """The PnP-OVSS pipeline with known class lists; an empty list gives an all-background image."""
+        todo = [i for i, names in enumerate(classes) if names]
+        maps: dict[int, np.ndarray] = {}
+        if todo:
+            index = torch.tensor(todo, device=pixels.device)
+            sub = (pixels, embeds) if len(todo) == len(classes) else (pixels[index], embeds[index])
+            maps = dict(zip(todo, self.class_grid_maps(*sub, [classes[i] for i in todo], config)))
+        grid = self.backbone.grid(pixels.shape[-1])
         results = []
-        for rgb, names, gm in zip(rgbs, classes, grid_maps):
-            labels, scores = postprocess(gm, rgb, config)
+        for i, (rgb, names) in enumerate(zip(rgbs, classes)):
             label_names = ([BACKGROUND] if config.background else []) + list(names)
+            if i in maps:
+                gm = maps[i]
+                labels, scores = postprocess(gm, rgb, config)
+            else:  # nothing present (only reachable with a background channel)
+                gm = np.zeros((0, *grid), dtype=np.float32)
+                labels = np.zeros(rgb.shape[:2], dtype=np.int64)
+                scores = np.ones((1, *rgb.shape[:2]), dtype=np.float32)
             results.append(SegmentationResult(labels, scores, label_names, rgb, config, gm))
         return results

@@ -144,10 +144,12 @@ def _expand(name: str, spec: Any, backbone: Backbone) -> list:
 
 
 def load_space(spec: str | os.PathLike[str] | Mapping[str, Any] | None, backbone: Backbone,
-               base: PipelineConfig) -> SearchSpace:
-    """A space file (or dict; None = :data:`DEFAULT_SPACE`) checked against the model and config."""
+               base: PipelineConfig, searchable: Sequence[str] | None = None,
+               default: Mapping[str, Any] = DEFAULT_SPACE) -> SearchSpace:
+    """A space file (or dict; None = ``default``) checked against the model and config.
+    ``searchable``: the parameters the objective sees (default: the CLIP reward's)."""
     if spec is None:
-        raw: Mapping[str, Any] = DEFAULT_SPACE
+        raw: Mapping[str, Any] = default
     elif isinstance(spec, Mapping):
         raw = spec
     else:
@@ -160,11 +162,11 @@ def load_space(spec: str | os.PathLike[str] | Mapping[str, Any] | None, backbone
     if not isinstance(raw, Mapping) or not raw:
         raise PnpOvssError("a search space is a JSON object mapping parameter names to candidate values")
     raw = {k: v for k, v in raw.items() if not k.startswith("_")}  # "_comment" keys
-    known = set(MAP_PARAMS) | set(MASK_PARAMS)
+    known = set(searchable) if searchable is not None else set(MAP_PARAMS) | set(MASK_PARAMS)
     values: dict[str, list] = {}
     for name, spec_value in raw.items():
         if name not in known:
-            raise PnpOvssError(f"space: {name!r} cannot be searched (the reward does not see it); searchable: "
+            raise PnpOvssError(f"space: {name!r} cannot be searched (this objective does not see it); searchable: "
                                f"{', '.join(sorted(known))}")
         vals = _expand(name, spec_value, backbone)
         if len({json.dumps(v) for v in vals}) != len(vals):
@@ -289,6 +291,9 @@ class MapCache:
 class RewardEvaluator:
     """Reward of a parameter set summed over a fixed list of images (this process's shard)."""
 
+    rewards = REWARDS
+    """Names of the per-image score columns (:meth:`per_image`), any of which a search may maximise."""
+
     def __init__(self, segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], scorer: ClipScorer, *,
                  all_classes: bool = False, mask_sigma: float = MASK_SIGMA, cache_dir: str | None = None,
                  dist: DistContext | None = None) -> None:
@@ -355,19 +360,23 @@ class RewardEvaluator:
         """Both reward variants summed over all images."""
         return totals(self.per_image(params))
 
+    def run_info(self) -> dict[str, Any]:
+        """What else defines a run of this objective (recorded in ``run.json``)."""
+        return {"mask_sigma": self.mask_sigma, "logit_scale": self.scorer.logit_scale}
 
-def totals(per_image: np.ndarray) -> dict[str, float]:
-    return {name: float(np.sum(per_image[:, k])) for k, name in enumerate(REWARDS)}
+
+def totals(per_image: np.ndarray, names: Sequence[str] = REWARDS) -> dict[str, float]:
+    return {name: float(np.sum(per_image[:, k])) for k, name in enumerate(names)}
 
 
 Z_CAP = 1e6
 
 
-def paired_z(per_image: np.ndarray, base: np.ndarray) -> dict[str, float]:
+def paired_z(per_image: np.ndarray, base: np.ndarray, names: Sequence[str] = REWARDS) -> dict[str, float]:
     """Paired z-score of each variant's per-image gain over the base configuration: mean gain over
     its standard error (capped at +-1e6 when every image gains the same; 0 when nothing changes)."""
     out = {}
-    for k, name in enumerate(REWARDS):
+    for k, name in enumerate(names):
         gain = per_image[:, k] - base[:, k]
         mean = float(gain.mean())
         se = float(gain.std(ddof=1)) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
@@ -478,8 +487,8 @@ def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, se
     from gradient_free_optimizers.ask_tell import RandomSearchOptimizer
     from tqdm import tqdm
 
-    if reward not in REWARDS:
-        raise PnpOvssError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
+    if reward not in evaluator.rewards:
+        raise PnpOvssError(f"reward must be one of {', '.join(evaluator.rewards)}, got {reward!r}")
     if iters < 1:
         raise PnpOvssError(f"--iters must be >= 1, got {iters}")
     dist = evaluator.dist
@@ -490,8 +499,7 @@ def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, se
     dist.barrier()
     info = _canon({**(run_info or {}), "seed": seed, "reward": reward, "reward_version": REWARD_VERSION,
                    "trace_format": TRACE_FORMAT,
-                   "space": space.values, "base_config": evaluator.base.to_dict(),
-                   "mask_sigma": evaluator.mask_sigma, "logit_scale": evaluator.scorer.logit_scale})
+                   "space": space.values, "base_config": evaluator.base.to_dict(), **evaluator.run_info()})
     with _exclusive(out, main):
         _check_run(out, info, write=main)
         log = TraceLog(out / TRACE_FILE)
@@ -555,7 +563,8 @@ class _SearchState:
                 images = self.evaluator.per_image(params)
                 if t == 0:
                     self._base_images = images
-                rewards, z = totals(images), paired_z(images, self.base_images())
+                names = self.evaluator.rewards
+                rewards, z = totals(images, names), paired_z(images, self.base_images(), names)
             rec = {"trial": t, "params": params, "reward": rewards[self.reward], "rewards": rewards, "z": z,
                    "repeat": repeat, "seconds": round(time.perf_counter() - t0, 4)}
             if self.main:

@@ -41,10 +41,11 @@ def test_image_encoding_is_cached(segmenter, rng, monkeypatch):
     calls = []
     real = segmenter.backbone.encode_image
     monkeypatch.setattr(segmenter.backbone, "encode_image", lambda px: (calls.append(1), real(px))[1])
-    a = segmenter.segment(img, ["cat", "dog"], drop_iters=1)
-    b = segmenter.segment(img, ["sky"], drop_iters=1, threshold=0.5)
+    a = segmenter.segment(img, ["cat", "dog"], keep_all=True, drop_iters=1)
+    b = segmenter.segment(img, ["sky"], keep_all=True, drop_iters=1, threshold=0.5)
+    segmenter.segment(img, ["cat", "sky"], drop_iters=1)  # presence scoring reuses the encoding too
     assert len(calls) == 1
-    segmenter.segment(img[:, ::-1], ["sky"], drop_iters=1)
+    segmenter.segment(img[:, ::-1], ["sky"], keep_all=True, drop_iters=1)
     assert len(calls) == 2
     assert a.labels.shape == (20, 30) and a.classes == ["background", "cat", "dog"] and b.classes == ["background", "sky"]
     assert a.overlay().size[0] == 30 and a.heatmap("cat").size == (30, 20)
@@ -53,9 +54,9 @@ def test_image_encoding_is_cached(segmenter, rng, monkeypatch):
 def test_batch_equals_single(segmenter, rng):
     imgs = [(rng.random((24, 24, 3)) * 255).astype(np.uint8) for _ in range(2)]
     classes = [["cat", "dog"], ["potted plant", "sky", "car"]]
-    batch = segmenter.segment_batch(imgs, classes)
+    batch = segmenter.segment_batch(imgs, classes, keep_all=True)
     for img, cls, res in zip(imgs, classes, batch):
-        single = segmenter.segment(img, cls)
+        single = segmenter.segment(img, cls, keep_all=True)
         np.testing.assert_allclose(single.grid_maps, res.grid_maps, rtol=1e-4, atol=1e-7)
         np.testing.assert_array_equal(single.labels, res.labels)
 

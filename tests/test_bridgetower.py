@@ -168,10 +168,25 @@ def test_paper_defaults_and_model_preset(bt, tiny_bt_dir):
 def test_cli_segment_on_saved_tiny_bridgetower(tiny_bt_dir, tmp_path, rng):
     Image.fromarray(images(rng, 1, (30, 44, 3))[0]).save(tmp_path / "im.png")
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["segment", str(tmp_path / "im.png"), "--classes", "cat,batman",
+    res = CliRunner().invoke(main, ["segment", str(tmp_path / "im.png"), "--classes", "cat,batman", "--keep-all",
                                     "--model", str(tiny_bt_dir), "--out", str(out), "--drop-iters", "2"],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     meta = json.loads((out / "im.json").read_text())
     assert meta["classes"] == ["background", "cat", "batman"] and meta["config"]["image_size"] == 56
     assert Image.open(out / "im.labels.png").size == (44, 30)
+
+
+def test_presence_scores_are_the_public_itm_probability(bt, rng):
+    """BridgeTower gets class presence through the same Backbone interface: one image's cached
+    features against many captions (repeated, since its cross-modal encoder does not broadcast)."""
+    from pnpovss.presence import presence_scores
+
+    pixels = bt.preprocess(images(rng, 1), 56)
+    names = ["cat", "batman", "sky"]
+    got = presence_scores(bt, bt.encode_image(pixels), names, "a picture of ", chunk_size=2)
+    for name, score in zip(names, got):
+        text = bt.build_text("a picture of ", [[name]])
+        with torch.no_grad():
+            public = bt.model(input_ids=text.input_ids, attention_mask=text.attention_mask, pixel_values=pixels)
+        assert score == pytest.approx(torch.softmax(public.logits, dim=-1)[0, 1].item(), abs=1e-5)

@@ -25,7 +25,7 @@ def run(*args):
 
 def test_segment_writes_three_files_per_image(tiny_blip_dir, images, tmp_path):
     out = tmp_path / "out"
-    res = run("segment", images, "--classes", "cat, batman,grass", "--model", tiny_blip_dir, "--out", out,
+    res = run("segment", images, "--classes", "cat, batman,grass", "--keep-all", "--model", tiny_blip_dir, "--out", out,
               "--layer", 2, "--head", "0,1", "--drop-iters", 2, "--batch-size", 2)
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -43,7 +43,7 @@ def test_segment_writes_three_files_per_image(tiny_blip_dir, images, tmp_path):
 
 def test_no_crf_and_no_background(tiny_blip_dir, images, tmp_path):
     out = tmp_path / "o2"
-    res = run("segment", images / "im0.png", "--classes", "cat,dog", "--model", tiny_blip_dir, "--out", out,
+    res = run("segment", images / "im0.png", "--classes", "cat,dog", "--keep-all", "--model", tiny_blip_dir, "--out", out,
               "--layer", 3, "--head", "all", "--no-crf", "--no-background", "--halving", "--image-size", 48)
     assert res.exit_code == 0, res.output
     meta = json.loads((out / "im0.json").read_text())
@@ -55,7 +55,7 @@ def test_no_crf_and_no_background(tiny_blip_dir, images, tmp_path):
     (["--classes", "cat,,dog"], "non-empty"),
     (["--classes", "cat,Cat"], "given twice"),
     (["--classes", "cat,background"], "added automatically"),
-    (["--classes", ",".join(f"c{i}" for i in range(70))], "text tokens"),
+    (["--classes", ",".join(f"c{i}" for i in range(70)), "--keep-all"], "text tokens"),  # candidates: the best fit
     (["--classes", "cat", "--layer", "9"], "layer 9 is out of range"),
     (["--classes", "cat", "--head", "5"], "head 5 is out of range"),
     (["--classes", "cat", "--head", "x"], "--head takes"),

@@ -16,7 +16,8 @@ from pnpovss.config import PipelineConfig
 from pnpovss.demo import POSTPROCESS_FIELDS, DemoEngine, segment_kwargs
 from pnpovss.errors import ImageLoadError, PnpOvssError
 
-PAGE = dict(layer=2, head="1", drop_iters=2, drop_k=3, halving=False, threshold=0.15, blur_sigma=0.05, crf=True)
+PAGE = dict(layer=2, head="1", drop_iters=2, drop_k=3, halving=False, threshold=0.15, blur_sigma=0.05, crf=True,
+            presence=False, presence_threshold=0.9)  # the random tiny model finds nothing: segment every class
 
 
 @pytest.fixture
@@ -70,13 +71,15 @@ def test_postprocessing_change_reuses_the_maps_and_matches_a_fresh_run(engine, s
 
 def test_postprocess_fields_leave_the_grid_maps_alone(segmenter, photo):
     """The cache key leaves out POSTPROCESS_FIELDS: changing all of them must not change the maps."""
-    changed = dict(threshold=0.5, threshold_mode="binary", background=False, background_rule="one_minus_sum",
+    changed = dict(threshold=0.5, threshold_mode="binary", background_rule="one_minus_sum",
                    blur=False, blur_sigma=0.2, crf=False, crf_unary="probs", crf_iters=3, crf_gaussian_sxy=1.0,
                    crf_gaussian_compat=2.0, crf_bilateral_sxy=9.0, crf_bilateral_srgb=2.0, crf_bilateral_compat=3.0)
     assert set(changed) == POSTPROCESS_FIELDS
-    base = segmenter.segment(str(photo), ["sky", "sand"])
-    other = segmenter.segment(str(photo), ["sky", "sand"], **changed)
-    np.testing.assert_array_equal(base.grid_maps, other.grid_maps)
+    for keep_all in (True, False):  # presence threshold 0: every candidate kept, so there are maps
+        base = segmenter.segment(str(photo), ["sky", "sand"], keep_all=keep_all, presence_threshold=0.0)
+        other = segmenter.segment(str(photo), ["sky", "sand"], keep_all=keep_all, presence_threshold=0.0, **changed)
+        assert base.grid_maps.shape[0] == 2
+        np.testing.assert_array_equal(base.grid_maps, other.grid_maps)
 
 
 def test_downloads_are_what_the_cli_writes(engine, photo, tmp_path):
@@ -87,12 +90,12 @@ def test_downloads_are_what_the_cli_writes(engine, photo, tmp_path):
     assert record == out.record
     cli_out = tmp_path / "cli"
     res = CliRunner().invoke(main, ["segment", str(photo), "--classes", "sky,sand", "--model", str(engine.seg.backbone.source),
-                                    "--layer", "2", "--head", "1", "--drop-iters", "2", "--drop-k", "3",
+                                    "--layer", "2", "--head", "1", "--drop-iters", "2", "--drop-k", "3", "--keep-all",
                                     "--out", str(cli_out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     cli_record = json.loads((cli_out / "photo.json").read_text())
     assert cli_record["image"] == str(photo) and record["image"] == "photo.png"
-    for key in ("classes", "size", "config"):
+    for key in ("candidates", "keep_all", "classes", "presence", "presence_notes", "size", "config"):
         assert record[key] == cli_record[key]
     assert record["fractions"] == pytest.approx(cli_record["fractions"], abs=1e-12)
 
@@ -144,9 +147,10 @@ def test_segment_kwargs_maps_the_page_controls():
     kw = segment_kwargs(layer=3.0, head="0, 2", drop_iters=4, drop_k=10, halving=True, threshold=0.2,
                         blur_sigma=0.04, crf=False)
     assert kw == dict(layer=3, head=(0, 2), drop_iters=4, drop_k=10, halving=True, threshold=0.2, blur_sigma=0.04,
-                      crf=False)
+                      crf=False, keep_all=False, presence_threshold=0.9)
     assert segment_kwargs(**{**PAGE, "head": "mean"})["head"] is None
-    PipelineConfig().replace(**kw)  # every key is a pipeline option
+    assert segment_kwargs(**PAGE)["keep_all"] is True
+    PipelineConfig().replace(**{k: v for k, v in kw.items() if k != "keep_all"})  # the rest are pipeline options
 
 
 def test_cli_and_demo_package_do_not_import_gradio():
@@ -220,3 +224,19 @@ def test_demo_on_a_taken_port_is_a_one_line_error():
     assert res.exit_code == 1, res.output
     last = res.output.strip().splitlines()[-1]
     assert last == f"Error: cannot serve on 127.0.0.1:{port} (the port is in use); pass a free --port"
+
+
+def test_presence_filter_on_the_page(engine, photo, map_calls):
+    """With the filter on, the result carries every candidate's presence and the table shows it;
+    the presence threshold decides the caption, so changing it recomputes the maps."""
+    out = engine.run(photo, "sky, sand", **page(presence=True, presence_threshold=0.0))
+    assert out.record["keep_all"] is False and set(out.record["presence"]) == {"sky", "sand"}
+    assert out.table_headers() == ["label", "pixels %", "presence score", "kept"]
+    assert out.result.classes == ["background", "sky", "sand"]  # threshold 0: every candidate kept
+    calls = len(map_calls)
+    none = engine.run(photo, "sky, sand", **page(presence=True, presence_threshold=1.0))
+    assert not none.maps_cached and len(map_calls) == calls  # nothing kept: no GradCAM at all
+    assert none.result.classes == ["background"] and (none.result.labels == 0).all()
+    again = engine.run(photo, "sky, sand", **page(presence=True, presence_threshold=1.0, threshold=0.5))
+    assert again.maps_cached and again.result.classes == ["background"] and (again.result.labels == 0).all()
+    assert {r[0]: r[1:] for r in again.table()}["sky"][0] == 0.0

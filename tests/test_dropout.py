@@ -74,9 +74,11 @@ def test_dropout_passes_reencode_masked_pixels(segmenter, rng, monkeypatch, halv
     for t, (maps, m) in enumerate(zip(seen_maps, masks)):
         per_class = torch.stack([(maps[0] * ~m)[pos].mean(0) for pos in text.class_tokens[0]])
         expect = expect + (2 if t == 0 else 1) * per_class
+        torch.testing.assert_close(result.passes[t][0], per_class.view(2, 4, 4))  # each pass, as recorded
         if t:
             assert (per_class[:, m] == 0).all()
     torch.testing.assert_close(result.class_maps[0], expect.view(2, 4, 4))
+    assert len(result.passes) == 3
 
 
 def test_attention_drop_mode_encodes_once(segmenter, rng, monkeypatch):

@@ -40,21 +40,22 @@ class Oracle:
         self.config = PipelineConfig()
         self.backbone = SimpleNamespace(source="oracle")
 
-    def segment(self, image, names, background):
+    def segment(self, image, names, keep_all, background):
         self.calls.append((list(names), background))
         truth = self.ds[0].label
         order = ([self.ds.classes[0]] if background else []) + list(names)
         labels = np.zeros(truth.shape, np.int64)
         for k, name in enumerate(order):
             labels[truth == self.ds.classes.index(name)] = k
-        return SimpleNamespace(labels=labels)
+        return SimpleNamespace(labels=labels, classes=order)
 
 
 @pytest.mark.parametrize("background", [True, False])
 def test_pipeline_labels_map_back_to_dataset_ids(background):
     ds = Tiny(background)
     seg = Oracle(ds)
-    pred = predict(seg, ds, ds[0])
+    pred, used = predict(seg, ds, ds[0])
+    assert used == [ds.classes.index("a"), ds.classes.index("c")]
     keep = ds[0].label != IGNORE_INDEX
     assert np.array_equal(pred[keep], ds[0].label[keep])
     assert seg.calls == [(["a", "c"], background)]  # the image-level labels, in dataset order
@@ -65,7 +66,7 @@ def test_pipeline_labels_map_back_to_dataset_ids(background):
 def test_image_without_labels_is_all_background():
     ds = Tiny(True)
     seg = Oracle(ds)
-    assert not predict(seg, ds, ds[1]).any() and not seg.calls
+    assert not predict(seg, ds, ds[1])[0].any() and not seg.calls
     res = evaluate(seg, ds, [0, 1], progress=False)
     assert res.summary["per_class"]["background"] == 100.0 and res.summary["per_class"]["b"] is None
     assert res.summary["miou"] == 100.0 and res.images == 2 and res.matrix.sum() == 5 + 6
@@ -95,10 +96,10 @@ def test_interrupted_evaluation_resumes_where_it_stopped():
     reference = evaluate(Oracle(ds), ds, [0, 1, 2], progress=False)
 
     class Interrupted(Oracle):
-        def segment(self, image, names, background):
+        def segment(self, image, names, keep_all, background):
             if len(self.calls) == 1:  # image 0 went through; Ctrl-C during image 2
                 raise KeyboardInterrupt
-            return super().segment(image, names, background)
+            return super().segment(image, names, keep_all, background)
 
     with pytest.raises(KeyboardInterrupt):
         evaluate(Interrupted(ds), ds, [0, 1, 2], progress=False, resume=True)

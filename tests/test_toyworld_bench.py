@@ -68,7 +68,7 @@ def test_benchmark_small_run_has_every_row():
     bench = load_bench()
     out = bench.run("toy", seed=3, images=2, size=96)
     expected = {"random_weights", "no_vlm", "attention", "gradcam", "gradcam+dropout", "gradcam+dropout+blur",
-                "full", "full_all_classes", "oracle_grid_maps"}
+                "full", "vocab_all", "vocab_detect", "vocab_detect_recurrent", "oracle_grid_maps"}
     assert set(out["rows"]) == expected and set(out["options"]) == set(bench.OPTIONS)
     for row in out["rows"].values():
         assert 0 <= row["miou"] <= 100 and set(row["per_class"]) == set(bench.CLASSES)

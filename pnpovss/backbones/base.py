@@ -161,9 +161,31 @@ class Backbone(abc.ABC):
         """The modules whose ``output[1]`` are the text-to-image attention probabilities of each
         requested (1-based) layer, shaped (B, heads, T, 1+P)."""
 
+    broadcasts_image: bool = False
+    """True when the text side accepts image tokens of batch 1 for a batch of captions (BLIP's
+    cross-attention broadcasts): the image keys/values are then projected once, not per caption."""
+
     @abc.abstractmethod
+    def _itm_logits(self, image_embeds: torch.Tensor, text: TextBatch, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """Pre-softmax ITM logits (no match, match), shape (B, 2)."""
+
     def _itm_logit(self, image_embeds: torch.Tensor, text: TextBatch, key_mask: torch.Tensor | None) -> torch.Tensor:
-        """Pre-softmax ITM *match* logit, shape (B,)."""
+        """Pre-softmax ITM *match* logit, shape (B,): what GradCAM differentiates."""
+        return self._itm_logits(image_embeds, text, key_mask)[:, 1]
+
+    @torch.no_grad()
+    def match_probability(self, image_embeds: torch.Tensor, text: TextBatch) -> torch.Tensor:
+        """ITM match probability (softmax over the head's two logits) of every caption in ``text``
+        against one image (``image_embeds`` of batch 1), shape (len(captions),). No autograd."""
+        if image_embeds.shape[0] != 1:
+            raise ValueError("match_probability takes the tokens of one image (batch 1)")
+        n = text.input_ids.shape[0]
+        embeds = image_embeds if self.broadcasts_image else image_embeds.expand(n, *image_embeds.shape[1:])
+        return torch.softmax(self._itm_logits(embeds, text, None).float(), dim=-1)[:, 1]
+
+    def caption_length(self, prompt: str, classes: Sequence[str]) -> int:
+        """Number of text tokens (special tokens included) of the caption naming ``classes``."""
+        return len(self._tokenize_with_offsets(caption_for(prompt, classes)[0])[0])
 
     def match(
         self,

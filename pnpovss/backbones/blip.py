@@ -9,7 +9,7 @@ asked, so any multiple of the patch size works (768 px -> 48x48 patches for BLIP
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,10 +75,19 @@ class BlipBackbone(Backbone):
             ids = [self.enc_token_id, *ids[1:]]
         return ids
 
+    @torch.no_grad()
+    def match_probability(self, image_embeds: torch.Tensor, text: TextBatch) -> torch.Tensor:
+        """As :meth:`Backbone.match_probability`, with the image's keys/values shared by all captions."""
+        modules = self.cross_attention_modules(range(1, self.num_layers + 1)).values()
+        with shared_image_attention(modules if image_embeds.shape[0] == 1 else ()):
+            return super().match_probability(image_embeds, text)
+
     def cross_attention_modules(self, layers: Sequence[int]) -> dict[int, torch.nn.Module]:
         return {layer: self.model.text_encoder.encoder.layer[layer - 1].crossattention.self for layer in layers}
 
-    def _itm_logit(self, image_embeds: torch.Tensor, text: TextBatch, key_mask: torch.Tensor | None) -> torch.Tensor:
+    broadcasts_image = True
+
+    def _itm_logits(self, image_embeds: torch.Tensor, text: TextBatch, key_mask: torch.Tensor | None) -> torch.Tensor:
         if key_mask is None:
             key_mask = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image_embeds.device)
         out = self.model.text_encoder(
@@ -87,7 +96,46 @@ class BlipBackbone(Backbone):
             encoder_hidden_states=image_embeds,
             encoder_attention_mask=key_mask,
         )
-        return self.model.itm_head(out.last_hidden_state[:, 0, :])[:, 1]
+        return self.model.itm_head(out.last_hidden_state[:, 0, :])
+
+
+def _shared_image_forward(module: torch.nn.Module):
+    """A BLIP text cross-attention forward for B captions against ONE image (encoder states of
+    batch 1): the captions' queries are stacked into one sequence, so the image keys/values are
+    projected once and never copied per caption (broadcasting matmul would copy them B times)."""
+
+    def forward(hidden_states: torch.Tensor, attention_mask=None, encoder_hidden_states=None,
+                encoder_attention_mask=None, **_kwargs) -> tuple[torch.Tensor, None]:
+        bsz, t, _ = hidden_states.shape
+        h, d = module.num_attention_heads, module.attention_head_size
+        q = module.query(hidden_states).view(bsz, t, h, d).permute(2, 0, 1, 3).reshape(1, h, bsz * t, d)
+        k = module.key(encoder_hidden_states).view(1, -1, h, d).transpose(1, 2)
+        v = module.value(encoder_hidden_states).view(1, -1, h, d).transpose(1, 2)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=encoder_attention_mask)  # scale 1/sqrt(d)
+        return ctx.reshape(h, bsz, t, d).permute(1, 2, 0, 3).reshape(bsz, t, h * d), None
+
+    return forward
+
+
+@contextmanager
+def swapped_forwards(modules: Iterable[torch.nn.Module], make_forward) -> Iterator[None]:
+    """Within the block, each module's ``forward`` is ``make_forward(module)``: an instance
+    attribute, so the class and other models are untouched; always restored on exit."""
+    swapped = []
+    try:
+        for module in modules:
+            module.forward = make_forward(module)
+            swapped.append(module)
+        yield
+    finally:
+        for module in swapped:
+            del module.forward
+
+
+def shared_image_attention(modules: Iterable[torch.nn.Module]):
+    """Within the block, the given cross-attention modules use :func:`_shared_image_forward`
+    (inference on one image only; no attention probabilities)."""
+    return swapped_forwards(modules, _shared_image_forward)
 
 
 def _sdpa_forward(module: torch.nn.Module):
@@ -103,21 +151,11 @@ def _sdpa_forward(module: torch.nn.Module):
     return forward
 
 
-@contextmanager
-def fused_attention(vision_model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+def fused_attention(vision_model: torch.nn.Module, enabled: bool = True):
     """Within the block, every vision self-attention module of ``vision_model`` uses fused attention.
 
     Instance attributes only (the class and other models are untouched), always restored on exit.
     Only for inference: no attention probabilities are returned and dropout is not applied.
     """
-    swapped = []
-    try:
-        if enabled:
-            for module in vision_model.modules():
-                if type(module).__name__ == "BlipAttention" and hasattr(module, "qkv"):
-                    module.forward = _sdpa_forward(module)
-                    swapped.append(module)
-        yield
-    finally:
-        for module in swapped:
-            del module.forward
+    modules = [m for m in vision_model.modules() if type(m).__name__ == "BlipAttention" and hasattr(m, "qkv")]
+    return swapped_forwards(modules if enabled else [], _sdpa_forward)

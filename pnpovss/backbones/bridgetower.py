@@ -127,14 +127,14 @@ class BridgeTowerBackbone(Backbone):
         finally:
             self._grad_from = 1
 
-    def _itm_logit(self, image_embeds: torch.Tensor, text: TextBatch, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def _itm_logits(self, image_embeds: torch.Tensor, text: TextBatch, key_mask: torch.Tensor | None) -> torch.Tensor:
         return self._cross_modal_logit(image_embeds, text, key_mask, grad_from=self._grad_from)
 
     def _cross_modal_logit(
         self, image_embeds: torch.Tensor, text: TextBatch, key_mask: torch.Tensor | None, grad_from: int
     ) -> torch.Tensor:
         """The cross-modal half of ``BridgeTowerModel.forward`` on cached vision features, then the
-        ITM head's match logit. Cross-modal layers before ``grad_from`` (1-based) run without
+        ITM head's (no match, match) logits. Cross-modal layers before ``grad_from`` (1-based) run without
         autograd and that layer's image input is made a grad-requiring leaf, so the attention
         probabilities from there on are differentiable. ``key_mask`` hides image tokens from both
         places the cross-modal encoder reads them: the text stream's cross-attention and the image
@@ -180,4 +180,4 @@ class BridgeTowerBackbone(Backbone):
                     image_in, text_in, attention_mask=image_mask, encoder_attention_mask=text_mask
                 )[0]
         with torch.set_grad_enabled(grad_wanted):
-            return self.model.itm_score(bt.get_cls_features(text_out, image_out))[:, 1]
+            return self.model.itm_score(bt.get_cls_features(text_out, image_out))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import PnpOvssError
-from .base import IGNORE_INDEX, SegDataset, SegSample, read_classnames, subset_indices
+from .base import CLASSNAMES_DIR, IGNORE_INDEX, SegDataset, SegSample, read_classnames, subset_indices
 from .mmseg import ADE20K, COCOObject, COCOStuff, FolderDataset, PascalContext, PascalVOC
 from .toyworld import DEFAULT_IMAGES, ToyWorld
 
@@ -42,6 +42,36 @@ DATASETS: dict[str, Callable[..., SegDataset]] = {
 """``voc`` = ``voc21`` and ``context`` = ``context59`` (the usual meaning in OVSS papers)."""
 
 
+VOCABULARY_FILES: dict[str, str] = {
+    "voc": "voc.txt", "voc21": "voc.txt", "voc20": "voc.txt",
+    "context": "context.txt", "context59": "context.txt", "context60": "context.txt",
+    "coco-object": "coco_object.txt", "coco-stuff": "coco_stuff.txt", "ade20k": "ade20k.txt",
+}
+"""The class-name file of each folder dataset (``toyworld``'s vocabulary is its shapes)."""
+
+
+def load_vocabulary(spec: str | Path) -> list[str]:
+    """``--vocab``: a dataset name or a class-name file (one class per line, optional synonyms after
+    commas of which the first is used) -> caption names. A ``background`` line is skipped: the
+    pipeline adds background itself."""
+    key = str(spec).lower()
+    if key == "toyworld":
+        from ..toyworld.world import SHAPES
+
+        return list(SHAPES)
+    if key in VOCABULARY_FILES:
+        path = CLASSNAMES_DIR / VOCABULARY_FILES[key]
+    elif Path(spec).is_file():
+        path = Path(spec)
+    else:
+        raise PnpOvssError(f"--vocab {str(spec)!r} is neither a dataset name ({', '.join(DATASETS)}) nor an "
+                           "existing class-name file (one class per line)")
+    names = [syn[0] for syn in read_classnames(path) if syn[0].lower() != "background"]
+    if not names:
+        raise PnpOvssError(f"vocabulary file {path} holds no class names; write one class per line")
+    return names
+
+
 def load_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, images: int | None = None,
                  size: int | None = None) -> SegDataset:
     """Build dataset ``name``; a missing/malformed root raises a one-line error naming the layout."""
@@ -54,5 +84,6 @@ def load_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, im
 
 __all__ = [
     "ADE20K", "COCOObject", "COCOStuff", "DATASETS", "FolderDataset", "IGNORE_INDEX", "PascalContext",
-    "PascalVOC", "SegDataset", "SegSample", "ToyWorld", "load_dataset", "read_classnames", "subset_indices",
+    "PascalVOC", "SegDataset", "SegSample", "ToyWorld", "load_dataset", "load_vocabulary", "read_classnames",
+    "subset_indices",
 ]

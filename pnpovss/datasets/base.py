@@ -38,8 +38,9 @@ def read_classnames(path: str | Path) -> list[list[str]]:
     p = Path(path)
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise PnpOvssError(f"class-name file {p} is not readable ({exc.__class__.__name__})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PnpOvssError(f"class-name file {p} is not readable ({exc.__class__.__name__}); "
+                           "write it as UTF-8 text, one class per line") from None
     classes = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

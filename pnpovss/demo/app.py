@@ -79,9 +79,10 @@ def build_app(engine: DemoEngine) -> Any:
     head_text = "mean" if cfg.head is None else ",".join(str(h) for h in cfg.heads_tuple() or ())
 
     def answer(image: str | None, classes: str, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma,
-               crf, progress=gr.Progress()):
+               crf, presence, presence_threshold, progress=gr.Progress()):
         try:
-            kwargs = segment_kwargs(layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf)
+            kwargs = segment_kwargs(layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
+                                    presence_threshold)
             out = engine.run(image, classes, name=upload_name(image),
                              progress=lambda desc: progress(0.0, desc=desc), **kwargs)
         except PnpOvssError as exc:
@@ -94,12 +95,13 @@ def build_app(engine: DemoEngine) -> Any:
             out.status(),
         )
 
-    def live(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf,
-             progress=gr.Progress()):
+    def live(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
+             presence_threshold, progress=gr.Progress()):
         """Post-processing controls: answer only once a picture is there (maps come from the cache)."""
         if image is None:
             return (gr.skip(),) * 5
-        return answer(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, progress)
+        return answer(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
+                      presence_threshold, progress)
 
     def api_segment(image: str | None, classes: str) -> tuple[str, dict]:
         try:
@@ -120,6 +122,12 @@ def build_app(engine: DemoEngine) -> Any:
                 vocabulary = gr.Dropdown([OWN_WORDS, *vocab], value=OWN_WORDS, label="Vocabulary")
                 classes = gr.Textbox(label="Classes (comma-separated)", placeholder="circle, star",
                                      elem_id="classes")
+                with gr.Row():
+                    presence = gr.Checkbox(True, label="presence filter: segment only the classes the model finds",
+                                           elem_id="presence")
+                    presence_threshold = gr.Slider(0.0, 1.0, cfg.presence_threshold, step=0.01,
+                                                   label="presence threshold (ITM probability)",
+                                                   elem_id="presence-threshold")
                 run = gr.Button("Segment", variant="primary", elem_id="run")
                 with gr.Accordion("Maps: GradCAM and Salience DropOut (recomputed)", open=True):
                     layer = gr.Number(cfg.layer, precision=0, label=f"layer (1..{engine.seg.backbone.num_layers})",
@@ -152,7 +160,7 @@ def build_app(engine: DemoEngine) -> Any:
             api_json = gr.JSON()
             api_button = gr.Button()
 
-        knobs = [layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf]
+        knobs = [layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence, presence_threshold]
         outputs = [overlay, heatmaps, table, files, status]
         vocabulary.change(lambda v: gr.skip() if v == OWN_WORDS else vocab[v], vocabulary, classes,
                           api_visibility="private")

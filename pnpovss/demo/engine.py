@@ -29,11 +29,12 @@ from ..pipeline import SegmentationResult, Segmenter, parse_classes
 from ..postprocess import postprocess
 
 POSTPROCESS_FIELDS = frozenset(
-    {"threshold", "threshold_mode", "background", "background_rule", "blur", "blur_sigma"}
+    {"threshold", "threshold_mode", "background_rule", "blur", "blur_sigma"}
     | {f.name for f in fields(PipelineConfig) if f.name.startswith("crf")}
 )
 """Config fields read only by ``postprocess`` (not by GradCAM / DropOut): changing them reuses the
-cached grid maps. Any other field, and any non-config keyword, is part of the cache key."""
+cached grid maps. Any other field, and any non-config keyword, is part of the cache key.
+``background`` is left out on purpose: the class-presence stage reads it to choose the caption."""
 
 CONFIG_FIELDS = frozenset(f.name for f in fields(PipelineConfig))
 
@@ -51,7 +52,8 @@ def parse_head_text(text: str | int | None) -> int | tuple[int, ...] | None:
 
 
 def segment_kwargs(layer: float, head: str, drop_iters: float, drop_k: float, halving: bool,
-                   threshold: float, blur_sigma: float, crf: bool) -> dict[str, Any]:
+                   threshold: float, blur_sigma: float, crf: bool, presence: bool = True,
+                   presence_threshold: float = PipelineConfig.presence_threshold) -> dict[str, Any]:
     """The page's controls -> ``Segmenter.segment`` keyword arguments: the one place they meet the
     pipeline (more controls, e.g. a presence filter, add their keywords here)."""
     def whole(name: str, value: float) -> int:
@@ -68,6 +70,8 @@ def segment_kwargs(layer: float, head: str, drop_iters: float, drop_k: float, ha
         "threshold": float(threshold),
         "blur_sigma": float(blur_sigma),
         "crf": bool(crf),
+        "keep_all": not presence,
+        "presence_threshold": float(presence_threshold),
     }
 
 
@@ -187,7 +191,7 @@ class DemoEngine:
                 else:
                     res = dataclasses.replace(base, config=config)
                 cached = True
-            files, record = self._write(res, name)
+            files, record = self._write(res, name, names, bool(kwargs.get("keep_all", False)))
             return DemoResult(res, name, cached, self.map_runs, self._calls, time.perf_counter() - start, files,
                               record)
 
@@ -198,12 +202,13 @@ class DemoEngine:
         extra = {k: v for k, v in kwargs.items() if k not in CONFIG_FIELDS}
         return digest, tuple(names), json.dumps(maps, sort_keys=True), json.dumps(extra, sort_keys=True, default=str)
 
-    def _write(self, res: SegmentationResult, name: str) -> tuple[list[Path], dict[str, Any]]:
+    def _write(self, res: SegmentationResult, name: str, candidates: list[str],
+               keep_all: bool) -> tuple[list[Path], dict[str, Any]]:
         """NAME.labels.png and NAME.json into a fresh folder per answer (visitors never share one);
         only the newest ``keep_outputs`` folders are kept."""
         self._calls += 1
         folder = self.out_dir / f"{self._calls:06d}"
-        record = res.to_json(image=name, model=self.model)
+        record = res.to_json(image=name, model=self.model, candidates=candidates, keep_all=keep_all)
         stem = Path(name).stem or "image"
         labels_path, json_path = folder / f"{stem}.labels.png", folder / f"{stem}.json"
         atomic_save_image(labels_path, label_png(res.labels))

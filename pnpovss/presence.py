@@ -1,0 +1,123 @@
+"""Class presence: which of the candidate classes are in the image at all (before PnP-OVSS step 1).
+
+Why: PnP-OVSS gives every class named in its caption some pixels, so the paper must be told which
+classes an image holds (ground-truth labels, later GPT-4o's lists). A user types candidates, or
+passes a dataset's whole vocabulary; this stage turns that list into the caption, training-free:
+
+1. **Score** every candidate with the backbone's own ITM head: the match probability (softmax of
+   its two logits) of a caption naming only that class (``prompt + name``), against the image
+   tokens the pipeline encodes anyway (pass 0, cached by :class:`~pnpovss.Segmenter`). Captions
+   go in chunks; on BLIP the chunk's queries attend to one copy of the image's keys and values
+   (``blip.shared_image_attention``), projected once per chunk, not once per candidate.
+2. **Select** the candidates whose probability reaches ``presence_threshold``; at most as many as
+   the caption can hold (the best-scoring ones, with a note); none passing means an all-background
+   image, or, without a background channel, the best-scoring class (every pixel needs a label).
+3. **Recurrent check** (optional, ``presence_rounds``; CLIP-as-RNN's idea with the tuning reward's
+   machinery): segment with the kept classes, ask CLIP whether each class's region looks more like
+   that class than a blank image does (softmax over all candidates), drop those it does not
+   recognise and segment again, until the set stops changing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .backbones.base import Backbone
+from .config import PipelineConfig
+
+CHUNK_SIZE = 256
+"""Captions per ITM forward when scoring candidates: bounds memory for large vocabularies; each chunk
+projects the image keys/values once (BLIP-large: ~22 GFLOP), so chunks are large."""
+
+
+@dataclass
+class Presence:
+    """The presence decision for one image: every candidate's score and which were kept."""
+
+    candidates: list[str]
+    scores: list[float]
+    """ITM match probability of each candidate (same order)."""
+    kept: list[str]
+    """Candidates in the caption, in candidate order."""
+    notes: list[str] = field(default_factory=list)
+    """Why the selection differs from the plain threshold (caption capacity, no class present...)."""
+    dropped_by_check: list[list[str]] = field(default_factory=list)
+    """Classes the recurrent check removed, one list per round that removed any."""
+
+    def to_json(self) -> dict[str, dict[str, float | bool]]:
+        return {c: {"score": round(float(s), 6), "kept": c in self.kept} for c, s in zip(self.candidates, self.scores)}
+
+
+def presence_scores(backbone: Backbone, image_embeds: torch.Tensor, classes: Sequence[str], prompt: str,
+                    chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+    """(C,) ITM match probability of ``prompt + name`` for each class, for one image (batch-1 tokens)."""
+    out = []
+    for start in range(0, len(classes), chunk_size):
+        chunk = [[name] for name in classes[start : start + chunk_size]]
+        out.append(backbone.match_probability(image_embeds, backbone.build_text(prompt, chunk)))
+    return torch.cat(out).cpu().numpy().astype(np.float64)
+
+
+def select_classes(classes: Sequence[str], scores: Sequence[float], threshold: float, *, background: bool,
+                   fits: Callable[[list[str]], bool] = lambda _names: True) -> tuple[list[str], list[str]]:
+    """(kept classes in candidate order, notes). ``fits(names)`` says whether a caption can hold them."""
+    order = sorted(range(len(classes)), key=lambda i: -scores[i])
+    passing = [i for i in order if scores[i] >= threshold]
+    notes = []
+    if not passing:
+        if background:
+            return [], [f"no candidate reached presence_threshold {threshold:g}: the image is all background"]
+        passing = order[:1]
+        notes.append(f"no candidate reached presence_threshold {threshold:g}; kept the best-scoring "
+                     f"{classes[order[0]]!r} (no background channel: every pixel needs a label)")
+    chosen: list[int] = []
+    for i in passing:
+        if fits([classes[j] for j in sorted(chosen + [i])]):
+            chosen.append(i)
+    if len(chosen) < len(passing):
+        left = [classes[i] for i in passing if i not in chosen]
+        notes.append(f"{len(left)} present class(es) did not fit into the caption and were left out: "
+                     f"{', '.join(left)} (kept the best-scoring ones)")
+    return [classes[i] for i in sorted(chosen)], notes
+
+
+def detect(backbone: Backbone, image_embeds: torch.Tensor, classes: Sequence[str], config: PipelineConfig,
+           chunk_size: int = CHUNK_SIZE) -> Presence:
+    """Steps 1-2 for one image."""
+    scores = presence_scores(backbone, image_embeds, classes, config.prompt, chunk_size)
+    kept, notes = select_classes(list(classes), scores.tolist(), config.presence_threshold,
+                                 background=config.background, fits=caption_fits(backbone, config.prompt))
+    return Presence(list(classes), scores.tolist(), kept, notes)
+
+
+def caption_fits(backbone: Backbone, prompt: str) -> Callable[[list[str]], bool]:
+    """``fits(names)``: does the caption naming ``names`` stay within the model's text length?"""
+    return lambda names: backbone.caption_length(prompt, names) <= backbone.max_text_tokens
+
+
+def recognised(scorer, rgb: np.ndarray, labels: np.ndarray, label_names: Sequence[str], kept: Sequence[str],
+               candidates: Sequence[str]) -> list[str]:
+    """Step 3's test: the kept classes whose label region CLIP recognises, i.e. p(c | image masked to
+    c's region) > p(c | blank image), softmax over every candidate. An empty region is not recognised.
+
+    ``scorer`` is a :class:`pnpovss.reward.ClipScorer`."""
+    size = scorer.clip.image_size
+    small = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((size, size), Image.Resampling.NEAREST))
+    masks = np.stack([small == label_names.index(c) for c in kept])
+    image = scorer.image_tensor(rgb)
+    text = scorer.text_embeddings([[c] for c in candidates])
+    own = torch.as_tensor([list(candidates).index(c) for c in kept])
+    p_masked = scorer.probabilities(scorer.masked_embeddings(("presence", hashlib.sha1(rgb.tobytes()).hexdigest()), image, masks), text)
+    p_blank = scorer.probabilities(scorer.blank_embedding()[None], text)[0]
+    rows = torch.arange(len(kept))
+    ok = (p_masked[rows, own] > p_blank[own]) & torch.from_numpy(masks.reshape(len(kept), -1).any(axis=1))
+    return [c for c, good in zip(kept, ok.tolist()) if good]
+
+
+__all__ = ["CHUNK_SIZE", "Presence", "caption_fits", "detect", "presence_scores", "recognised", "select_classes"]

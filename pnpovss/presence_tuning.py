@@ -1,0 +1,85 @@
+"""Tuning the class-presence stage with image-level labels only (``pnpovss tune --reward tags``).
+
+The paper tunes its hyper-parameters with the weak supervision of image-level labels (which
+classes an image holds, never where). Those labels are exactly what the presence stage must
+predict, so its parameters are searched by the tagging quality they give: per image, the F1 of the
+kept classes (the dataset's whole vocabulary as candidates) against the image's labels (1 when both
+are empty); a configuration scores the sum over images. The ITM scores do not depend on the
+searched threshold, so they are computed once per image and every trial is a comparison.
+Same search loop, trace, resume and selection as the CLIP reward (:func:`pnpovss.search.run_search`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .datasets.base import SegDataset
+from .distributed import DistContext
+from .metrics import tag_counts
+from .pipeline import Segmenter
+from .presence import caption_fits, select_classes
+
+PRESENCE_PARAMS = ("presence_threshold",)
+"""Pipeline fields the tagging objective sees."""
+DEFAULT_PRESENCE_SPACE: dict[str, Any] = {
+    "presence_threshold": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99]}
+"""``search/spaces/presence.json``."""
+
+
+def image_f1(kept: Sequence[int], labels: Sequence[int]) -> float:
+    """Tag F1 of one image: 2 TP / (2 TP + FP + FN), 1.0 when nothing is present and nothing kept."""
+    tp, fp, fn = (int(v) for v in tag_counts(kept, labels)[:3])
+    return 1.0 if tp + fp + fn == 0 else 2.0 * tp / (2 * tp + fp + fn)
+
+
+class PresenceEvaluator:
+    """Per-image tag F1 of a presence configuration over a fixed list of images (this process's
+    shard), with the vocabulary's ITM scores of each image computed once."""
+
+    rewards = ("tags",)
+
+    def __init__(self, segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], *,
+                 dist: DistContext | None = None) -> None:
+        self.seg, self.dataset = segmenter, dataset
+        self.indices = list(indices)
+        self.dist = dist or DistContext()
+        self.base = segmenter.config.replace(background=dataset.has_background)
+        self.vocab = list(dataset.foreground_ids)
+        self._scores: dict[int, tuple[np.ndarray, list[int]]] = {}
+        self.progress = True
+
+    def build(self, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        names = [self.dataset.classes[c] for c in self.vocab]
+        for i in tqdm(self.dist.shard(self.indices), unit="img", desc="presence scores",
+                      disable=not (progress and self.dist.is_main), file=sys.stderr):
+            sample = self.dataset[i]
+            scores = self.seg.detect_classes(sample.image, names, background=self.base.background).scores
+            self._scores[i] = (np.asarray(scores), self.dataset.image_labels(sample.label))
+
+    def per_image(self, params: Mapping[str, Any]) -> np.ndarray:
+        """(n_images, 1) tag F1 per image (all processes; each row has one contributor)."""
+        if not self._scores:
+            self.build(self.progress)
+        cfg = self.base.replace(**params)
+        fits = caption_fits(self.seg.backbone, cfg.prompt)
+        names = [self.dataset.classes[c] for c in self.vocab]
+        out = np.zeros((len(self.indices), 1), dtype=np.float64)
+        for row, i in enumerate(self.indices):
+            if i not in self._scores:
+                continue
+            scores, labels = self._scores[i]
+            kept, _ = select_classes(names, scores.tolist(), cfg.presence_threshold, background=cfg.background,
+                                     fits=fits)
+            out[row, 0] = image_f1([self.vocab[names.index(n)] for n in kept], labels)
+        return self.dist.all_reduce_sum(out)
+
+    def run_info(self) -> dict[str, Any]:
+        return {"objective": "per-image tag F1 of the presence stage over the dataset vocabulary"}
+
+
+__all__ = ["DEFAULT_PRESENCE_SPACE", "PRESENCE_PARAMS", "PresenceEvaluator", "image_f1"]
