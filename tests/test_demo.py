@@ -70,7 +70,7 @@ def test_postprocessing_change_reuses_the_maps_and_matches_a_fresh_run(engine, s
 
 def test_postprocess_fields_leave_the_grid_maps_alone(segmenter, photo):
     """The cache key leaves out POSTPROCESS_FIELDS: changing all of them must not change the maps."""
-    changed = dict(threshold=0.5, threshold_mode="binary", background=False, background_rule="one_minus_sum",
+    changed = dict(threshold=0.5, threshold_mode="binary", background_rule="one_minus_sum",
                    blur=False, blur_sigma=0.2, crf=False, crf_unary="probs", crf_iters=3, crf_gaussian_sxy=1.0,
                    crf_gaussian_compat=2.0, crf_bilateral_sxy=9.0, crf_bilateral_srgb=2.0, crf_bilateral_compat=3.0)
     assert set(changed) == POSTPROCESS_FIELDS

@@ -29,11 +29,12 @@ from ..pipeline import SegmentationResult, Segmenter, parse_classes
 from ..postprocess import postprocess
 
 POSTPROCESS_FIELDS = frozenset(
-    {"threshold", "threshold_mode", "background", "background_rule", "blur", "blur_sigma"}
+    {"threshold", "threshold_mode", "background_rule", "blur", "blur_sigma"}
     | {f.name for f in fields(PipelineConfig) if f.name.startswith("crf")}
 )
 """Config fields read only by ``postprocess`` (not by GradCAM / DropOut): changing them reuses the
-cached grid maps. Any other field, and any non-config keyword, is part of the cache key."""
+cached grid maps. Any other field, and any non-config keyword, is part of the cache key.
+``background`` is left out on purpose: the class-presence stage reads it to choose the caption."""
 
 CONFIG_FIELDS = frozenset(f.name for f in fields(PipelineConfig))
 
