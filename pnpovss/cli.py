@@ -190,10 +190,7 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
             click.echo(f"segmenting {chunk[0]} ({rgbs[0].shape[1]}x{rgbs[0].shape[0]}) ...", err=True)
         results = seg.segment_batch(rgbs, names, keep_all=keep_all)
         for path, res in zip(chunk, results):
-            meta = {**keys[path], "classes": res.classes,
-                    "presence": None if res.presence is None else res.presence.to_json(),
-                    "presence_notes": [] if res.presence is None else res.presence.notes,
-                    "size": list(res.labels.shape), "fractions": res.fractions(), "config": res.config.to_dict()}
+            meta = {**keys[path], **res.to_json(image=str(path), model=source, candidates=names, keep_all=keep_all)}
             write_result(out, path.stem, res.labels, res.overlay(), meta)
         bar.update(len(chunk))
     bar.close()
@@ -393,6 +390,26 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
             click.echo(f"preset: {Path(out_dir) / 'best.json'}  (pnpovss eval --preset {Path(out_dir) / 'best.json'} ...)")
     finally:
         shutdown(ctx)
+
+
+@main.command()
+@click.option("--model", default=None, help="Hub id, local directory, or 'toy'. [default: Salesforce/blip-itm-large-flickr]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (0.0.0.0: the whole network).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="Port to serve on.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@_fail_cleanly
+def demo(model: str | None, host: str, port: int, device: str) -> None:
+    """Serve a local web page: upload an image, type classes, see and steer the segmentation.
+
+    Needs the demo extra (pip install "pnpovss[demo]"). The page also offers the endpoint
+    api_name="segment" (image, "class,class") -> (overlay, JSON) for gradio_client.
+    """
+    from .backbones import DEFAULT_MODEL
+    from .demo import serve
+
+    source = model or DEFAULT_MODEL
+    click.echo(f"loading {source} ...", err=True)
+    serve(source, host=host, port=port, device=device)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -98,6 +98,21 @@ class SegmentationResult:
             cam = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
         return Image.fromarray(show_cam_on_image(self.image.astype(np.float32) / 255.0, cam, use_rgb=True))
 
+    def to_json(self, image: str, model: str, candidates: Sequence[str], keep_all: bool) -> dict[str, Any]:
+        """The record ``pnpovss segment`` writes as NAME.json (the demo's download is the same)."""
+        return {
+            "image": image,
+            "model": model,
+            "candidates": list(candidates),
+            "keep_all": keep_all,
+            "classes": self.classes,
+            "presence": None if self.presence is None else self.presence.to_json(),
+            "presence_notes": [] if self.presence is None else self.presence.notes,
+            "size": list(self.labels.shape),
+            "fractions": self.fractions(),
+            "config": self.config.to_dict(),
+        }
+
 
 def _image_key(image: np.ndarray, size: int) -> str:
     return hashlib.sha1(image.tobytes() + str((image.shape, size)).encode()).hexdigest()

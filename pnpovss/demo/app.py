@@ -1,0 +1,195 @@
+"""The Gradio page of ``pnpovss demo``: layout and event wiring around a :class:`DemoEngine`.
+
+Gradio is imported here only, so the core package and ``pnpovss --help`` never need it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..datasets.base import CLASSNAMES_DIR, read_classnames
+from ..errors import PnpOvssError
+from ..pipeline import BACKGROUND
+from .engine import DemoEngine, segment_kwargs, upload_name
+
+OWN_WORDS = "(type your own)"
+EXAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "examples" / "shapes.png"
+
+
+def vocabularies() -> dict[str, str]:
+    """Vocabulary name -> comma-separated class list, from the dataset class files and the toy world."""
+    from ..toyworld.world import SHAPES
+
+    vocab = {"toyworld": ", ".join(SHAPES)}
+    for path in sorted(CLASSNAMES_DIR.glob("*.txt")):
+        names = [syn[0] for syn in read_classnames(path) if syn[0].lower() != BACKGROUND]
+        vocab[path.stem] = ", ".join(names)
+    return vocab
+
+
+def example_inputs(folder: Path) -> list[list[str]]:
+    """(image, classes) examples: the README's ``examples/shapes.png`` when this is a source checkout,
+    and three toy-world images (seed 3, an example-only seed) written to ``folder``."""
+    from PIL import Image
+
+    from ..toyworld.world import make_sample
+
+    rows = [[str(EXAMPLE_IMAGE), "circle, star"]] if EXAMPLE_IMAGE.is_file() else []
+    for index in range(3):
+        sample = make_sample(3, index)
+        path = folder / f"toyworld-3-{index}.png"
+        Image.fromarray(sample.image).save(path)
+        rows.append([str(path), ", ".join(sample.labels)])
+    return rows
+
+
+def _lenient(component: Any) -> Any:
+    """Let uploads that Gradio's image decoding rejects through as paths, so our loader reports them
+    with the CLI's message instead of Gradio's generic one. (Wrapping this one instance: a
+    ``gr.Image`` subclass would make Gradio write a ``.pyi`` stub into our package.)"""
+    strict = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return strict(payload)
+        except Exception:  # noqa: BLE001 - any decode failure is reported by load_image
+            return None if payload is None else payload.path
+
+    component.preprocess = preprocess
+    return component
+
+
+def _gradio() -> Any:
+    try:
+        import gradio
+    except ImportError:
+        raise PnpOvssError('the demo needs Gradio: pip install "pnpovss[demo]"') from None
+    return gradio
+
+
+def build_app(engine: DemoEngine) -> Any:
+    """The page (``gr.Blocks``); ``launch()`` it, or use :func:`serve`."""
+    gr = _gradio()
+
+    cfg = engine.seg.config
+    vocab = vocabularies()
+    examples_dir = Path(tempfile.mkdtemp(prefix="pnpovss-demo-examples-"))
+    head_text = "mean" if cfg.head is None else ",".join(str(h) for h in cfg.heads_tuple() or ())
+
+    def answer(image: str | None, classes: str, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma,
+               crf, presence, presence_threshold, progress=gr.Progress()):
+        try:
+            kwargs = segment_kwargs(layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
+                                    presence_threshold)
+            out = engine.run(image, classes, name=upload_name(image),
+                             progress=lambda desc: progress(0.0, desc=desc), **kwargs)
+        except PnpOvssError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        return (
+            gr.AnnotatedImage(value=(out.result.image, out.masks()), color_map=out.colours()),
+            out.heatmaps(),
+            gr.Dataframe(value=out.table(), headers=out.table_headers()),
+            [str(p) for p in out.files],
+            out.status(),
+        )
+
+    def live(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
+             presence_threshold, progress=gr.Progress()):
+        """Post-processing controls: answer only once a picture is there (maps come from the cache)."""
+        if image is None:
+            return (gr.skip(),) * 5
+        return answer(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
+                      presence_threshold, progress)
+
+    def api_segment(image: str | None, classes: str) -> tuple[str, dict]:
+        try:
+            out = engine.run(image, classes, name=upload_name(image))
+        except PnpOvssError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        overlay = out.files[0].with_name(Path(out.name).stem + ".overlay.png")
+        out.result.overlay().save(overlay)
+        return str(overlay), out.record
+
+    with gr.Blocks(title="pnpovss demo") as app:
+        gr.Markdown(f"## PnP-OVSS: open-vocabulary segmentation\nModel: **{engine.describe()}**",
+                    elem_id="model-line")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = _lenient(gr.Image(type="filepath", label="Image (drop, paste or upload)",
+                                          sources=["upload", "clipboard"], elem_id="input-image"))
+                vocabulary = gr.Dropdown([OWN_WORDS, *vocab], value=OWN_WORDS, label="Vocabulary")
+                classes = gr.Textbox(label="Classes (comma-separated)", placeholder="circle, star",
+                                     elem_id="classes")
+                with gr.Row():
+                    presence = gr.Checkbox(True, label="presence filter: segment only the classes the model finds",
+                                           elem_id="presence")
+                    presence_threshold = gr.Slider(0.0, 1.0, cfg.presence_threshold, step=0.01,
+                                                   label="presence threshold (ITM probability)",
+                                                   elem_id="presence-threshold")
+                run = gr.Button("Segment", variant="primary", elem_id="run")
+                with gr.Accordion("Maps: GradCAM and Salience DropOut (recomputed)", open=True):
+                    layer = gr.Number(cfg.layer, precision=0, label=f"layer (1..{engine.seg.backbone.num_layers})",
+                                      elem_id="layer")
+                    head = gr.Textbox(head_text, label=f"head (0..{engine.seg.backbone.num_heads - 1}, "
+                                                       "comma list, or mean)")
+                    drop_iters = gr.Slider(1, 8, cfg.drop_iters, step=1, label="DropOut passes T")
+                    drop_k = gr.Number(cfg.drop_k, precision=0, label="patches dropped per pass k")
+                    halving = gr.Checkbox(cfg.halving, label="halving (drop half the remaining patches instead of k)")
+                with gr.Accordion("Post-processing (live, reuses the maps)", open=True):
+                    threshold = gr.Slider(0.0, 0.95, cfg.threshold, step=0.01, label="threshold",
+                                          elem_id="threshold")
+                    blur_sigma = gr.Slider(0.005, 0.2, cfg.blur_sigma, step=0.005, label="blur sigma (x image size)")
+                    crf = gr.Checkbox(cfg.crf, label="dense CRF")
+            with gr.Column(scale=2):
+                status = gr.Markdown("Upload an image, type classes, press Segment.", elem_id="status")
+                overlay = gr.AnnotatedImage(label="Segmentation (click a legend entry to highlight it)",
+                                            elem_id="overlay")
+                table = gr.Dataframe(headers=["label", "pixels %"], label="Classes", interactive=False,
+                                     elem_id="classes-table")
+                heatmaps = gr.Gallery(label="Per-label score maps", columns=4, height=260)
+                files = gr.File(label="Downloads (as pnpovss segment writes them)", file_count="multiple",
+                                elem_id="downloads")
+        gr.Examples(example_inputs(examples_dir), inputs=[image, classes])
+
+        with gr.Row(visible=False):  # the programmatic endpoint: exactly (image, classes) -> (overlay, JSON)
+            api_image = _lenient(gr.Image(type="filepath"))
+            api_classes = gr.Textbox()
+            api_overlay = gr.Image(type="filepath", format="png")
+            api_json = gr.JSON()
+            api_button = gr.Button()
+
+        knobs = [layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence, presence_threshold]
+        outputs = [overlay, heatmaps, table, files, status]
+        vocabulary.change(lambda v: gr.skip() if v == OWN_WORDS else vocab[v], vocabulary, classes,
+                          api_visibility="private")
+        for trigger in (run.click, classes.submit):
+            trigger(answer, [image, classes, *knobs], outputs, api_name="run", concurrency_id="model")
+        for trigger in (threshold.change, blur_sigma.change, crf.change):
+            trigger(live, [image, classes, *knobs], outputs, api_visibility="private", concurrency_id="model",
+                    trigger_mode="always_last", show_progress="minimal")
+        api_button.click(api_segment, [api_image, api_classes], [api_overlay, api_json], api_name="segment",
+                         concurrency_id="model")
+    app.queue(default_concurrency_limit=1)  # one model instance: requests wait their turn
+    return app
+
+
+def serve(model: str, *, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu") -> None:
+    """Load ``model`` once and serve the page until interrupted."""
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
+    gr = _gradio()
+    from ..pipeline import Segmenter
+
+    engine = DemoEngine(Segmenter.from_pretrained(model, device=device), model)
+    app = build_app(engine)
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])  # no web-font download: works offline
+    try:
+        app.launch(server_name=host, server_port=port, theme=theme, show_error=True,
+                   allowed_paths=[str(engine.out_dir)])
+    except OSError as exc:  # Gradio's "Cannot find empty port" and socket errors
+        why = "the port is in use" if "empty port" in str(exc) else str(exc).splitlines()[0]
+        raise PnpOvssError(f"cannot serve on {host}:{port} ({why}); pass a free --port") from None

@@ -1,0 +1,236 @@
+"""What the demo page computes, without any Gradio: page values -> ``Segmenter`` call -> outputs.
+
+The GradCAM + Salience DropOut grid maps are the slow part; blur, threshold and CRF take a small
+fraction of that. So the engine keeps the last few full results keyed by (image, classes, every
+setting that is not post-processing) and answers a post-processing-only change by re-running
+:func:`pnpovss.postprocess.postprocess` on the cached grid maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..config import PipelineConfig, heads_from_text
+from ..errors import ImageLoadError, PnpOvssError
+from ..imageio import ImageInput, atomic_save_image, atomic_write_text, label_png, load_image, palette
+from ..pipeline import SegmentationResult, Segmenter, parse_classes
+from ..postprocess import postprocess
+
+POSTPROCESS_FIELDS = frozenset(
+    {"threshold", "threshold_mode", "background_rule", "blur", "blur_sigma"}
+    | {f.name for f in fields(PipelineConfig) if f.name.startswith("crf")}
+)
+"""Config fields read only by ``postprocess`` (not by GradCAM / DropOut): changing them reuses the
+cached grid maps. Any other field, and any non-config keyword, is part of the cache key.
+``background`` is left out on purpose: the class-presence stage reads it to choose the caption."""
+
+CONFIG_FIELDS = frozenset(f.name for f in fields(PipelineConfig))
+
+
+def parse_head_text(text: str | int | None) -> int | tuple[int, ...] | None:
+    """The page's head box: ``"9"`` -> 9, ``"3,9"`` -> (3, 9), ``"mean"``/``"all"`` -> None (all heads)."""
+    if text is None or isinstance(text, int):
+        return text
+    if text.strip().lower() in ("all", "mean"):
+        return None
+    try:
+        return heads_from_text(text)
+    except ValueError:
+        raise PnpOvssError(f"head takes an index, a comma list of indices or 'mean', got {text!r}") from None
+
+
+def segment_kwargs(layer: float, head: str, drop_iters: float, drop_k: float, halving: bool,
+                   threshold: float, blur_sigma: float, crf: bool, presence: bool = True,
+                   presence_threshold: float = PipelineConfig.presence_threshold) -> dict[str, Any]:
+    """The page's controls -> ``Segmenter.segment`` keyword arguments: the one place they meet the
+    pipeline (more controls, e.g. a presence filter, add their keywords here)."""
+    def whole(name: str, value: float) -> int:
+        if value is None or float(value) != int(value):
+            raise PnpOvssError(f"{name} must be a whole number, got {value!r}")
+        return int(value)
+
+    return {
+        "layer": whole("layer", layer),
+        "head": parse_head_text(head),
+        "drop_iters": whole("DropOut passes", drop_iters),
+        "drop_k": whole("patches dropped per pass", drop_k),
+        "halving": bool(halving),
+        "threshold": float(threshold),
+        "blur_sigma": float(blur_sigma),
+        "crf": bool(crf),
+        "keep_all": not presence,
+        "presence_threshold": float(presence_threshold),
+    }
+
+
+@dataclass
+class DemoResult:
+    """One answer of the page: the segmentation plus how it was obtained."""
+
+    result: SegmentationResult
+    name: str
+    """File name of the upload: the record's ``image``; its stem names the downloads, as in the CLI."""
+    maps_cached: bool
+    """True when the grid maps came from the cache (no GradCAM / DropOut run)."""
+    map_runs: int
+    """GradCAM + DropOut runs this engine has done so far."""
+    answer: int
+    """Number of this answer among all the engine gave (tells a new answer from an equal-looking one)."""
+    seconds: float
+    files: list[Path]
+    """NAME.labels.png and NAME.json, as ``pnpovss segment`` writes them."""
+    record: dict[str, Any]
+    """The content of NAME.json."""
+
+    def colours(self) -> dict[str, str]:
+        """Label name -> hex colour of the overlay palette."""
+        cols = palette(max(len(self.result.classes), 1))
+        return {n: "#%02x%02x%02x" % tuple(int(v) for v in cols[i]) for i, n in enumerate(self.result.classes)}
+
+    def masks(self) -> list[tuple[np.ndarray, str]]:
+        """(H, W) 0/1 mask and name of every label but background (``gr.AnnotatedImage`` input)."""
+        res = self.result
+        first = 1 if res.config.background else 0
+        return [((res.labels == i).astype(np.float32), n) for i, n in enumerate(res.classes) if i >= first]
+
+    def heatmaps(self) -> list[tuple[Any, str]]:
+        return [(self.result.heatmap(n), n) for n in self.result.classes]
+
+    def presence(self) -> dict[str, dict[str, Any]]:
+        """Class -> {"score", "kept"} when the result carries a presence decision (an object with
+        ``to_json()`` or such a dict), else empty."""
+        found = getattr(self.result, "presence", None)
+        if found is None:
+            return {}
+        return found.to_json() if hasattr(found, "to_json") else dict(found)
+
+    def table(self) -> list[list[Any]]:
+        """Rows: label, pixel percent (and presence score / kept once results carry ``presence``)."""
+        presence = self.presence()
+        fractions = self.result.fractions()
+        rows = []
+        for n in [*fractions, *(c for c in presence if c not in fractions)]:  # dropped classes: 0 pixels
+            row: list[Any] = [n, round(100.0 * fractions.get(n, 0.0), 2)]
+            if presence:
+                p = presence.get(n)
+                row += [None, None] if p is None else [round(float(p["score"]), 4), bool(p["kept"])]
+            rows.append(row)
+        return rows
+
+    def table_headers(self) -> list[str]:
+        extra = ["presence score", "kept"] if self.presence() else []
+        return ["label", "pixels %"] + extra
+
+    def status(self) -> str:
+        how = "reused from the cache" if self.maps_cached else "computed"
+        return (f"GradCAM + DropOut maps {how}; answered in {self.seconds:.2f} s "
+                f"(answer {self.answer}; GradCAM runs so far: {self.map_runs})")
+
+
+class DemoEngine:
+    """One :class:`Segmenter` shared by every visitor; calls are serialised by a lock (the
+    segmenter caches one image encoding and a model must not run twice at once)."""
+
+    def __init__(self, segmenter: Segmenter, model: str, *, cache_size: int = 8, keep_outputs: int = 64) -> None:
+        self.seg = segmenter
+        self.model = model
+        self.map_runs = 0
+        self._maps: OrderedDict[tuple, SegmentationResult] = OrderedDict()
+        self._cache_size = cache_size
+        self._keep_outputs = keep_outputs
+        self._lock = threading.Lock()
+        self._calls = 0
+        self.out_dir = Path(tempfile.mkdtemp(prefix="pnpovss-demo-"))
+
+    def describe(self) -> str:
+        b = self.seg.backbone
+        return (f"{self.model} ({type(b).__name__}, {b.num_layers} cross-attention layers x {b.num_heads} heads, "
+                f"{self.seg.image_size()} px)")
+
+    def run(self, image: ImageInput, classes: str, name: str = "image.png",
+            progress: Callable[[str], None] | None = None, **kwargs: Any) -> DemoResult:
+        """Segment ``image``; ``kwargs`` are ``Segmenter.segment`` keywords (see :func:`segment_kwargs`).
+        Bad input raises :class:`PnpOvssError` with the CLI's one-line message."""
+        start = time.perf_counter()
+        rgb = _load(image)
+        names = parse_classes(classes)
+        config = self.seg.config.replace(**{k: v for k, v in kwargs.items() if k in CONFIG_FIELDS})
+        self.seg.validate(config)
+        key = self._key(rgb, names, config, kwargs)
+        with self._lock:
+            base = self._maps.get(key)
+            if base is None:
+                if progress is not None:
+                    progress(f"GradCAM + Salience DropOut ({config.drop_iters} pass(es))")
+                res = self.seg.segment(rgb, names, **kwargs)
+                self.map_runs += 1
+                # keep the maps, not the full-size score maps (rebuilt from the maps); a result with
+                # no class maps (nothing present: all background) is kept whole and reused as it is
+                slim = len(res.grid_maps) > 0
+                self._maps[key] = dataclasses.replace(res, labels=np.empty(0), scores=np.empty(0)) if slim else res
+                while len(self._maps) > self._cache_size:
+                    self._maps.popitem(last=False)
+                cached = False
+            else:
+                self._maps.move_to_end(key)
+                if len(base.grid_maps) > 0:
+                    labels, scores = postprocess(base.grid_maps, base.image, config)
+                    res = dataclasses.replace(base, labels=labels, scores=scores, config=config)
+                else:
+                    res = dataclasses.replace(base, config=config)
+                cached = True
+            files, record = self._write(res, name, names, bool(kwargs.get("keep_all", False)))
+            return DemoResult(res, name, cached, self.map_runs, self._calls, time.perf_counter() - start, files,
+                              record)
+
+    @staticmethod
+    def _key(rgb: np.ndarray, names: list[str], config: PipelineConfig, kwargs: dict[str, Any]) -> tuple:
+        digest = hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+        maps = {k: v for k, v in config.to_dict().items() if k not in POSTPROCESS_FIELDS}
+        extra = {k: v for k, v in kwargs.items() if k not in CONFIG_FIELDS}
+        return digest, tuple(names), json.dumps(maps, sort_keys=True), json.dumps(extra, sort_keys=True, default=str)
+
+    def _write(self, res: SegmentationResult, name: str, candidates: list[str],
+               keep_all: bool) -> tuple[list[Path], dict[str, Any]]:
+        """NAME.labels.png and NAME.json into a fresh folder per answer (visitors never share one);
+        only the newest ``keep_outputs`` folders are kept."""
+        self._calls += 1
+        folder = self.out_dir / f"{self._calls:06d}"
+        record = res.to_json(image=name, model=self.model, candidates=candidates, keep_all=keep_all)
+        stem = Path(name).stem or "image"
+        labels_path, json_path = folder / f"{stem}.labels.png", folder / f"{stem}.json"
+        atomic_save_image(labels_path, label_png(res.labels))
+        atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
+        old = self.out_dir / f"{self._calls - self._keep_outputs:06d}"
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        return [labels_path, json_path], record
+
+
+def _load(image: ImageInput) -> np.ndarray:
+    """Decode an upload; a message about Gradio's upload folder names only the uploaded file."""
+    if image is None:
+        raise PnpOvssError("no image: upload one (drag and drop, paste, or pick an example)")
+    try:
+        return load_image(image)
+    except ImageLoadError as exc:
+        if isinstance(image, (str, Path)):
+            raise ImageLoadError(str(exc).replace(str(image), Path(image).name, 1)) from None
+        raise
+
+
+def upload_name(path: str | Path | None) -> str:
+    """``/tmp/gradio/<hash>/My Photo.jpg`` -> ``My Photo.jpg`` (Gradio keeps the uploaded name)."""
+    return Path(path).name if path else "image.png"

@@ -1,0 +1,242 @@
+"""The demo's engine (no browser): grid maps cached across post-processing changes, the same
+results and files as the pipeline and the CLI, the CLI's one-line errors. The page itself is driven
+from a real browser in ``test_demo_browser.py``."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pnpovss.cli import main
+from pnpovss.config import PipelineConfig
+from pnpovss.demo import POSTPROCESS_FIELDS, DemoEngine, segment_kwargs
+from pnpovss.errors import ImageLoadError, PnpOvssError
+
+PAGE = dict(layer=2, head="1", drop_iters=2, drop_k=3, halving=False, threshold=0.15, blur_sigma=0.05, crf=True,
+            presence=False, presence_threshold=0.9)  # the random tiny model finds nothing: segment every class
+
+
+@pytest.fixture
+def engine(segmenter):
+    return DemoEngine(segmenter, "tiny")
+
+
+@pytest.fixture
+def photo(tmp_path, rng):
+    path = tmp_path / "photo.png"
+    Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def map_calls(segmenter, monkeypatch):
+    """Counts GradCAM + DropOut runs by wrapping the segmenter's own grid-map step."""
+    calls = []
+    original = segmenter.class_grid_maps
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter, "class_grid_maps", counting)
+    return calls
+
+
+def page(**changes):
+    return segment_kwargs(**{**PAGE, **changes})
+
+
+def test_postprocessing_change_reuses_the_maps_and_matches_a_fresh_run(engine, segmenter, photo, map_calls):
+    first = engine.run(photo, "sky, sand", name="photo.png", **page())
+    assert len(map_calls) == 1 and not first.maps_cached and first.map_runs == 1
+    for change in ({"threshold": 0.6}, {"blur_sigma": 0.12}, {"crf": False}):
+        before = len(map_calls)
+        out = engine.run(photo, "sky, sand", name="photo.png", **page(**change))
+        assert len(map_calls) == before and out.maps_cached and out.map_runs == 1
+        fresh = segmenter.segment(str(photo), ["sky", "sand"], **page(**change))  # independent full run
+        np.testing.assert_array_equal(out.result.labels, fresh.labels)
+        np.testing.assert_allclose(out.result.scores, fresh.scores, atol=1e-6)
+        assert out.result.config == fresh.config
+    calls = len(map_calls)
+    for change, classes in (({"layer": 3}, "sky, sand"), ({"head": "mean"}, "sky, sand"), ({"drop_k": 1}, "sky, sand"),
+                            ({}, "sand, sky")):
+        out = engine.run(photo, classes, **page(**change))
+        assert not out.maps_cached
+    assert len(map_calls) == calls + 4
+
+
+def test_postprocess_fields_leave_the_grid_maps_alone(segmenter, photo):
+    """The cache key leaves out POSTPROCESS_FIELDS: changing all of them must not change the maps."""
+    changed = dict(threshold=0.5, threshold_mode="binary", background_rule="one_minus_sum",
+                   blur=False, blur_sigma=0.2, crf=False, crf_unary="probs", crf_iters=3, crf_gaussian_sxy=1.0,
+                   crf_gaussian_compat=2.0, crf_bilateral_sxy=9.0, crf_bilateral_srgb=2.0, crf_bilateral_compat=3.0)
+    assert set(changed) == POSTPROCESS_FIELDS
+    for keep_all in (True, False):  # presence threshold 0: every candidate kept, so there are maps
+        base = segmenter.segment(str(photo), ["sky", "sand"], keep_all=keep_all, presence_threshold=0.0)
+        other = segmenter.segment(str(photo), ["sky", "sand"], keep_all=keep_all, presence_threshold=0.0, **changed)
+        assert base.grid_maps.shape[0] == 2
+        np.testing.assert_array_equal(base.grid_maps, other.grid_maps)
+
+
+def test_downloads_are_what_the_cli_writes(engine, photo, tmp_path):
+    out = engine.run(photo, "sky,sand", name="photo.png", **page())
+    assert [p.name for p in out.files] == ["photo.labels.png", "photo.json"]
+    np.testing.assert_array_equal(np.asarray(Image.open(out.files[0])), out.result.labels)
+    record = json.loads(out.files[1].read_text())
+    assert record == out.record
+    cli_out = tmp_path / "cli"
+    res = CliRunner().invoke(main, ["segment", str(photo), "--classes", "sky,sand", "--model", str(engine.seg.backbone.source),
+                                    "--layer", "2", "--head", "1", "--drop-iters", "2", "--drop-k", "3", "--keep-all",
+                                    "--out", str(cli_out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    cli_record = json.loads((cli_out / "photo.json").read_text())
+    assert cli_record["image"] == str(photo) and record["image"] == "photo.png"
+    for key in ("candidates", "keep_all", "classes", "presence", "presence_notes", "size", "config"):
+        assert record[key] == cli_record[key]
+    assert record["fractions"] == pytest.approx(cli_record["fractions"], abs=1e-12)
+
+
+def test_page_rows_masks_and_heatmaps(engine, photo):
+    out = engine.run(photo, "sky,sand", **page())
+    assert [n for _, n in out.masks()] == ["sky", "sand"]  # background is the unpainted rest
+    total = sum(m for m, _ in out.masks()) + (out.result.labels == 0)
+    assert np.all(total == 1)
+    assert [r[0] for r in out.table()] == ["background", "sky", "sand"]
+    assert sum(r[1] for r in out.table()) == pytest.approx(100.0, abs=0.05)
+    assert [n for _, n in out.heatmaps()] == ["background", "sky", "sand"]
+    assert set(out.colours()) == {"background", "sky", "sand"} and out.colours()["background"] == "#000000"
+
+
+@pytest.mark.parametrize("image, classes, changes, message", [
+    ("notes.png", "sky", {}, r"^notes\.png: not an image file PIL can read$"),
+    (None, "sky", {}, "no image"),
+    ("photo", "sky,,sand", {}, "class names must be non-empty"),
+    ("photo", "sky,Sky", {}, "given twice"),
+    ("photo", "sky", {"layer": 9}, "layer 9 is out of range"),
+    ("photo", "sky", {"head": "7"}, "head 7 is out of range"),
+    ("photo", "sky", {"head": "x"}, "head takes an index"),
+    ("photo", "sky", {"layer": 1.5}, "layer must be a whole number"),
+    ("photo", "sky", {"threshold": 1.0}, r"threshold=1.0: expected a finite number >= 0 and < 1"),
+])
+def test_bad_input_is_one_line_and_the_engine_keeps_working(engine, photo, tmp_path, image, classes, changes, message):
+    if image == "notes.png":
+        image = tmp_path / "notes.png"
+        image.write_text("not a picture")
+    elif image == "photo":
+        image = photo
+    with pytest.raises(PnpOvssError, match=message) as info:
+        engine.run(image, classes, **page(**changes))
+    assert "\n" not in str(info.value)
+    assert engine.run(photo, "sky", **page()).result.labels.shape == (40, 56)
+
+
+def test_unreadable_upload_names_the_file_not_the_upload_folder(engine, tmp_path):
+    bad = tmp_path / "upload-cache" / "holiday.jpg"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\xff\xd8\xff truncated")
+    with pytest.raises(ImageLoadError, match=r"^holiday\.jpg: ") as info:
+        engine.run(str(bad), "sky", **page())
+    assert str(tmp_path) not in str(info.value)
+
+
+def test_segment_kwargs_maps_the_page_controls():
+    kw = segment_kwargs(layer=3.0, head="0, 2", drop_iters=4, drop_k=10, halving=True, threshold=0.2,
+                        blur_sigma=0.04, crf=False)
+    assert kw == dict(layer=3, head=(0, 2), drop_iters=4, drop_k=10, halving=True, threshold=0.2, blur_sigma=0.04,
+                      crf=False, keep_all=False, presence_threshold=0.9)
+    assert segment_kwargs(**{**PAGE, "head": "mean"})["head"] is None
+    assert segment_kwargs(**PAGE)["keep_all"] is True
+    PipelineConfig().replace(**{k: v for k, v in kw.items() if k != "keep_all"})  # the rest are pipeline options
+
+
+def test_cli_and_demo_package_do_not_import_gradio():
+    """`pnpovss --help` and the engine stay light: Gradio loads only when a page is built."""
+    code = ("import sys; from click.testing import CliRunner; from pnpovss.cli import main; import pnpovss.demo; "
+            "r = CliRunner().invoke(main, ['demo', '--help']); assert r.exit_code == 0 and '--port' in r.output; "
+            "print('gradio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_demo_without_gradio_is_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    res = CliRunner().invoke(main, ["demo", "--model", "toy"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1] == 'Error: the demo needs Gradio: pip install "pnpovss[demo]"'
+
+
+def test_concurrent_visitors_share_one_model_and_get_their_own_answers(engine, segmenter, photo, tmp_path, rng):
+    """Gradio may call the engine from several threads: the lock serialises the model, and every
+    answer equals the same request made alone."""
+    import threading
+
+    other = tmp_path / "other.png"
+    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(other)
+    requests = [(photo, "sky, sand", {}), (other, "cat", {}), (photo, "sand", {"threshold": 0.4}),
+                (other, "cat, dog", {"crf": False})] * 2
+    answers: dict[int, np.ndarray] = {}
+
+    def visit(i, image, classes, change):
+        answers[i] = engine.run(image, classes, **page(**change)).result.labels
+
+    threads = [threading.Thread(target=visit, args=(i, *r)) for i, r in enumerate(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (image, classes, change) in enumerate(requests):
+        alone = segmenter.segment(str(image), [c.strip() for c in classes.split(",")], **page(**change))
+        np.testing.assert_array_equal(answers[i], alone.labels)
+
+
+def test_table_shows_presence_when_results_carry_it(engine, photo):
+    """Ready for the class-presence stage: a result with ``presence`` adds score/kept columns, and a
+    dropped class is listed with 0 pixels."""
+    out = engine.run(photo, "sky,sand", **page())
+    assert out.table_headers() == ["label", "pixels %"]
+    class Found:  # the shape of pnpovss.presence.Presence's record
+        def to_json(self):
+            return {"sky": {"score": 0.91, "kept": True}, "sand": {"score": 0.5, "kept": True},
+                    "cat": {"score": 0.02, "kept": False}}
+
+    out.result.presence = Found()
+    assert out.table_headers() == ["label", "pixels %", "presence score", "kept"]
+    rows = {r[0]: r for r in out.table()}
+    assert rows["background"][2:] == [None, None]
+    assert rows["sky"][2:] == [0.91, True] and rows["cat"] == ["cat", 0.0, 0.02, False]
+
+
+def test_demo_on_a_taken_port_is_a_one_line_error():
+    """Loads the toy model (a few seconds) before Gradio finds the port taken."""
+    import socket
+
+    pytest.importorskip("gradio")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(main, ["demo", "--model", "toy", "--port", str(port)])
+    assert res.exit_code == 1, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last == f"Error: cannot serve on 127.0.0.1:{port} (the port is in use); pass a free --port"
+
+
+def test_presence_filter_on_the_page(engine, photo, map_calls):
+    """With the filter on, the result carries every candidate's presence and the table shows it;
+    the presence threshold decides the caption, so changing it recomputes the maps."""
+    out = engine.run(photo, "sky, sand", **page(presence=True, presence_threshold=0.0))
+    assert out.record["keep_all"] is False and set(out.record["presence"]) == {"sky", "sand"}
+    assert out.table_headers() == ["label", "pixels %", "presence score", "kept"]
+    assert out.result.classes == ["background", "sky", "sand"]  # threshold 0: every candidate kept
+    calls = len(map_calls)
+    none = engine.run(photo, "sky, sand", **page(presence=True, presence_threshold=1.0))
+    assert not none.maps_cached and len(map_calls) == calls  # nothing kept: no GradCAM at all
+    assert none.result.classes == ["background"] and (none.result.labels == 0).all()
+    again = engine.run(photo, "sky, sand", **page(presence=True, presence_threshold=1.0, threshold=0.5))
+    assert again.maps_cached and again.result.classes == ["background"] and (again.result.labels == 0).all()
+    assert {r[0]: r[1:] for r in again.table()}["sky"][0] == 0.0
