@@ -1,7 +1,7 @@
 """Large images: post-processing at a working resolution (``postprocess_max_side``) against full
 resolution (prints/writes JSON).
 
-    python bench/large_image.py --agreement --images 10 --sizes 1536 3072   # toy images rendered large
+    python bench/large_image.py --agreement --images 5 --sizes 1536 2560    # toy images rendered large
     python bench/large_image.py --cli                                         # a 6000x4000 JPEG through `pnpovss segment`
     python bench/large_image.py --cli --full-res                              # + the same run at full resolution (~2.5 min, ~7 GB)
 
@@ -117,8 +117,8 @@ def cli(full_res: bool, threads: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--agreement", action="store_true")
-    ap.add_argument("--images", type=int, default=10)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1536, 3072])
+    ap.add_argument("--images", type=int, default=5)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1536, 2560])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cli", action="store_true")
     ap.add_argument("--full-res", action="store_true")
