@@ -281,6 +281,9 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
 @click.option("--clip-template", default=None, help="CLIP prompt, e.g. 'a photo of a {}'. [default: the bare class name]")
 @click.option("--reward", type=click.Choice(["binary", "continuous"]), default="binary", show_default=True,
               help="binary: the paper's win count; continuous: mean probability gain over the full class list.")
+@click.option("--reward-mask", type=click.Choice(["reference", "half"]), default="reference", show_default=True,
+              help="How the blurred reward mask is cut again: at the trial's threshold (the reference code) or at "
+                   "half its peak (an option).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Also keep the per-image layer/head maps here, reused by later runs.")
 @click.option("--min-z", type=float, default=0.0, show_default=True,
@@ -292,7 +295,7 @@ def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, 
          preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, iters: int,
          space: str | None, seed: int,
          world_seed: int | None, out_dir: str, clip_name: str | None, clip_pretrained: str,
-         clip_template: str | None, reward: str, cache_dir: str | None, min_z: float) -> None:
+         clip_template: str | None, reward: str, reward_mask: str, cache_dir: str | None, min_z: float) -> None:
     """Label-free random search of layer, head and threshold with the CLIP masked-vs-blank reward.
 
     Writes OUT/trace.jsonl (one line per finished trial), OUT/best.json (best so far; a preset for
@@ -313,7 +316,8 @@ def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, 
         clip = load_clip(clip_source, clip_pretrained, device=process_device(device, ctx))
         template = clip_template or ds.clip_template or "{}"
         scorer = ClipScorer(clip, template=template)
-        evaluator = RewardEvaluator(seg, ds, indices, scorer, all_classes=all_classes, cache_dir=cache_dir, dist=ctx)
+        evaluator = RewardEvaluator(seg, ds, indices, scorer, all_classes=all_classes, cache_dir=cache_dir, dist=ctx,
+                                    mask_rule=reward_mask)
         run_info = {"dataset": ds.describe(), "root": str(getattr(ds, "root", "")), "images": len(indices),
                     "all_classes": all_classes, "model": seg.backbone.source, "clip": clip.source,
                     "clip_template": template}

@@ -73,6 +73,12 @@ class PipelineConfig:
     crf_bilateral_sxy: float = 50.0
     crf_bilateral_srgb: float = 5.0
     crf_bilateral_compat: float = 10.0
+    align_corners: bool = True
+    """Bilinear upsampling of the grid maps with ``align_corners=True`` (reference segmentation
+    script); False centres each patch on its pixels (this package's earlier default; an option)."""
+    blur_border: str = "reflect"
+    """scipy ``gaussian_filter`` border mode of the blur: ``reflect`` (scipy's default, used by the
+    reference), ``nearest``, ``mirror``, ``constant`` or ``wrap``."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -103,6 +109,9 @@ class PipelineConfig:
             problems.append(f"blur_sigma must be > 0, got {self.blur_sigma}")
         if self.crf_iters < 1:
             problems.append(f"crf_iters must be >= 1, got {self.crf_iters}")
+        if self.blur_border not in ("reflect", "nearest", "mirror", "constant", "wrap"):
+            problems.append("blur_border must be 'reflect', 'nearest', 'mirror', 'constant' or 'wrap', "
+                            f"got {self.blur_border!r}")
         if problems:
             raise PnpOvssError("; ".join(problems))
 

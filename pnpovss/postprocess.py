@@ -35,10 +35,12 @@ def threshold_maps(grid_maps: np.ndarray, threshold: float, mode: str = "keep") 
     return np.where(norm >= threshold, kept, 0.0).astype(np.float32)
 
 
-def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear (C, gh, gw) -> (C, H, W)."""
+def upsample(maps: np.ndarray, size: tuple[int, int], align_corners: bool = True) -> np.ndarray:
+    """Bilinear (C, gh, gw) -> (C, H, W). ``align_corners=True`` as the reference segmentation
+    script (corner patches' centres sit on the image corners, so border patches reach further in);
+    ``False`` places patch centres at their pixel centres."""
     t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
-    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].numpy()
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=align_corners)[0].numpy()
 
 
 def background_channel(class_maps: np.ndarray, rule: str = "zero") -> np.ndarray:
@@ -48,10 +50,15 @@ def background_channel(class_maps: np.ndarray, rule: str = "zero") -> np.ndarray
     return np.clip(1.0 - class_maps.sum(axis=0), 0.0, 1.0).astype(np.float32)
 
 
-def blur(maps: np.ndarray, sigma_fraction: float) -> np.ndarray:
-    """Step 6: Gaussian blur of each channel with sigma = fraction * max(H, W), then min-max."""
+BLUR_BORDERS = ("reflect", "nearest", "mirror", "constant", "wrap")
+"""scipy ``gaussian_filter`` border modes; ``reflect`` is scipy's default, which the reference uses."""
+
+
+def blur(maps: np.ndarray, sigma_fraction: float, mode: str = "reflect") -> np.ndarray:
+    """Step 6: Gaussian blur of each channel with sigma = fraction * max(H, W), then min-max.
+    ``mode`` is scipy's border rule (the reference calls scipy with its default, ``reflect``)."""
     sigma = sigma_fraction * max(maps.shape[-2:])
-    blurred = np.stack([gaussian_filter(m, sigma=sigma, mode="nearest") for m in maps])
+    blurred = np.stack([gaussian_filter(m, sigma=sigma, mode=mode) for m in maps])
     return minmax(blurred, constant="keep")
 
 
@@ -90,10 +97,10 @@ def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig
     With ``config.background`` channel 0 is background and class c is label c + 1.
     """
     h, w = image.shape[:2]
-    maps = upsample(threshold_maps(grid_maps, config.threshold, config.threshold_mode), (h, w))
+    maps = upsample(threshold_maps(grid_maps, config.threshold, config.threshold_mode), (h, w), config.align_corners)
     if config.background:
         maps = np.concatenate([background_channel(maps, config.background_rule)[None], maps])
     if config.blur:
-        maps = blur(maps, config.blur_sigma)
+        maps = blur(maps, config.blur_sigma, config.blur_border)
     labels = dense_crf(maps, image, config) if config.crf else maps.argmax(axis=0)
     return labels.astype(np.int64), maps.astype(np.float32)
