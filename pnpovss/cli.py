@@ -232,10 +232,13 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
 @click.option("--seed", type=int, default=0, show_default=True, help="Toy-world seed (toyworld only).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write miou, per_class, the confusion matrix and the settings here.")
+@click.option("--background-mode", type=click.Choice(["dataset", "reference"]), default=None,
+              help="dataset: a background channel exactly on datasets with a background class; reference: also "
+                   "when a caption names fewer than 3 classes (the reference scripts). [default: dataset]")
 @_fail_cleanly
 def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bool, model: str | None,
              preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, seed: int,
-             json_out: str | None) -> None:
+             json_out: str | None, background_mode: str | None) -> None:
     """mIoU of the pipeline on a dataset (mmsegmentation IoUMetric semantics).
 
     Interrupted (Ctrl-C, a crash)? Rerun the same command: the images already scored are kept in
@@ -251,6 +254,8 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
 
     ctx = from_env(device)
     try:
+        if background_mode:
+            assignments = (*assignments, f"background_mode={background_mode}")
         ds, indices, seg = _load_for_dataset(dataset, root, seed, images, model, preset, process_device(device, ctx),
                                              threads, assignments, echo=ctx.is_main)
         result = evaluate(seg, ds, indices, all_classes=all_classes, dist=ctx, resume=True)

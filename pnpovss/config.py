@@ -20,6 +20,9 @@ from .errors import PnpOvssError
 
 PRESET_FILENAME = "pnpovss_preset.json"
 
+REFERENCE_BACKGROUND_BELOW = 3
+"""``background_mode="reference"`` adds the background channel to captions of fewer classes than this."""
+
 HeadSpec = int | tuple[int, ...] | None
 """One head (0-based), a set of heads whose maps are averaged, or ``None`` for all heads."""
 
@@ -79,6 +82,11 @@ class PipelineConfig:
     blur_border: str = "reflect"
     """scipy ``gaussian_filter`` border mode of the blur: ``reflect`` (scipy's default, used by the
     reference), ``nearest``, ``mirror``, ``constant`` or ``wrap``."""
+    background_mode: str = "dataset"
+    """When the background channel is added: ``dataset``: exactly when ``background`` is on
+    (evaluation turns it on for datasets with a background class); ``reference``: also when the
+    caption names fewer than 3 classes (the reference segmentation scripts on Pascal Context,
+    ADE20K and COCO-Stuff; always on VOC and COCO-Object). See :meth:`for_caption`."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -109,6 +117,8 @@ class PipelineConfig:
             problems.append(f"blur_sigma must be > 0, got {self.blur_sigma}")
         if self.crf_iters < 1:
             problems.append(f"crf_iters must be >= 1, got {self.crf_iters}")
+        if self.background_mode not in ("dataset", "reference"):
+            problems.append(f"background_mode must be 'dataset' or 'reference', got {self.background_mode!r}")
         if self.blur_border not in ("reflect", "nearest", "mirror", "constant", "wrap"):
             problems.append("blur_border must be 'reflect', 'nearest', 'mirror', 'constant' or 'wrap', "
                             f"got {self.blur_border!r}")
@@ -122,6 +132,13 @@ class PipelineConfig:
         if isinstance(self.head, int):
             return (self.head,)
         return tuple(int(h) for h in self.head)
+
+    def for_caption(self, num_classes: int) -> "PipelineConfig":
+        """The configuration for one caption of ``num_classes`` classes: under ``background_mode
+        = "reference"`` the background channel is also added when fewer than 3 classes are named."""
+        if self.background or self.background_mode != "reference" or num_classes >= REFERENCE_BACKGROUND_BELOW:
+            return self
+        return dataclasses.replace(self, background=True)
 
     def replace(self, **overrides: Any) -> "PipelineConfig":
         """A copy with ``overrides`` applied; an unknown key is an error, not silently ignored."""

@@ -9,6 +9,15 @@ channel on (pipeline label 0 = dataset class 0); the others run with ``backgroun
 with no foreground label gets an all-background prediction (its pixels are then either background
 or ignored).
 
+``background_mode="reference"`` (``pnpovss eval --background-mode reference``) follows the
+reference scripts instead: on datasets without a background class (Context-59, ADE20K,
+COCO-Stuff) the background channel is added when the caption names fewer than 3 classes. Such a
+background prediction is scored as mmsegmentation would score a label outside the class list: a
+pixel whose true class is c counts as a miss of c (a false negative) and as a false positive of no
+class; background is not a class of the mean. (The reference's own scorer differs: it counts the
+dataset's unlabelled pixels, ADE20K's "other" included, as an extra "Background" class of its
+mean; we ignore them as mmsegmentation does.)
+
 Resuming: an evaluation keeps its progress (the confusion matrix of the images scored so far and
 their indices) in the user cache, under a key made of everything that defines the run (dataset,
 root, images, model, configuration, processes). It is written every ``save_seconds`` and when the
@@ -43,14 +52,22 @@ def caption_class_ids(dataset: SegDataset, sample: SegSample, all_classes: bool)
 
 
 def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_classes: bool = False) -> np.ndarray:
-    """(H, W) prediction in dataset class ids."""
+    """(H, W) prediction in dataset class ids; on a dataset without a background class, a
+    background prediction (``background_mode="reference"``) is ``dataset.num_classes``, an
+    unscored label (see :func:`evaluate`)."""
     ids = caption_class_ids(dataset, sample, all_classes)
     if not ids:
         return np.zeros(sample.label.shape, dtype=np.int64)
     names = [dataset.classes[i] for i in ids]
     res = segmenter.segment(sample.image, names, background=dataset.has_background)
-    lut = np.asarray(([0] if dataset.has_background else []) + ids, dtype=np.int64)
+    background = [0 if dataset.has_background else dataset.num_classes] if res.config.background else []
+    lut = np.asarray(background + ids, dtype=np.int64)
     return lut[res.labels]
+
+
+def unscored_labels(segmenter: Segmenter, dataset: SegDataset) -> int:
+    """1 when the pipeline may predict background on a dataset that has no background class."""
+    return int(not dataset.has_background and segmenter.config.background_mode == "reference")
 
 
 @dataclass
@@ -86,14 +103,14 @@ def progress_path(meta: dict[str, Any], indices: Sequence[int], rank: int) -> Pa
 class EvalProgress:
     """The images one process has scored so far and their confusion matrix, on disk."""
 
-    def __init__(self, path: Path, num_classes: int) -> None:
-        self.path, self.num_classes = path, num_classes
+    def __init__(self, path: Path, shape: tuple[int, int]) -> None:
+        self.path, self.shape = path, tuple(shape)
 
     def load(self) -> tuple[set[int], np.ndarray | None]:
         try:
             state = json.loads(self.path.read_text())
             matrix = np.asarray(state["matrix"], dtype=np.int64)
-            if matrix.shape != (self.num_classes, self.num_classes):
+            if matrix.shape != self.shape:
                 raise ValueError("matrix shape")
             return set(int(i) for i in state["done"]), matrix
         except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: score everything
@@ -116,7 +133,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     meta = {**dataset.describe(), "all_classes": all_classes, "processes": dist.world_size,
             "config": segmenter.config.replace(background=dataset.has_background).to_dict(),
             "model": segmenter.backbone.source}
-    cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
+    cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, unscored_labels(segmenter, dataset))
     start = time.perf_counter()
     mine = dist.shard(list(indices))
     done: set[int] = set()
@@ -124,7 +141,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     if resume:
         root = getattr(dataset, "root", None)
         state = EvalProgress(progress_path({**meta, "root": str(root) if root else None}, indices, dist.rank),
-                             dataset.num_classes)
+                             cm.matrix.shape)
         done, matrix = state.load()
         done &= set(mine)
         if matrix is not None and done:

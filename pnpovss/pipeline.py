@@ -194,7 +194,8 @@ class Segmenter:
         grid_maps = self.class_grid_maps(pixels, embeds, classes, config)
         results = []
         for rgb, names, gm in zip(rgbs, classes, grid_maps):
-            labels, scores = postprocess(gm, rgb, config)
-            label_names = ([BACKGROUND] if config.background else []) + list(names)
-            results.append(SegmentationResult(labels, scores, label_names, rgb, config, gm))
+            cfg = config.for_caption(len(names))  # background_mode="reference" may add the channel
+            labels, scores = postprocess(gm, rgb, cfg)
+            label_names = ([BACKGROUND] if cfg.background else []) + list(names)
+            results.append(SegmentationResult(labels, scores, label_names, rgb, cfg, gm))
         return results
