@@ -56,11 +56,14 @@ class PipelineConfig:
     """After per-class min-max normalisation, values below this are set to 0."""
     threshold_mode: str = "keep"
     """``keep``: values at or above the threshold are kept (the reference segmentation script);
-    ``binary``: they become 1 (the reference's per-dataset evaluation scripts)."""
+    ``binary``: they become 1; ``absolute``: 1 where the combined map itself (no min-max) reaches
+    the threshold (the CVPR-era evaluation scripts, on the sum of min-max normalised passes)."""
     background: bool = True
     """Add a background channel (label 0) to the output."""
     background_rule: str = "zero"
-    """``zero``: background = 1 where every class map is 0 (reference); ``one_minus_sum``: 1 - sum of class maps (clamped)."""
+    """``zero``: background = 1 where every class map is 0 (reference); ``one_minus_sum``: 1 - sum of class maps
+    (clamped); ``one_minus_sum_blurred``: 1 - sum of the *blurred* class maps, the background itself
+    not blurred (the CVPR-era evaluation scripts)."""
     blur: bool = True
     """Gaussian-blur every channel before the CRF."""
     blur_sigma: float = 0.05
@@ -87,6 +90,14 @@ class PipelineConfig:
     (evaluation turns it on for datasets with a background class); ``reference``: also when the
     caption names fewer than 3 classes (the reference segmentation scripts on Pascal Context,
     ADE20K and COCO-Stuff; always on VOC and COCO-Object). See :meth:`for_caption`."""
+    pass_combine: str = "sum"
+    """How the DropOut passes' class maps are combined: ``sum`` of the raw maps (reference
+    segmentation script); ``minmax``: each pass's class map min-max normalised first (the CVPR-era
+    evaluation scripts, ``New_eval_cam_*.py``)."""
+    drop_saliency: str = "classes"
+    """Which saliency picks the patches to drop: ``classes``: the sum over classes of each class's
+    mean over its word pieces (ours); ``reference``: the sum over every class word piece plus
+    ``[SEP]`` (the reference: a k-piece class counts k times)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -107,16 +118,21 @@ class PipelineConfig:
             problems.append(f"saliency must be 'gradcam' or 'attention', got {self.saliency!r}")
         if self.drop_mode not in ("reencode", "attention"):
             problems.append(f"drop_mode must be 'reencode' or 'attention', got {self.drop_mode!r}")
-        if self.background_rule not in ("zero", "one_minus_sum"):
-            problems.append(f"background_rule must be 'zero' or 'one_minus_sum', got {self.background_rule!r}")
-        if self.threshold_mode not in ("keep", "binary"):
-            problems.append(f"threshold_mode must be 'keep' or 'binary', got {self.threshold_mode!r}")
+        if self.background_rule not in ("zero", "one_minus_sum", "one_minus_sum_blurred"):
+            problems.append("background_rule must be 'zero', 'one_minus_sum' or 'one_minus_sum_blurred', "
+                            f"got {self.background_rule!r}")
+        if self.threshold_mode not in ("keep", "binary", "absolute"):
+            problems.append(f"threshold_mode must be 'keep', 'binary' or 'absolute', got {self.threshold_mode!r}")
         if self.crf_unary not in ("softmax", "probs"):
             problems.append(f"crf_unary must be 'softmax' or 'probs', got {self.crf_unary!r}")
         if self.blur_sigma <= 0:
             problems.append(f"blur_sigma must be > 0, got {self.blur_sigma}")
         if self.crf_iters < 1:
             problems.append(f"crf_iters must be >= 1, got {self.crf_iters}")
+        if self.pass_combine not in ("sum", "minmax"):
+            problems.append(f"pass_combine must be 'sum' or 'minmax', got {self.pass_combine!r}")
+        if self.drop_saliency not in ("classes", "reference"):
+            problems.append(f"drop_saliency must be 'classes' or 'reference', got {self.drop_saliency!r}")
         if self.background_mode not in ("dataset", "reference"):
             problems.append(f"background_mode must be 'dataset' or 'reference', got {self.background_mode!r}")
         if self.blur_border not in ("reflect", "nearest", "mirror", "constant", "wrap"):

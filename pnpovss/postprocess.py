@@ -29,7 +29,9 @@ def minmax(maps: np.ndarray, constant: str = "zero") -> np.ndarray:
 
 def threshold_maps(grid_maps: np.ndarray, threshold: float, mode: str = "keep") -> np.ndarray:
     """Step 4a: per class min-max normalise, zero values below ``threshold``; the rest keep their
-    value (``keep``) or become 1 (``binary``)."""
+    value (``keep``) or become 1 (``binary``). ``absolute``: 1 where the map itself reaches it."""
+    if mode == "absolute":  # the CVPR-era evaluation: the combined map's own scale, no min-max
+        return (np.asarray(grid_maps) >= threshold).astype(np.float32)
     norm = minmax(grid_maps)
     kept = norm if mode == "keep" else np.ones_like(norm)
     return np.where(norm >= threshold, kept, 0.0).astype(np.float32)
@@ -98,9 +100,14 @@ def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig
     """
     h, w = image.shape[:2]
     maps = upsample(threshold_maps(grid_maps, config.threshold, config.threshold_mode), (h, w), config.align_corners)
-    if config.background:
-        maps = np.concatenate([background_channel(maps, config.background_rule)[None], maps])
-    if config.blur:
-        maps = blur(maps, config.blur_sigma, config.blur_border)
+    if config.background_rule == "one_minus_sum_blurred":  # background from the blurred maps, itself unblurred
+        maps = blur(maps, config.blur_sigma, config.blur_border) if config.blur else maps
+        if config.background:
+            maps = np.concatenate([background_channel(maps, "one_minus_sum")[None], maps])
+    else:
+        if config.background:
+            maps = np.concatenate([background_channel(maps, config.background_rule)[None], maps])
+        if config.blur:
+            maps = blur(maps, config.blur_sigma, config.blur_border)
     labels = dense_crf(maps, image, config) if config.crf else maps.argmax(axis=0)
     return labels.astype(np.int64), maps.astype(np.float32)

@@ -99,3 +99,16 @@ def test_crf_unary_probs_trusts_confident_maps_more(rng):
     probs = dense_crf(maps, image, PipelineConfig(crf_unary="probs"))
     assert (probs[15:21, 15:21] == 1).mean() > 0.9
     assert (soft == 1).sum() < (probs == 1).sum()
+
+
+def test_cvpr_eval_scripts_threshold_and_background():
+    """CVPR-era evaluation: binary cut at an absolute threshold of the combined map; background =
+    clamp(1 - sum of the blurred class maps), the background itself not blurred."""
+    grid = np.array([[[0.1, 0.2], [0.14, 3.0]], [[0.0, 0.16], [0.0, 0.0]]], dtype=np.float32)
+    np.testing.assert_array_equal(threshold_maps(grid, 0.15, "absolute"), [[[0, 1], [0, 1]], [[0, 1], [0, 0]]])
+    image = np.zeros((20, 20, 3), np.uint8)
+    cfg = PipelineConfig(threshold=0.15, threshold_mode="absolute", background_rule="one_minus_sum_blurred", crf=False)
+    _, scores = postprocess(grid, image, cfg)
+    classes = blur(upsample(threshold_maps(grid, 0.15, "absolute"), (20, 20)), cfg.blur_sigma)
+    np.testing.assert_allclose(scores[1:], classes, atol=1e-6)
+    np.testing.assert_allclose(scores[0], np.clip(1 - classes.sum(0), 0, 1), atol=1e-6)
