@@ -6,7 +6,7 @@
 """
 
 from .backbones import BACKBONES, DEFAULT_MODEL, Backbone, load_backbone
-from .config import PipelineConfig, load_preset, save_preset
+from .config import PipelineConfig, list_presets, load_preset, save_preset
 from .errors import ImageLoadError, ModelLoadError, PnpOvssError
 from .imageio import load_image
 from .pipeline import SegmentationResult, Segmenter
@@ -28,6 +28,7 @@ __all__ = [
     "load_backbone",
     "load_dataset",
     "load_image",
+    "list_presets",
     "load_preset",
     "save_preset",
 ]

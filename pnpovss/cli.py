@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from .config import heads_from_text
+from .config import heads_from_text, list_presets
 from .errors import PnpOvssError
 from .imageio import IMAGE_SUFFIXES
 
@@ -80,7 +80,8 @@ def main() -> None:
 @click.option("--out", "out_dir", default="pnpovss-out", show_default=True, type=click.Path(file_okay=False),
               help="Output directory.")
 @click.option("--model", default=None, help="Hub id, local directory, or 'toy'. [default: Salesforce/blip-itm-large-flickr]")
-@click.option("--preset", type=click.Path(dir_okay=False), default=None, help="Preset JSON (e.g. a tune run's best.json).")
+@click.option("--preset", type=click.Path(dir_okay=False), default=None,
+              help=f"Preset JSON (e.g. a tune run's best.json) or a named preset: {', '.join(list_presets())}.")
 @click.option("--image-size", type=int, default=None, help="Square input size; default: the checkpoint's own (384 for BLIP-large).")
 @click.option("--layer", type=int, default=None, help="Cross-attention layer, 1-based. [default: 8]")
 @click.option("--head", default=None, help="Head index (0-based), comma list to average, or 'all'. [default: 9]")
@@ -188,7 +189,8 @@ def _dataset_options(fn: Callable) -> Callable:
         click.option("--all-classes", is_flag=True, default=False,
                      help="Put every dataset class in each caption instead of the image's own labels."),
         click.option("--model", default=None, help="Hub id, local directory, or 'toy'. [default: the BLIP hub model; toyworld: toy]"),
-        click.option("--preset", type=click.Path(dir_okay=False), default=None, help="Base preset JSON (e.g. a tune run's best.json)."),
+        click.option("--preset", type=click.Path(dir_okay=False), default=None,
+                     help=f"Base preset JSON (e.g. a tune run's best.json) or a named preset: {', '.join(list_presets())}."),
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Any pipeline option by name, e.g. --set threshold=0.1 (repeatable; applied over --preset)."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
@@ -232,9 +234,10 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
 @click.option("--seed", type=int, default=0, show_default=True, help="Toy-world seed (toyworld only).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write miou, per_class, the confusion matrix and the settings here.")
-@click.option("--background-mode", type=click.Choice(["dataset", "reference"]), default=None,
+@click.option("--background-mode", type=click.Choice(["dataset", "reference", "always"]), default=None,
               help="dataset: a background channel exactly on datasets with a background class; reference: also "
-                   "when a caption names fewer than 3 classes (the reference scripts). [default: dataset]")
+                   "when a caption names fewer than 3 classes (the reference scripts); always: on every caption "
+                   "(the CVPR-era evaluation scripts). [default: dataset]")
 @_fail_cleanly
 def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bool, model: str | None,
              preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, seed: int,

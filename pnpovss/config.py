@@ -89,7 +89,8 @@ class PipelineConfig:
     """When the background channel is added: ``dataset``: exactly when ``background`` is on
     (evaluation turns it on for datasets with a background class); ``reference``: also when the
     caption names fewer than 3 classes (the reference segmentation scripts on Pascal Context,
-    ADE20K and COCO-Stuff; always on VOC and COCO-Object). See :meth:`for_caption`."""
+    ADE20K and COCO-Stuff; always on VOC and COCO-Object); ``always``: on every caption (the
+    CVPR-era evaluation scripts). See :meth:`for_caption`."""
     pass_combine: str = "sum"
     """How the DropOut passes' class maps are combined: ``sum`` of the raw maps (reference
     segmentation script); ``minmax``: each pass's class map min-max normalised first (the CVPR-era
@@ -133,8 +134,8 @@ class PipelineConfig:
             problems.append(f"pass_combine must be 'sum' or 'minmax', got {self.pass_combine!r}")
         if self.drop_saliency not in ("classes", "reference"):
             problems.append(f"drop_saliency must be 'classes' or 'reference', got {self.drop_saliency!r}")
-        if self.background_mode not in ("dataset", "reference"):
-            problems.append(f"background_mode must be 'dataset' or 'reference', got {self.background_mode!r}")
+        if self.background_mode not in ("dataset", "reference", "always"):
+            problems.append(f"background_mode must be 'dataset', 'reference' or 'always', got {self.background_mode!r}")
         if self.blur_border not in ("reflect", "nearest", "mirror", "constant", "wrap"):
             problems.append("blur_border must be 'reflect', 'nearest', 'mirror', 'constant' or 'wrap', "
                             f"got {self.blur_border!r}")
@@ -151,8 +152,10 @@ class PipelineConfig:
 
     def for_caption(self, num_classes: int) -> "PipelineConfig":
         """The configuration for one caption of ``num_classes`` classes: under ``background_mode
-        = "reference"`` the background channel is also added when fewer than 3 classes are named."""
-        if self.background or self.background_mode != "reference" or num_classes >= REFERENCE_BACKGROUND_BELOW:
+        = "reference"`` the background channel is also added when fewer than 3 classes are named,
+        under ``"always"`` always."""
+        if self.background or self.background_mode == "dataset" or (
+                self.background_mode == "reference" and num_classes >= REFERENCE_BACKGROUND_BELOW):
             return self
         return dataclasses.replace(self, background=True)
 
@@ -227,9 +230,33 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+PRESETS_DIR = Path(__file__).parent / "presets"
+"""Named presets shipped with the package (``--preset reference-head``), one flat JSON file each."""
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped with the package, sorted."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def preset_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A preset file path, or the file of a named preset. A file that exists wins over a name."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    named = PRESETS_DIR / f"{name_or_path}.json"
+    if str(name_or_path) in list_presets():
+        return named
+    if p.suffix != ".json" and p.parent == Path("."):
+        raise PnpOvssError(f"preset {str(name_or_path)!r} is neither a file nor a named preset; named presets: "
+                           f"{', '.join(list_presets())}")
+    return p
+
+
 def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a preset file: ``{"config": {...}, ...}`` (a tuning run's best) or a bare dict of options."""
-    p = Path(path)
+    """Read a preset: a named one (:func:`list_presets`) or a file, ``{"config": {...}, ...}`` (a
+    tuning run's best) or a bare dict of options."""
+    p = preset_path(path)
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
@@ -252,4 +279,5 @@ def save_preset(path: str | os.PathLike[str], config: PipelineConfig | Mapping[s
     atomic_write_text(Path(path), json.dumps({"config": cfg, **meta}, indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["PipelineConfig", "HeadSpec", "load_preset", "parse_assignments", "save_preset", "PRESET_FILENAME"]
+__all__ = ["PipelineConfig", "HeadSpec", "list_presets", "load_preset", "parse_assignments", "save_preset",
+           "PRESET_FILENAME"]

@@ -67,7 +67,7 @@ def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_cl
 
 def unscored_labels(segmenter: Segmenter, dataset: SegDataset) -> int:
     """1 when the pipeline may predict background on a dataset that has no background class."""
-    return int(not dataset.has_background and segmenter.config.background_mode == "reference")
+    return int(not dataset.has_background and segmenter.config.background_mode != "dataset")
 
 
 @dataclass

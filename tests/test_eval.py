@@ -75,13 +75,14 @@ def test_reference_background_mode_adds_the_channel_below_three_classes(segmente
     cfg = PipelineConfig(background=False, background_mode="reference")
     assert cfg.for_caption(1).background and cfg.for_caption(2).background and not cfg.for_caption(3).background
     assert not PipelineConfig(background=False).for_caption(1).background  # "dataset": exactly `background`
+    assert PipelineConfig(background=False, background_mode="always").for_caption(5).background
     image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     two = segmenter.segment(image, ["cat", "dog"], background=False, background_mode="reference")
     three = segmenter.segment(image, ["cat", "dog", "sky"], background=False, background_mode="reference")
     assert two.classes == ["background", "cat", "dog"] and two.scores.shape[0] == 3
     assert three.classes == ["cat", "dog", "sky"]
-    with pytest.raises(Exception, match="background_mode must be 'dataset' or 'reference'"):
-        PipelineConfig(background_mode="always")
+    with pytest.raises(Exception, match="background_mode must be 'dataset', 'reference' or 'always'"):
+        PipelineConfig(background_mode="sometimes")
 
 
 def test_background_prediction_without_a_background_class_is_a_miss_not_a_class():
