@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from .config import heads_from_text, list_presets
+from .config import BACKGROUND_MODES, heads_from_text, list_presets
 from .errors import PnpOvssError
 from .imageio import IMAGE_SUFFIXES
 
@@ -234,7 +234,7 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
 @click.option("--seed", type=int, default=0, show_default=True, help="Toy-world seed (toyworld only).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write miou, per_class, the confusion matrix and the settings here.")
-@click.option("--background-mode", type=click.Choice(["dataset", "reference", "always"]), default=None,
+@click.option("--background-mode", type=click.Choice(BACKGROUND_MODES), default=None,
               help="dataset: a background channel exactly on datasets with a background class; reference: also "
                    "when a caption names fewer than 3 classes (the reference scripts); always: on every caption "
                    "(the CVPR-era evaluation scripts). [default: dataset]")

@@ -20,6 +20,8 @@ from .errors import PnpOvssError
 
 PRESET_FILENAME = "pnpovss_preset.json"
 
+BACKGROUND_MODES = ("dataset", "reference", "always")
+"""Values of ``PipelineConfig.background_mode`` (the first is the default)."""
 REFERENCE_BACKGROUND_BELOW = 3
 """``background_mode="reference"`` adds the background channel to captions of fewer classes than this."""
 
@@ -134,7 +136,7 @@ class PipelineConfig:
             problems.append(f"pass_combine must be 'sum' or 'minmax', got {self.pass_combine!r}")
         if self.drop_saliency not in ("classes", "reference"):
             problems.append(f"drop_saliency must be 'classes' or 'reference', got {self.drop_saliency!r}")
-        if self.background_mode not in ("dataset", "reference", "always"):
+        if self.background_mode not in BACKGROUND_MODES:
             problems.append(f"background_mode must be 'dataset', 'reference' or 'always', got {self.background_mode!r}")
         if self.blur_border not in ("reflect", "nearest", "mirror", "constant", "wrap"):
             problems.append("blur_border must be 'reflect', 'nearest', 'mirror', 'constant' or 'wrap', "
