@@ -20,6 +20,8 @@ from .errors import PnpOvssError
 
 PRESET_FILENAME = "pnpovss_preset.json"
 
+BLUR_BORDERS = ("reflect", "nearest", "mirror", "constant", "wrap")
+"""scipy ``gaussian_filter`` border modes for ``blur_border``; ``reflect`` is scipy's default, which the reference uses."""
 BACKGROUND_MODES = ("dataset", "reference", "always")
 """Values of ``PipelineConfig.background_mode`` (the first is the default)."""
 REFERENCE_BACKGROUND_BELOW = 3
@@ -138,7 +140,7 @@ class PipelineConfig:
             problems.append(f"drop_saliency must be 'classes' or 'reference', got {self.drop_saliency!r}")
         if self.background_mode not in BACKGROUND_MODES:
             problems.append(f"background_mode must be 'dataset', 'reference' or 'always', got {self.background_mode!r}")
-        if self.blur_border not in ("reflect", "nearest", "mirror", "constant", "wrap"):
+        if self.blur_border not in BLUR_BORDERS:
             problems.append("blur_border must be 'reflect', 'nearest', 'mirror', 'constant' or 'wrap', "
                             f"got {self.blur_border!r}")
         if problems:

@@ -52,10 +52,6 @@ def background_channel(class_maps: np.ndarray, rule: str = "zero") -> np.ndarray
     return np.clip(1.0 - class_maps.sum(axis=0), 0.0, 1.0).astype(np.float32)
 
 
-BLUR_BORDERS = ("reflect", "nearest", "mirror", "constant", "wrap")
-"""scipy ``gaussian_filter`` border modes; ``reflect`` is scipy's default, which the reference uses."""
-
-
 def blur(maps: np.ndarray, sigma_fraction: float, mode: str = "reflect") -> np.ndarray:
     """Step 6: Gaussian blur of each channel with sigma = fraction * max(H, W), then min-max.
     ``mode`` is scipy's border rule (the reference calls scipy with its default, ``reflect``)."""
