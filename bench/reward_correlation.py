@@ -10,6 +10,11 @@ rank correlation of each variant with
 * ``miou``: what ``pnpovss eval --preset`` gives for that configuration (full pipeline: DropOut at
   the base setting, blur, CRF), and
 * ``miou_single_pass``: the same post-processing applied to the single-pass maps the reward sees.
+
+Each configuration's rewards are computed under every reward mask rule (``reference``, the
+default, and ``half``; see :mod:`pnpovss.reward`), so both rules are ranked against the same mIoUs.
+``spearman[rule]`` covers all configurations, ``spearman_without_last_layer[rule]`` leaves out the
+last layer, whose GradCAM is zero for word tokens (empty masks, reward 0, low mIoU: easy to rank).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pnpovss.evaluate import caption_class_ids, evaluate
 from pnpovss.imageio import atomic_write_text
 from pnpovss.metrics import ConfusionMatrix
 from pnpovss.postprocess import postprocess
-from pnpovss.reward import ClipScorer, load_clip
+from pnpovss.reward import MASK_RULES, ClipScorer, load_clip
 from pnpovss.search import RewardEvaluator, load_space
 
 
@@ -68,6 +73,12 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return None if np.isnan(rho) else round(float(rho), 4)
 
 
+def correlations(rows: list[dict], rule: str) -> dict[str, float | None]:
+    """Spearman's rho of each reward variant (under mask ``rule``) with each mIoU."""
+    return {f"{variant}_vs_{target}": spearman([r["rewards"][rule][variant] for r in rows], [r[target] for r in rows])
+            for variant in ("binary", "continuous") for target in ("miou", "miou_single_pass")}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="toy")
@@ -90,16 +101,22 @@ def main(argv: list[str] | None = None) -> int:
     space = load_space(None, seg.backbone, seg.config)
     rows = []
     for n, params in enumerate(sample_configs(space, args.configs, args.config_seed)):
-        rewards = ev.evaluate(params)
+        rewards = {}
+        for rule in MASK_RULES:  # same maps and images, only the mask rule differs
+            ev.mask_rule = rule
+            rewards[rule] = ev.evaluate(params)
         tuned = Segmenter(seg.backbone, seg.config.replace(**params))
         miou = evaluate(tuned, ds, range(len(ds)), progress=False).summary["miou"]
-        rows.append({"params": params, **rewards, "miou": miou, "miou_single_pass": single_pass_miou(ev, params)})
+        rows.append({"params": params, "rewards": rewards, "miou": miou,
+                     "miou_single_pass": single_pass_miou(ev, params)})
         print(f"[{n + 1}/{args.configs}] {json.dumps(rows[-1])}", file=sys.stderr)
+    usable = [r for r in rows if r["params"]["layer"] != seg.backbone.num_layers]
     result = {
         "dataset": ds.describe(), "model": seg.backbone.source, "clip": scorer.clip.source,
-        "base_config": seg.config.to_dict(), "configs": len(rows),
-        "spearman": {f"{variant}_vs_{target}": spearman([r[variant] for r in rows], [r[target] for r in rows])
-                     for variant in ("binary", "continuous") for target in ("miou", "miou_single_pass")},
+        "base_config": seg.config.to_dict(), "configs": len(rows), "mask_rules": list(MASK_RULES),
+        "spearman": {rule: correlations(rows, rule) for rule in MASK_RULES},
+        "spearman_without_last_layer": {rule: correlations(usable, rule) for rule in MASK_RULES},
+        "configs_without_last_layer": len(usable),
         "rows": rows, "seconds": round(time.perf_counter() - start, 1),
     }
     print(json.dumps(result, indent=2))

@@ -30,6 +30,18 @@ Options, measured beside the default (under "options" in the JSON):
   full_attention_drop  drop_mode="attention" (one vision pass instead of re-encoding)
   full_drop_k10        the paper's DropOut k = 10 instead of the model preset's k (the toy preset
                        picks k for its 12x12 grid, see --sweep)
+  full_eval_scripts    the CVPR-era evaluation scripts' post-processing (New_eval_cam_*.py): absolute
+                       threshold on the sum of min-max normalised passes, blur, background 1 - sum of
+                       the blurred maps, CRF on the maps as probabilities, 20 iterations
+  full_eval_scripts_approx  the earlier approximation of it (threshold after min-max, background before blur)
+  full_drop_saliency_reference  DropOut picks patches by the reference's word-piece + [SEP] sum
+  full_align_corners_false / full_blur_nearest / full_before_issue13
+                       upsampling with align_corners=False, blur border "nearest", both (the defaults
+                       before they followed the reference)
+  nobg_dataset / nobg_reference
+                       the toy world scored as a dataset without a background class (its background
+                       pixels ignored): no background channel (default) vs the reference's channel
+                       for captions of fewer than 3 classes
 Scores are accumulated over the whole split in one confusion matrix per row (background + shapes).
 """
 
@@ -66,10 +78,28 @@ OPTIONS = {
     "attention+blur+crf": dict(saliency="attention", drop_iters=1),
     "full_threshold_binary": dict(threshold_mode="binary"),
     "full_crf_probs": dict(crf_unary="probs"),
-    "full_eval_scripts": dict(threshold_mode="binary", crf_unary="probs", background_rule="one_minus_sum", crf_iters=20),
+    "full_eval_scripts": dict(threshold_mode="absolute", pass_combine="minmax", background_rule="one_minus_sum_blurred",
+                              crf_unary="probs", crf_iters=20),
+    "full_eval_scripts_approx": dict(threshold_mode="binary", crf_unary="probs", background_rule="one_minus_sum",
+                                     crf_iters=20),
     "full_attention_drop": dict(drop_mode="attention"),
     "full_drop_k10": dict(drop_k=10),
+    "full_drop_saliency_reference": dict(drop_saliency="reference"),
+    "full_align_corners_false": dict(align_corners=False),
+    "full_blur_nearest": dict(blur_border="nearest"),
+    "full_before_issue13": dict(align_corners=False, blur_border="nearest"),
 }
+NO_BACKGROUND_LABEL = {
+    "nobg_dataset": dict(background=False),
+    "nobg_reference": dict(background=False, background_mode="reference"),
+}
+"""The toy world scored as a dataset *without* a background class (Context-59/ADE20K style: its
+background pixels are ignored): the default per-dataset rule (no background channel) against the
+reference rule (a background channel when the caption names fewer than 3 classes; a background
+prediction is a miss of the pixel's class, see ``pnpovss.evaluate``)."""
+MAP_KEYS = ("saliency", "drop_iters", "drop_mode", "drop_k", "halving", "count_first_twice", "pass_combine",
+            "drop_saliency")
+"""The settings that change the grid maps; post-processing variants of one setting share its maps."""
 
 
 def progress(items, desc: str):
@@ -132,6 +162,7 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
             ["random_weights", "no_vlm", *STAGES, "vocab_all", *VOCAB_ROWS, "oracle_grid_maps", *OPTIONS]}
     kept: dict[str, list[list[str]]] = {name: [] for name in ["full", "vocab_all", *VOCAB_ROWS]}
     truths: list[list[str]] = []
+    nobg = {name: ConfusionMatrix(len(SHAPES), unscored_labels=1) for name in NO_BACKGROUND_LABEL}
     start = time.perf_counter()
     full_seconds = 0.0
     for i in progress(range(images), f"benchmark seed {seed}"):
@@ -143,9 +174,9 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         rows["no_vlm"].update(no_vlm_predict(s.image, by_area), truth)
         # One GradCAM computation per map setting (saliency, DropOut schedule); post-processing variants reuse it.
         grid_cache: dict[tuple, tuple[np.ndarray, float]] = {}  # maps and the seconds they took
-        for name, overrides in {**STAGES, **OPTIONS}.items():
-            cfg = base.replace(**overrides)
-            key = (cfg.saliency, cfg.drop_iters, cfg.drop_mode, cfg.drop_k, cfg.halving, cfg.count_first_twice)
+        for name, overrides in {**STAGES, **OPTIONS, **NO_BACKGROUND_LABEL}.items():
+            cfg = base.replace(**overrides).for_caption(len(s.labels))
+            key = tuple(getattr(cfg, k) for k in MAP_KEYS)
             if key not in grid_cache:
                 t0 = time.perf_counter()
                 pixels = seg.backbone.preprocess([s.image], seg.image_size(cfg))
@@ -155,6 +186,10 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
             labels, _ = postprocess(grid_cache[key][0], s.image, cfg)
             if name == "full":  # the whole default pipeline: its maps (even if cached) + post-processing
                 full_seconds += grid_cache[key][1] + time.perf_counter() - t0
+            if name in NO_BACKGROUND_LABEL:  # shapes 0..5, background prediction = 6 (unscored), truth bg ignored
+                pred = to_global(labels, ["background", *s.labels] if cfg.background else s.labels) - 1
+                nobg[name].update(np.where(pred < 0, len(SHAPES), pred), np.where(truth == 0, 255, truth - 1))
+                continue
             rows[name].update(to_global(labels, ["background", *s.labels]), truth)
         rows["vocab_all"].update(predict(seg, s.image, list(SHAPES), base), truth)
         kept["full"].append(list(s.labels))
@@ -179,6 +214,8 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         "presence": {"presence_threshold": base.presence_threshold, "recurrent_rounds": 2,
                      "recurrent_clip": "toy"},
         "options": {name: {"overrides": OPTIONS[name], **rows[name].summary(CLASSES)} for name in OPTIONS},
+        "no_background_label": {name: {"overrides": NO_BACKGROUND_LABEL[name], **cm.summary(SHAPES)}
+                                for name, cm in nobg.items()},
         "seconds_per_image": full_seconds / images,
         "bench_seconds_per_image": elapsed / images,
     }

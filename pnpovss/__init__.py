@@ -22,6 +22,7 @@ _LAZY = {
     "load_backbone": "backbones",
     "PipelineConfig": "config",
     "load_preset": "config",
+    "list_presets": "config",
     "save_preset": "config",
     "ConfigError": "errors",
     "ImageLoadError": "errors",

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from .config import FIELDS
+from .config import BACKGROUND_MODES, FIELDS, list_presets
 from .errors import ConfigError, PnpOvssError
 from .imageio import IMAGE_SUFFIXES
 
@@ -95,7 +95,8 @@ def main() -> None:
 @click.option("--out", "out_dir", default="pnpovss-out", show_default=True, type=click.Path(file_okay=False),
               help="Output directory.")
 @click.option("--model", default=None, help="Hub id, local directory, or 'toy'. [default: Salesforce/blip-itm-large-flickr]")
-@click.option("--preset", type=click.Path(dir_okay=False), default=None, help="Preset JSON (e.g. a tune run's best.json).")
+@click.option("--preset", type=click.Path(dir_okay=False), default=None,
+              help=f"Preset JSON (e.g. a tune run's best.json) or a named preset: {', '.join(list_presets())}.")
 @click.option("--image-size", type=int, default=None, help="Square input size; default: the checkpoint's own (384 for BLIP-large).")
 @click.option("--layer", type=int, default=None, help="Cross-attention layer, 1-based. [default: 8]")
 @click.option("--head", default=None, help="Head index (0-based), comma list to average, or 'all'. [default: 9]")
@@ -222,7 +223,8 @@ def _dataset_options(fn: Callable) -> Callable:
                           "from the whole vocabulary (no labels at test time)."),
         click.option("--all-classes", is_flag=True, default=False, help="Same as --labels all."),
         click.option("--model", default=None, help="Hub id, local directory, or 'toy'. [default: the BLIP hub model; toyworld: toy]"),
-        click.option("--preset", type=click.Path(dir_okay=False), default=None, help="Base preset JSON (e.g. a tune run's best.json)."),
+        click.option("--preset", type=click.Path(dir_okay=False), default=None,
+                     help=f"Base preset JSON (e.g. a tune run's best.json) or a named preset: {', '.join(list_presets())}."),
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Any pipeline option by name, e.g. --set threshold=0.1 (repeatable; applied over --preset)."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
@@ -268,11 +270,15 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
 @click.option("--seed", type=int, default=0, show_default=True, help="Toy-world seed (toyworld only).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write miou, per_class, the confusion matrix and the settings here.")
+@click.option("--background-mode", type=click.Choice(BACKGROUND_MODES), default=None,
+              help="dataset: a background channel exactly on datasets with a background class; reference: also "
+                   "when a caption names fewer than 3 classes (the reference scripts); always: on every caption "
+                   "(the CVPR-era evaluation scripts). [default: dataset]")
 @_fail_cleanly
 def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | None, all_classes: bool,
              model: str | None,
              preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, seed: int,
-             json_out: str | None) -> None:
+             json_out: str | None, background_mode: str | None) -> None:
     """mIoU of the pipeline on a dataset (mmsegmentation IoUMetric semantics).
 
     Interrupted (Ctrl-C, a crash)? Rerun the same command: the images already scored are kept in
@@ -294,6 +300,8 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
             raise PnpOvssError(f"--json {json_out} is a directory; name a file")
     ctx = from_env(device)
     try:
+        if background_mode:
+            assignments = (*assignments, f"background_mode={background_mode}")
         ds, indices, seg = _load_for_dataset(dataset, root, seed, images, model, preset, process_device(device, ctx),
                                              threads, assignments, echo=ctx.is_main)
         result = evaluate(seg, ds, indices, labels=_protocol(labels, all_classes), dist=ctx, resume=True)
@@ -330,6 +338,9 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
               help="binary: the paper's win count; continuous: mean probability gain over the full class list; "
                    "tags: tune the class-presence stage (presence_threshold) by per-image tag F1 against the "
                    "image-level labels (no CLIP; default space search/spaces/presence.json).")
+@click.option("--reward-mask", type=click.Choice(["reference", "half"]), default="reference", show_default=True,
+              help="How the blurred reward mask is cut again: at the trial's threshold (the reference code) or at "
+                   "half its peak (an option).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Also keep the per-image layer/head maps here, reused by later runs.")
 @click.option("--min-z", type=float, default=0.0, show_default=True,
@@ -342,7 +353,7 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
          preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, iters: int,
          space: str | None, seed: int,
          world_seed: int | None, out_dir: str, clip_name: str | None, clip_pretrained: str,
-         clip_template: str | None, reward: str, cache_dir: str | None, min_z: float) -> None:
+         clip_template: str | None, reward: str, reward_mask: str, cache_dir: str | None, min_z: float) -> None:
     """Label-free random search of layer, head and threshold with the CLIP masked-vs-blank reward.
 
     Writes OUT/trace.jsonl (one line per finished trial), OUT/best.json (best so far; a preset for
@@ -378,7 +389,7 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
             clip = load_clip(clip_source, clip_pretrained, device=process_device(device, ctx))
             template = clip_template or ds.clip_template or "{}"
             evaluator = RewardEvaluator(seg, ds, indices, ClipScorer(clip, template=template),
-                                        all_classes=all_classes, cache_dir=cache_dir, dist=ctx)
+                                        all_classes=all_classes, cache_dir=cache_dir, dist=ctx, mask_rule=reward_mask)
             run_info.update(clip=clip.source, clip_template=template)
         best = run_search(evaluator, space_obj, iters=iters, seed=seed, out_dir=out_dir, reward=reward,
                           min_z=min_z, run_info=run_info)

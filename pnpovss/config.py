@@ -21,6 +21,13 @@ from .errors import ConfigError, PnpOvssError
 
 PRESET_FILENAME = "pnpovss_preset.json"
 
+BLUR_BORDERS = ("reflect", "nearest", "mirror", "constant", "wrap")
+"""scipy ``gaussian_filter`` border modes for ``blur_border``; ``reflect`` is scipy's default, which the reference uses."""
+BACKGROUND_MODES = ("dataset", "reference", "always")
+"""Values of ``PipelineConfig.background_mode`` (the first is the default)."""
+REFERENCE_BACKGROUND_BELOW = 3
+"""``background_mode="reference"`` adds the background channel to captions of fewer classes than this."""
+
 HeadSpec = int | tuple[int, ...] | None
 """One head (0-based), a set of heads whose maps are averaged, or ``None`` for all heads."""
 
@@ -54,11 +61,14 @@ class PipelineConfig:
     """After per-class min-max normalisation, values below this are set to 0."""
     threshold_mode: str = "keep"
     """``keep``: values at or above the threshold are kept (the reference segmentation script);
-    ``binary``: they become 1 (the reference's per-dataset evaluation scripts)."""
+    ``binary``: they become 1; ``absolute``: 1 where the combined map itself (no min-max) reaches
+    the threshold (the CVPR-era evaluation scripts, on the sum of min-max normalised passes)."""
     background: bool = True
     """Add a background channel (label 0) to the output."""
     background_rule: str = "zero"
-    """``zero``: background = 1 where every class map is 0 (reference); ``one_minus_sum``: 1 - sum of class maps (clamped)."""
+    """``zero``: background = 1 where every class map is 0 (reference); ``one_minus_sum``: 1 - sum of class maps
+    (clamped); ``one_minus_sum_blurred``: 1 - sum of the *blurred* class maps, the background itself
+    not blurred (the CVPR-era evaluation scripts)."""
     blur: bool = True
     """Gaussian-blur every channel before the CRF."""
     blur_sigma: float = 0.05
@@ -88,6 +98,26 @@ class PipelineConfig:
     """Recurrent presence check (CLIP-as-RNN's idea): after segmenting, drop the kept classes whose
     region CLIP does not recognise (masked vs blank, as the tuning reward) and segment again, at most
     this many rounds. 0 = off. Needs a CLIP model (``Segmenter.presence_clip`` / ``--clip``)."""
+    align_corners: bool = True
+    """Bilinear upsampling of the grid maps with ``align_corners=True`` (reference segmentation
+    script); False centres each patch on its pixels (this package's earlier default; an option)."""
+    blur_border: str = "reflect"
+    """scipy ``gaussian_filter`` border mode of the blur: ``reflect`` (scipy's default, used by the
+    reference), ``nearest``, ``mirror``, ``constant`` or ``wrap``."""
+    background_mode: str = "dataset"
+    """When the background channel is added: ``dataset``: exactly when ``background`` is on
+    (evaluation turns it on for datasets with a background class); ``reference``: also when the
+    caption names fewer than 3 classes (the reference segmentation scripts on Pascal Context,
+    ADE20K and COCO-Stuff; always on VOC and COCO-Object); ``always``: on every caption (the
+    CVPR-era evaluation scripts). See :meth:`for_caption`."""
+    pass_combine: str = "sum"
+    """How the DropOut passes' class maps are combined: ``sum`` of the raw maps (reference
+    segmentation script); ``minmax``: each pass's class map min-max normalised first (the CVPR-era
+    evaluation scripts, ``New_eval_cam_*.py``)."""
+    drop_saliency: str = "classes"
+    """Which saliency picks the patches to drop: ``classes``: the sum over classes of each class's
+    mean over its word pieces (ours); ``reference``: the sum over every class word piece plus
+    ``[SEP]`` (the reference: a k-piece class counts k times)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -106,6 +136,15 @@ class PipelineConfig:
         if isinstance(self.head, int):
             return (self.head,)
         return tuple(int(h) for h in self.head)
+
+    def for_caption(self, num_classes: int) -> "PipelineConfig":
+        """The configuration for one caption of ``num_classes`` classes: under ``background_mode
+        = "reference"`` the background channel is also added when fewer than 3 classes are named,
+        under ``"always"`` always."""
+        if self.background or self.background_mode == "dataset" or (
+                self.background_mode == "reference" and num_classes >= REFERENCE_BACKGROUND_BELOW):
+            return self
+        return dataclasses.replace(self, background=True)
 
     def replace(self, **overrides: Any) -> "PipelineConfig":
         """A copy with ``overrides`` applied; an unknown key is an error, not silently ignored."""
@@ -226,9 +265,9 @@ FIELDS: dict[str, FieldSpec] = {
     "count_first_twice": FieldSpec("bool"),
     "drop_mode": FieldSpec("str", choices=("reencode", "attention")),
     "threshold": FieldSpec("float", min=0.0, max=1.0, max_open=True),
-    "threshold_mode": FieldSpec("str", choices=("keep", "binary")),
+    "threshold_mode": FieldSpec("str", choices=("keep", "binary", "absolute")),
     "background": FieldSpec("bool"),
-    "background_rule": FieldSpec("str", choices=("zero", "one_minus_sum")),
+    "background_rule": FieldSpec("str", choices=("zero", "one_minus_sum", "one_minus_sum_blurred")),
     "blur": FieldSpec("bool"),
     "blur_sigma": FieldSpec("float", min=0.0, min_open=True),
     "crf": FieldSpec("bool"),
@@ -242,6 +281,11 @@ FIELDS: dict[str, FieldSpec] = {
     "postprocess_max_side": FieldSpec("int", min=16, optional=True),
     "presence_threshold": FieldSpec("float", min=0.0, max=1.0),
     "presence_rounds": FieldSpec("int", min=0),
+    "align_corners": FieldSpec("bool"),
+    "blur_border": FieldSpec("str", choices=BLUR_BORDERS),
+    "background_mode": FieldSpec("str", choices=BACKGROUND_MODES),
+    "pass_combine": FieldSpec("str", choices=("sum", "minmax")),
+    "drop_saliency": FieldSpec("str", choices=("classes", "reference")),
 }
 """One entry per :class:`PipelineConfig` field: the one place where values are validated (the
 dataclass, presets, ``--set``, ``--head``, search spaces all go through it). A new field adds
@@ -305,9 +349,33 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+PRESETS_DIR = Path(__file__).parent / "presets"
+"""Named presets shipped with the package (``--preset reference-head``), one flat JSON file each."""
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped with the package, sorted."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def preset_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A preset file path, or the file of a named preset. A file that exists wins over a name."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    named = PRESETS_DIR / f"{name_or_path}.json"
+    if str(name_or_path) in list_presets():
+        return named
+    if p.suffix != ".json" and p.parent == Path("."):
+        raise PnpOvssError(f"preset {str(name_or_path)!r} is neither a file nor a named preset; named presets: "
+                           f"{', '.join(list_presets())}")
+    return p
+
+
 def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a preset file: ``{"config": {...}, ...}`` (a tuning run's best) or a bare dict of options."""
-    p = Path(path)
+    """Read a preset: a named one (:func:`list_presets`) or a file, ``{"config": {...}, ...}`` (a
+    tuning run's best) or a bare dict of options."""
+    p = preset_path(path)
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
@@ -333,4 +401,5 @@ def save_preset(path: str | os.PathLike[str], config: PipelineConfig | Mapping[s
     atomic_write_text(Path(path), json.dumps({"config": cfg, **meta}, indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["PipelineConfig", "FIELDS", "FieldSpec", "check_overrides", "HeadSpec", "load_preset", "parse_assignments", "save_preset", "PRESET_FILENAME"]
+__all__ = ["PipelineConfig", "FIELDS", "FieldSpec", "check_overrides", "HeadSpec", "list_presets", "load_preset",
+           "parse_assignments", "save_preset", "PRESET_FILENAME"]

@@ -6,6 +6,22 @@ salient patches not yet dropped (saliency summed over the caption's classes) are
 patches are zero in all later maps. In the paper's mode (``reencode``) dropped patches are painted
 with the mean colour (0 in the normalised tensor) and the image is encoded again; ``attention`` mode
 instead hides their keys from the cross-attention, which needs only one vision pass.
+
+Where this differs from the reference code on purpose (each point a bug or an accident there):
+
+* Saliency for the patch choice: the reference sums the token maps over every word piece from the
+  first class token to ``[SEP]`` (a class of k pieces counts k times, and the separator, which
+  names no class, counts too). We sum each class's *mean* over its pieces, so every class weighs
+  the same. ``drop_saliency="reference"`` restores the reference's sum (an option, measured in
+  ``bench/toyworld.py``).
+* Re-picking: the reference zeroes the patches it dropped before in its ranking, so with ties at 0
+  (or a small map) it can pick an already-dropped patch again and drop fewer new ones. We rank
+  only patches not yet dropped.
+* Halving: the reference drops ``int(P / 2^(t+1))`` patches after pass t (half the grid, then a
+  quarter...) counted from the full grid; ``halving=True`` drops half of the patches still
+  remaining, which is the same count as long as no patch is picked twice.
+* Combination: the sum of the passes' raw maps with pass 0 counted twice (the segmentation script);
+  ``pass_combine="minmax"`` min-max normalises each pass first (the CVPR-era evaluation scripts).
 """
 
 from __future__ import annotations
@@ -29,6 +45,23 @@ def select_patches(saliency: torch.Tensor, dropped: torch.Tensor, k: int | None)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
     return rank < count[:, None]
+
+
+def reference_saliency(maps: torch.Tensor, text: TextBatch) -> torch.Tensor:
+    """(B, T, P) token maps -> (B, P): the sum over every class word piece and the closing
+    separator token (the reference sums its token maps from the first class piece to [SEP])."""
+    rows = []
+    for b, classes in enumerate(text.class_tokens):
+        positions = [p for piece in classes for p in piece] + [int(text.attention_mask[b].sum()) - 1]
+        rows.append(maps[b, positions].sum(dim=0))
+    return torch.stack(rows)
+
+
+def minmax_rows(maps: torch.Tensor) -> torch.Tensor:
+    """(C, P) -> each row min-max normalised to [0, 1]; a constant row becomes 0."""
+    lo, hi = maps.min(dim=1, keepdim=True).values, maps.max(dim=1, keepdim=True).values
+    span = hi - lo
+    return torch.where(span > 1e-12, (maps - lo) / span.clamp_min(1e-12), torch.zeros_like(maps))
 
 
 def mask_patches(pixel_values: torch.Tensor, dropped: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -81,9 +114,13 @@ def salience_dropout(
         per_class = pool_classes(maps, text.class_tokens)
         passes.append([m.view(-1, *grid) for m in per_class])
         weight = 2.0 if t == 0 and config.count_first_twice else 1.0
-        totals = [weight * m for m in per_class] if totals is None else [a + m for a, m in zip(totals, per_class)]
+        combined = [minmax_rows(m) for m in per_class] if config.pass_combine == "minmax" else per_class
+        totals = [weight * m for m in combined] if totals is None else [a + m for a, m in zip(totals, combined)]
         if t < config.drop_iters - 1:
-            saliency = torch.stack([m.sum(dim=0) for m in per_class])
+            if config.drop_saliency == "reference":
+                saliency = reference_saliency(maps, text)
+            else:
+                saliency = torch.stack([m.sum(dim=0) for m in per_class])
             dropped = dropped | select_patches(saliency, dropped, None if config.halving else config.drop_k)
             history.append(dropped.clone())
     assert totals is not None

@@ -13,6 +13,15 @@ channel on (pipeline label 0 = dataset class 0); the others run with ``backgroun
 with no foreground label gets an all-background prediction (its pixels are then either background
 or ignored).
 
+``background_mode="reference"`` (``pnpovss eval --background-mode reference``) follows the
+reference scripts instead: on datasets without a background class (Context-59, ADE20K,
+COCO-Stuff) the background channel is added when the caption names fewer than 3 classes. Such a
+background prediction is scored as mmsegmentation would score a label outside the class list: a
+pixel whose true class is c counts as a miss of c (a false negative) and as a false positive of no
+class; background is not a class of the mean. (The reference's own scorer differs: it counts the
+dataset's unlabelled pixels, ADE20K's "other" included, as an extra "Background" class of its
+mean; we ignore them as mmsegmentation does.)
+
 Resuming: an evaluation keeps its progress (the confusion matrix of the images scored so far and
 their indices) in the user cache, under a key made of everything that defines the run (dataset,
 root, the exact image list by id, model, configuration, processes). It is written every ``save_seconds`` and when the
@@ -51,18 +60,25 @@ def caption_class_ids(dataset: SegDataset, sample: SegSample, all_classes: bool)
 
 def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_classes: bool = False,
             labels: str | None = None) -> tuple[np.ndarray, list[int]]:
-    """(H, W) prediction in dataset class ids, and the class ids the caption used.
-
-    ``labels`` is the protocol (``gt``/``all``/``detect``; default from ``all_classes``)."""
+    """(H, W) prediction in dataset class ids, and the class ids the caption used. ``labels`` is
+    the protocol (``gt``/``all``/``detect``; default from ``all_classes``). On a dataset without a
+    background class, a background prediction (``background_mode="reference"``) is
+    ``dataset.num_classes``, an unscored label (see :func:`evaluate`)."""
     protocol = labels or ("all" if all_classes else "gt")
     ids = caption_class_ids(dataset, sample, protocol != "gt")
     if not ids:
         return np.zeros(sample.label.shape, dtype=np.int64), []
     names = [dataset.classes[i] for i in ids]
     res = segmenter.segment(sample.image, names, keep_all=protocol != "detect", background=dataset.has_background)
-    used = [ids[names.index(n)] for n in res.classes[1 if dataset.has_background else 0 :]]
-    lut = np.asarray(([0] if dataset.has_background else []) + used, dtype=np.int64)
+    used = [ids[names.index(n)] for n in res.classes[1 if res.config.background else 0 :]]
+    background = [0 if dataset.has_background else dataset.num_classes] if res.config.background else []
+    lut = np.asarray(background + used, dtype=np.int64)
     return lut[res.labels], used
+
+
+def unscored_labels(segmenter: Segmenter, dataset: SegDataset) -> int:
+    """1 when the pipeline may predict background on a dataset that has no background class."""
+    return int(not dataset.has_background and segmenter.config.background_mode != "dataset")
 
 
 @dataclass
@@ -100,15 +116,15 @@ def progress_path(meta: dict[str, Any], indices: Sequence[int], rank: int, ids: 
 class EvalProgress:
     """The images one process has scored so far and their confusion matrix, on disk."""
 
-    def __init__(self, path: Path, num_classes: int) -> None:
-        self.path, self.num_classes = path, num_classes
+    def __init__(self, path: Path, shape: tuple[int, int]) -> None:
+        self.path, self.shape = path, tuple(shape)
 
     def load(self) -> tuple[set[int], np.ndarray | None, np.ndarray]:
         try:
             state = json.loads(self.path.read_text())
             matrix = np.asarray(state["matrix"], dtype=np.int64)
             tags = np.asarray(state.get("tags", [0] * 5), dtype=np.int64)
-            if matrix.shape != (self.num_classes, self.num_classes) or tags.shape != (5,):
+            if matrix.shape != self.shape or tags.shape != (5,):
                 raise ValueError("matrix shape")
             return set(int(i) for i in state["done"]), matrix, tags
         except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: score everything
@@ -135,7 +151,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     meta = {**dataset.describe(), "labels": protocol, "all_classes": protocol == "all", "processes": dist.world_size,
             "config": segmenter.config.replace(background=dataset.has_background).to_dict(),
             "model": segmenter.backbone.source}
-    cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
+    cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, unscored_labels(segmenter, dataset))
     start = time.perf_counter()
     mine = dist.shard(list(indices))
     done: set[int] = set()
@@ -145,7 +161,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
         root = getattr(dataset, "root", None)
         ids = [dataset.sample_id(i) for i in indices]
         state = EvalProgress(progress_path({**meta, "root": str(root) if root else None}, indices, dist.rank, ids),
-                             dataset.num_classes)
+                             cm.matrix.shape)
         done, matrix, saved_tags = state.load()
         done &= set(mine)
         if matrix is not None and done:

@@ -16,12 +16,17 @@ IGNORE_INDEX = 255
 
 
 class ConfusionMatrix:
-    """``matrix[t, p]`` counts pixels of true class t predicted as p."""
+    """``matrix[t, p]`` counts pixels of true class t predicted as p.
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+    ``unscored_labels`` adds prediction-only labels after the classes (e.g. a background channel on
+    a dataset without a background class): never ground truth, not classes of the mean; a pixel
+    predicted as one is a miss for its true class and a false positive for no class."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, unscored_labels: int = 0) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.num_labels = num_classes + unscored_labels
+        self.matrix = np.zeros((num_classes, self.num_labels), dtype=np.int64)
 
     def update(self, pred: np.ndarray, truth: np.ndarray) -> None:
         pred = np.asarray(pred).astype(np.int64).ravel()
@@ -32,18 +37,18 @@ class ConfusionMatrix:
         pred, truth = pred[keep], truth[keep]
         if truth.size and (truth.max() >= self.num_classes or truth.min() < 0):
             raise ValueError(f"ground-truth label {truth.max()} outside 0..{self.num_classes - 1} (and not {self.ignore_index})")
-        if pred.size and (pred.max() >= self.num_classes or pred.min() < 0):
-            raise ValueError(f"predicted label {pred.max()} outside 0..{self.num_classes - 1}")
-        self.matrix += np.bincount(truth * self.num_classes + pred, minlength=self.num_classes**2).reshape(
-            self.num_classes, self.num_classes
+        if pred.size and (pred.max() >= self.num_labels or pred.min() < 0):
+            raise ValueError(f"predicted label {pred.max()} outside 0..{self.num_labels - 1}")
+        self.matrix += np.bincount(truth * self.num_labels + pred, minlength=self.num_classes * self.num_labels).reshape(
+            self.num_classes, self.num_labels
         )
 
     def merge(self, other: "ConfusionMatrix") -> None:
         self.matrix += other.matrix
 
     def iou(self) -> np.ndarray:
-        tp = np.diag(self.matrix).astype(np.float64)
-        union = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        tp = np.diag(self.matrix).astype(np.float64)  # (n,) also when unscored labels add columns
+        union = self.matrix[:, : self.num_classes].sum(0) + self.matrix.sum(1) - tp
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(union > 0, tp / union, np.nan)
 

@@ -287,13 +287,14 @@ class Segmenter:
         grid = self.backbone.grid(pixels.shape[-1])
         results = []
         for i, (rgb, names) in enumerate(zip(rgbs, classes)):
-            label_names = ([BACKGROUND] if config.background else []) + list(names)
+            cfg = config.for_caption(len(names))  # background_mode="reference" may add the channel
+            label_names = ([BACKGROUND] if cfg.background else []) + list(names)
             if i in maps:
                 gm = maps[i]
-                labels, scores = postprocess(gm, rgb, config)
+                labels, scores = postprocess(gm, rgb, cfg)
             else:  # nothing present (only reachable with a background channel)
                 gm = np.zeros((0, *grid), dtype=np.float32)
                 labels = np.zeros(rgb.shape[:2], dtype=np.int64)
                 scores = np.ones((1, *rgb.shape[:2]), dtype=np.float32)
-            results.append(SegmentationResult(labels, scores, label_names, rgb, config, gm))
+            results.append(SegmentationResult(labels, scores, label_names, rgb, cfg, gm))
         return results

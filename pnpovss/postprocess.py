@@ -30,16 +30,20 @@ def minmax(maps: np.ndarray, constant: str = "zero") -> np.ndarray:
 
 def threshold_maps(grid_maps: np.ndarray, threshold: float, mode: str = "keep") -> np.ndarray:
     """Step 4a: per class min-max normalise, zero values below ``threshold``; the rest keep their
-    value (``keep``) or become 1 (``binary``)."""
+    value (``keep``) or become 1 (``binary``). ``absolute``: 1 where the map itself reaches it."""
+    if mode == "absolute":  # the CVPR-era evaluation: the combined map's own scale, no min-max
+        return (np.asarray(grid_maps) >= threshold).astype(np.float32)
     norm = minmax(grid_maps)
     kept = norm if mode == "keep" else np.ones_like(norm)
     return np.where(norm >= threshold, kept, 0.0).astype(np.float32)
 
 
-def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear (C, gh, gw) -> (C, H, W)."""
+def upsample(maps: np.ndarray, size: tuple[int, int], align_corners: bool = True) -> np.ndarray:
+    """Bilinear (C, gh, gw) -> (C, H, W). ``align_corners=True`` as the reference segmentation
+    script (corner patches' centres sit on the image corners, so border patches reach further in);
+    ``False`` places patch centres at their pixel centres."""
     t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
-    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].numpy()
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=align_corners)[0].numpy()
 
 
 def background_channel(class_maps: np.ndarray, rule: str = "zero") -> np.ndarray:
@@ -49,10 +53,11 @@ def background_channel(class_maps: np.ndarray, rule: str = "zero") -> np.ndarray
     return np.clip(1.0 - class_maps.sum(axis=0), 0.0, 1.0).astype(np.float32)
 
 
-def blur(maps: np.ndarray, sigma_fraction: float) -> np.ndarray:
-    """Step 6: Gaussian blur of each channel with sigma = fraction * max(H, W), then min-max."""
+def blur(maps: np.ndarray, sigma_fraction: float, mode: str = "reflect") -> np.ndarray:
+    """Step 6: Gaussian blur of each channel with sigma = fraction * max(H, W), then min-max.
+    ``mode`` is scipy's border rule (the reference calls scipy with its default, ``reflect``)."""
     sigma = sigma_fraction * max(maps.shape[-2:])
-    blurred = np.stack([gaussian_filter(m, sigma=sigma, mode="nearest") for m in maps])
+    blurred = np.stack([gaussian_filter(m, sigma=sigma, mode=mode) for m in maps])
     return minmax(blurred, constant="keep")
 
 
@@ -123,10 +128,15 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def postprocess_full(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
     """Steps 4-7 at the resolution of ``image``: (labels (H, W), scores (K, H, W))."""
     h, w = image.shape[:2]
-    maps = upsample(threshold_maps(grid_maps, config.threshold, config.threshold_mode), (h, w))
-    if config.background:
-        maps = np.concatenate([background_channel(maps, config.background_rule)[None], maps])
-    if config.blur:
-        maps = blur(maps, config.blur_sigma)
+    maps = upsample(threshold_maps(grid_maps, config.threshold, config.threshold_mode), (h, w), config.align_corners)
+    if config.background_rule == "one_minus_sum_blurred":  # background from the blurred maps, itself unblurred
+        maps = blur(maps, config.blur_sigma, config.blur_border) if config.blur else maps
+        if config.background:
+            maps = np.concatenate([background_channel(maps, "one_minus_sum")[None], maps])
+    else:
+        if config.background:
+            maps = np.concatenate([background_channel(maps, config.background_rule)[None], maps])
+        if config.blur:
+            maps = blur(maps, config.blur_sigma, config.blur_border)
     labels = dense_crf(maps, image, config) if config.crf else maps.argmax(axis=0)
     return labels.astype(np.int64), maps.astype(np.float32)

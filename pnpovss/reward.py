@@ -3,9 +3,14 @@ masked by that class's map than in a blank image?
 
 For one image, each of its labelled classes c, and a configuration (layer, head, threshold...):
 
-1. binarise c's patch-grid map at the threshold (per-class min-max first, as the pipeline does);
-2. resize to CLIP's input size, blur with sigma = 0.04 x size, min-max, re-binarise at 0.5
-   (half the blurred peak: large regions keep a smoothed outline, a one-patch region survives);
+1. binarise c's patch-grid map at the threshold t (per-class min-max first, as the pipeline does);
+2. resize to CLIP's input size, blur with sigma = 0.04 x size, min-max, and binarise again. The
+   ``reference`` mask rule (default; the authors' ``Dataset.py`` / ``Dataset_coco_textloc.py``)
+   cuts again at the same t, so a lower threshold also grows the mask around what it keeps (a
+   one-patch region of a 24 x 24 grid covers about 21 / 13 / 6 patches at t = 0.05 / 0.15 / 0.45);
+   the ``half`` rule (an option, this package's earlier default) cuts at 0.5 of the blurred peak
+   whatever t is (large regions keep a smoothed outline, a one-patch region stays about 5). The
+   reference resizes with skimage's bicubic; we use the pipeline's bilinear upsampling;
 3. masked image = the image inside the mask, CLIP's mean colour elsewhere (0 after normalisation);
    blank image = mean colour everywhere (one CLIP forward for the whole run);
 4. CLIP scores both against class names with a softmax at logit scale 100.
@@ -35,19 +40,21 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 from .errors import PnpOvssError
-from .postprocess import minmax, threshold_maps, upsample
+from .postprocess import blur, threshold_maps, upsample
 
 DEFAULT_CLIP = "ViT-L-14-336"
 DEFAULT_CLIP_PRETRAINED = "openai"
 LOGIT_SCALE = 100.0
 MASK_SIGMA = 0.04
 REWARDS = ("binary", "continuous")
-REWARD_VERSION = 2
+MASK_RULES = ("reference", "half")
+"""How the blurred reward mask is cut again (step 2 of the module doc); the first is the default."""
+REWARD_VERSION = 3
 """Bumped when reward values change for the same inputs; a tune run recorded with another version
-is not resumed (its trace would mix two definitions). 2: empty masks are exact ties."""
+is not resumed (its trace would mix two definitions). 2: empty masks are exact ties. 3: the mask
+rule (default ``reference``) and the reference's blur border (scipy ``reflect``)."""
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -135,12 +142,17 @@ def load_clip(name: str = DEFAULT_CLIP, pretrained: str | None = DEFAULT_CLIP_PR
     return ClipModel(model, tokenizer, size, mean, std, source)  # type: ignore[arg-type]
 
 
-def reward_masks(grid_maps: np.ndarray, threshold: float, size: int, sigma_fraction: float = MASK_SIGMA) -> np.ndarray:
-    """(C, gh, gw) class maps -> (C, size, size) bool masks (steps 1-2 of the module doc)."""
+def reward_masks(grid_maps: np.ndarray, threshold: float, size: int, sigma_fraction: float = MASK_SIGMA,
+                 rule: str = MASK_RULES[0]) -> np.ndarray:
+    """(C, gh, gw) class maps -> (C, size, size) bool masks (steps 1-2 of the module doc).
+
+    ``reference``: the blurred, min-max normalised mask is cut at ``> threshold`` as the reference
+    does; ``half``: at ``>= 0.5``. An empty mask stays empty under both rules."""
+    if rule not in MASK_RULES:
+        raise PnpOvssError(f"reward mask rule must be one of {', '.join(MASK_RULES)}, got {rule!r}")
     kept = (threshold_maps(grid_maps, threshold) > 0).astype(np.float32)
-    up = upsample(kept, (size, size))
-    blurred = np.stack([gaussian_filter(m, sigma=sigma_fraction * size, mode="nearest") for m in up])
-    return minmax(blurred, constant="keep") >= 0.5
+    blurred = blur(upsample(kept, (size, size)), sigma_fraction)
+    return blurred > threshold if rule == "reference" else blurred >= 0.5
 
 
 class ClipScorer:

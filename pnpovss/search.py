@@ -59,7 +59,7 @@ from .errors import ConfigError, PnpOvssError
 from .gradcam import layer_attention_and_grad
 from .imageio import atomic_write_text
 from .pipeline import Segmenter
-from .reward import MASK_SIGMA, REWARD_VERSION, REWARDS, ClipScorer, image_rewards, reward_masks
+from .reward import MASK_RULES, MASK_SIGMA, REWARD_VERSION, REWARDS, ClipScorer, image_rewards, reward_masks
 
 DEFAULT_THRESHOLDS = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
 DEFAULT_SPACE: dict[str, Any] = {"layer": "each", "head": "each+mean", "threshold": DEFAULT_THRESHOLDS}
@@ -301,11 +301,14 @@ class RewardEvaluator:
 
     def __init__(self, segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], scorer: ClipScorer, *,
                  all_classes: bool = False, mask_sigma: float = MASK_SIGMA, cache_dir: str | None = None,
-                 dist: DistContext | None = None) -> None:
+                 dist: DistContext | None = None, mask_rule: str = MASK_RULES[0]) -> None:
+        if mask_rule not in MASK_RULES:
+            raise PnpOvssError(f"reward mask rule must be one of {', '.join(MASK_RULES)}, got {mask_rule!r}")
         self.seg, self.dataset, self.scorer = segmenter, dataset, scorer
         self.indices = list(indices)
         self.all_classes = all_classes
         self.mask_sigma = mask_sigma
+        self.mask_rule = mask_rule
         self.dist = dist or DistContext()
         self.base = segmenter.config.replace(background=dataset.has_background)
         self.cache = MapCache(segmenter, self.base, cache_dir)
@@ -349,7 +352,7 @@ class RewardEvaluator:
                 continue
             maps = self.cache.class_maps(i, cfg, lambda: self.dataset[i].image, entry["names"])
             rows = [entry["caption"].index(c) for c in entry["labels"]]
-            masks = reward_masks(maps[rows], cfg.threshold, self.scorer.clip.image_size, sigma)
+            masks = reward_masks(maps[rows], cfg.threshold, self.scorer.clip.image_size, sigma, self.mask_rule)
             emb = self.scorer.masked_embeddings(i, entry["clip"], masks)
             out[row] = image_rewards(self.scorer, emb, [self._row[c] for c in entry["labels"]], self.text)
         return out
@@ -367,7 +370,7 @@ class RewardEvaluator:
 
     def run_info(self) -> dict[str, Any]:
         """What else defines a run of this objective (recorded in ``run.json``)."""
-        return {"mask_sigma": self.mask_sigma, "logit_scale": self.scorer.logit_scale}
+        return {"mask_sigma": self.mask_sigma, "mask_rule": self.mask_rule, "logit_scale": self.scorer.logit_scale}
 
 
 def totals(per_image: np.ndarray, names: Sequence[str] = REWARDS) -> dict[str, float]:

@@ -35,21 +35,27 @@ def build_tiny_blip(
     text_layers: int = 3,
     heads: int = 2,
     seed: int = 0,
+    enc_token: bool = True,
+    vocab_size: int | None = None,
 ) -> Path:
-    """A random-weight ``BlipForImageTextRetrieval`` + processor saved to ``out_dir``."""
+    """A random-weight ``BlipForImageTextRetrieval`` + processor saved to ``out_dir``.
+
+    ``enc_token=False`` leaves ``[ENC]`` out of the tokenizer (as hub processors may);
+    ``vocab_size`` sets the text-embedding rows (30524 = the original BLIP layout, whose last row
+    is ``[ENC]``)."""
     from transformers import (BertTokenizerFast, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor,
                               BlipProcessor)
 
     out = Path(out_dir or tempfile.mkdtemp(prefix="tiny-blip-"))
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = BertTokenizerFast(vocab=wordpiece_vocab(), do_lower_case=True)
-    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", **({"additional_special_tokens": ["[ENC]"]} if enc_token else {})})
     torch.manual_seed(seed)
     config = BlipConfig(
         vision_config=dict(hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2,
                            num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
                            initializer_range=0.02),
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+        text_config=dict(vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=text_layers, num_attention_heads=heads, encoder_hidden_size=hidden,
                          max_position_embeddings=64, is_decoder=True, initializer_range=0.02,
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,

@@ -92,3 +92,41 @@ def test_attention_drop_mode_encodes_once(segmenter, rng, monkeypatch):
     out = salience_dropout(bb, pixels, embeds, text, cfg)
     assert calls == [] and int(out.dropped[-1].sum()) == 6
     assert (out.class_maps[0].view(-1)[out.dropped[-1][0]] != 0).any()  # pass 0 saw them
+
+
+def test_reference_saliency_counts_every_piece_and_sep():
+    """The reference's patch choice: the sum over every class word piece and [SEP] (a 2-piece class
+    weighs double); ours: the sum of per-class means."""
+    from pnpovss.backbones.base import TextBatch
+    from pnpovss.dropout import reference_saliency
+
+    maps = torch.zeros(1, 9, 3)
+    maps[0, 4, 0] = maps[0, 5, 0] = 1.0  # class 0 ("bat ##man"): both pieces on patch 0
+    maps[0, 6, 1] = 1.5                  # class 1 (one piece) on patch 1
+    maps[0, 7, 2] = 5.0                  # [SEP] (last real token) on patch 2
+    maps[0, 8, :] = 100.0                # padding: never counted
+    text = TextBatch(torch.zeros(1, 9, dtype=torch.long), torch.tensor([[1] * 8 + [0]]), [[[4, 5], [6]]], ["x"])
+    torch.testing.assert_close(reference_saliency(maps, text), torch.tensor([[2.0, 1.5, 5.0]]))
+    ours = torch.stack([m.sum(0) for m in dropout_mod.pool_classes(maps, text.class_tokens)])
+    torch.testing.assert_close(ours, torch.tensor([[1.0, 1.5, 0.0]]))
+    assert select_patches(reference_saliency(maps, text), torch.zeros(1, 3, dtype=torch.bool), 1).nonzero()[0, 1] == 2
+    assert select_patches(ours, torch.zeros(1, 3, dtype=torch.bool), 1).nonzero()[0, 1] == 1
+
+
+def test_minmax_pass_combination(segmenter, rng):
+    """``pass_combine="minmax"``: each pass's class map is min-max normalised before the (pass 0
+    twice) sum. With k = 0 nothing is dropped, so both passes equal pass 0: the sum is 3 x its
+    normalised map; the raw ``sum`` is 3 x the raw map."""
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    bb = segmenter.backbone
+    px = bb.preprocess([image], 32)
+    text = bb.build_text("a picture of ", [["cat", "dog"]])
+    cfg = segmenter.config.replace(drop_iters=1)
+    raw = salience_dropout(bb, px, bb.encode_image(px), text, cfg).class_maps[0] / 2
+    two = cfg.replace(drop_iters=2, drop_k=0)
+    summed = salience_dropout(bb, px, bb.encode_image(px), text, two).class_maps[0]
+    normed = salience_dropout(bb, px, bb.encode_image(px), text, two.replace(pass_combine="minmax")).class_maps[0]
+    flat = raw.view(2, -1)
+    expect = (flat - flat.min(1, keepdim=True).values) / (flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values)
+    torch.testing.assert_close(summed, 3 * raw, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(normed.view(2, -1), 3 * expect, rtol=1e-5, atol=1e-6)

@@ -47,7 +47,7 @@ class Oracle:
         labels = np.zeros(truth.shape, np.int64)
         for k, name in enumerate(order):
             labels[truth == self.ds.classes.index(name)] = k
-        return SimpleNamespace(labels=labels, classes=order)
+        return SimpleNamespace(labels=labels, classes=order, config=self.config.replace(background=background))
 
 
 @pytest.mark.parametrize("background", [True, False])
@@ -72,15 +72,54 @@ def test_image_without_labels_is_all_background():
     assert res.summary["miou"] == 100.0 and res.images == 2 and res.matrix.sum() == 5 + 6
 
 
+def test_reference_background_mode_adds_the_channel_below_three_classes(segmenter):
+    cfg = PipelineConfig(background=False, background_mode="reference")
+    assert cfg.for_caption(1).background and cfg.for_caption(2).background and not cfg.for_caption(3).background
+    assert not PipelineConfig(background=False).for_caption(1).background  # "dataset": exactly `background`
+    assert PipelineConfig(background=False, background_mode="always").for_caption(5).background
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    two = segmenter.segment(image, ["cat", "dog"], keep_all=True, background=False, background_mode="reference")
+    three = segmenter.segment(image, ["cat", "dog", "sky"], keep_all=True, background=False, background_mode="reference")
+    assert two.classes == ["background", "cat", "dog"] and two.scores.shape[0] == 3
+    assert three.classes == ["cat", "dog", "sky"]
+    with pytest.raises(Exception, match="background_mode=.sometimes.: expected one of .dataset., .reference., .always."):
+        PipelineConfig(background_mode="sometimes")
+
+
+def test_background_prediction_without_a_background_class_is_a_miss_not_a_class():
+    """Context/ADE-style dataset: a pixel predicted as background counts against its true class
+    (a false negative) and as no class's false positive; background is not in the mean."""
+    ds = Tiny(False)
+
+    class BackgroundOnA(Oracle):
+        def __init__(self, dataset):
+            super().__init__(dataset)
+            self.config = PipelineConfig(background_mode="reference")
+
+        def segment(self, image, names, keep_all, background):
+            res = super().segment(image, names, keep_all, background=True)  # 2 classes: the channel is added
+            res.labels[self.ds[0].label == self.ds.classes.index("a")] = 0
+            return res
+
+    seg = BackgroundOnA(ds)
+    pred, _ = predict(seg, ds, ds[0])
+    assert set(np.unique(pred)) == {ds.num_classes, 2}  # background -> the unscored label 3, c -> 2
+    res = evaluate(seg, ds, [0], progress=False)
+    assert res.matrix.shape == (3, 4)
+    assert res.summary["per_class"] == {"a": 0.0, "b": None, "c": 100.0} and res.summary["miou"] == 50.0
+
+
 def test_eval_command_on_the_toy_world(tiny_blip_dir, tmp_path):
     preset = tmp_path / "p.json"
     preset.write_text(json.dumps({"config": {"layer": 2, "head": 1, "drop_iters": 2}}))
     out = tmp_path / "eval.json"
     res = CliRunner().invoke(main, ["eval", "--dataset", "toyworld", "--seed", "2", "--images", "3", "--model",
-                                    str(tiny_blip_dir), "--preset", str(preset), "--json", str(out), "--threads", "1"],
+                                    str(tiny_blip_dir), "--preset", str(preset), "--json", str(out), "--threads", "1",
+                                    "--background-mode", "reference"],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
+    assert data["config"]["background_mode"] == "reference"  # the toy world has a background class: as "dataset"
     assert set(data["per_class"]) == {"background", "circle", "square", "triangle", "star", "cross", "heart"}
     assert 0 <= data["miou"] <= 100 and data["images"] == 3 and data["seed"] == 2
     assert data["config"]["layer"] == 2 and data["config"]["drop_iters"] == 2 and data["config"]["background"]

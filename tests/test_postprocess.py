@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pnpovss import PipelineConfig
-from pnpovss.postprocess import background_channel, blur, dense_crf, minmax, postprocess, threshold_maps
+from pnpovss.postprocess import background_channel, blur, dense_crf, minmax, postprocess, threshold_maps, upsample
 
 
 def test_threshold_after_minmax():
@@ -29,6 +29,32 @@ def test_blur_sigma_is_a_fraction_of_the_long_side(shape):
     x = np.arange(shape[1]) - shape[1] // 2
     sigma = np.sqrt((col * x**2).sum() / col.sum())
     assert sigma == pytest.approx(0.05 * max(shape), rel=0.03)
+
+
+def test_upsample_aligns_corners_like_the_reference():
+    """align_corners=True (reference): the corner patches' values land exactly on the corner pixels
+    and the map is linear in between (a 0..3 ramp over 3 patches becomes 0..3 over 7 pixels)."""
+    ramp = np.array([[[0.0, 1.5, 3.0]] * 2], dtype=np.float32)
+    np.testing.assert_allclose(upsample(ramp, (2, 7))[0, 0], np.linspace(0, 3, 7), atol=1e-6)
+    half_pixel = upsample(ramp, (2, 7), align_corners=False)[0, 0]  # src x = (x + 0.5) * 3 / 7 - 0.5, clamped
+    np.testing.assert_allclose(half_pixel, 1.5 * np.clip((np.arange(7) + 0.5) * 3 / 7 - 0.5, 0, 2), atol=1e-6)
+
+
+def test_blur_border_reflects_like_scipy_default():
+    """Border mode "reflect" (the reference's scipy default) mirrors about the edge *including* the
+    edge pixel: a step at the border then blurs differently from "nearest" only near the edge."""
+    from scipy.ndimage import gaussian_filter
+
+    edge = np.zeros((1, 40, 40), dtype=np.float32)
+    edge[0, :, :3] = 1.0
+    ref = gaussian_filter(edge[0], 0.05 * 40)
+    np.testing.assert_allclose(blur(edge, 0.05)[0], (ref - ref.min()) / np.ptp(ref), atol=1e-6)
+    nearest = blur(edge, 0.05, mode="nearest")[0]
+    assert not np.allclose(nearest, blur(edge, 0.05)[0], atol=1e-4)
+    cfg = PipelineConfig()
+    assert cfg.align_corners and cfg.blur_border == "reflect"
+    with pytest.raises(Exception, match="blur_border=.edge.: expected one of .reflect."):
+        PipelineConfig(blur_border="edge")
 
 
 def test_crf_moves_a_noisy_map_to_the_image_edge(two_tone_image, rng):
@@ -73,3 +99,16 @@ def test_crf_unary_probs_trusts_confident_maps_more(rng):
     probs = dense_crf(maps, image, PipelineConfig(crf_unary="probs"))
     assert (probs[15:21, 15:21] == 1).mean() > 0.9
     assert (soft == 1).sum() < (probs == 1).sum()
+
+
+def test_cvpr_eval_scripts_threshold_and_background():
+    """CVPR-era evaluation: binary cut at an absolute threshold of the combined map; background =
+    clamp(1 - sum of the blurred class maps), the background itself not blurred."""
+    grid = np.array([[[0.1, 0.2], [0.14, 3.0]], [[0.0, 0.16], [0.0, 0.0]]], dtype=np.float32)
+    np.testing.assert_array_equal(threshold_maps(grid, 0.15, "absolute"), [[[0, 1], [0, 1]], [[0, 1], [0, 0]]])
+    image = np.zeros((20, 20, 3), np.uint8)
+    cfg = PipelineConfig(threshold=0.15, threshold_mode="absolute", background_rule="one_minus_sum_blurred", crf=False)
+    _, scores = postprocess(grid, image, cfg)
+    classes = blur(upsample(threshold_maps(grid, 0.15, "absolute"), (20, 20)), cfg.blur_sigma)
+    np.testing.assert_allclose(scores[1:], classes, atol=1e-6)
+    np.testing.assert_allclose(scores[0], np.clip(1 - classes.sum(0), 0, 1), atol=1e-6)

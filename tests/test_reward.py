@@ -18,12 +18,44 @@ def test_masks_binarise_blur_and_rebinarise():
     grid[0, :, :2] = 1.0           # left half
     grid[1, 1, 1] = 1.0            # one patch
     grid[1, 2, 2] = 0.1            # below threshold 0.15 after min-max: dropped
-    masks = reward_masks(grid, 0.15, 32)  # class 2 is constant: nothing kept
-    assert masks.shape == (3, 32, 32) and masks.dtype == bool
-    assert abs(masks[0].mean() - 0.5) < 0.05 and masks[0][:, :12].all() and not masks[0][:, 20:].any()
-    assert masks[1][10:14, 10:14].all() and not masks[1][18:, 18:].any()  # one patch survives the blur
-    assert not masks[2].any()
-    assert reward_masks(grid, 0.05, 32)[1][20, 20]  # at a lower threshold the weak patch is kept
+    for rule in ("reference", "half"):
+        masks = reward_masks(grid, 0.15, 32, rule=rule)  # class 2 is constant: nothing kept
+        assert masks.shape == (3, 32, 32) and masks.dtype == bool
+        assert masks[0][:, :14].all() and not masks[0][:, 22:].any()
+        assert masks[1][10:14, 10:14].all() and not masks[1][22:, 22:].any()  # one patch survives the blur
+        assert not masks[2].any()
+        assert reward_masks(grid, 0.05, 32, rule=rule)[1][20, 20]  # at a lower threshold the weak patch is kept
+    with pytest.raises(PnpOvssError, match="reward mask rule must be one of reference, half"):
+        reward_masks(grid, 0.15, 32, rule="median")
+
+
+def test_reference_mask_rule_matches_an_independent_computation():
+    """The reference (Dataset.py): binarise at t, resize, blur (sigma 0.04 x size, scipy's default
+    border), min-max, cut again at the same t. Here resized bilinearly with align_corners=True."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    grid = rng.random((2, 6, 6)).astype(np.float32)
+    for t in (0.05, 0.3, 0.6):
+        norm = (grid - grid.min((1, 2), keepdims=True)) / np.ptp(grid, axis=(1, 2), keepdims=True)
+        up = torch.nn.functional.interpolate(torch.from_numpy((norm >= t).astype(np.float32))[None], size=(48, 48),
+                                             mode="bilinear", align_corners=True)[0].numpy()
+        blurred = np.stack([gaussian_filter(m, 0.04 * 48) for m in up])
+        blurred = (blurred - blurred.min((1, 2), keepdims=True)) / np.ptp(blurred, axis=(1, 2), keepdims=True)
+        np.testing.assert_array_equal(reward_masks(grid, t, 48), blurred > t)
+        np.testing.assert_array_equal(reward_masks(grid, t, 48, rule="half"), blurred >= 0.5)
+
+
+def test_reference_mask_grows_as_the_threshold_falls():
+    """A one-patch region (24 x 24 grid at 336 px, BLIP-384's grid at CLIP-336's size): under the
+    reference rule its mask grows as t falls; under ``half`` it does not depend on t."""
+    grid = np.zeros((1, 24, 24), np.float32)
+    grid[0, 10, 10] = 1.0
+    patches = {rule: [reward_masks(grid, t, 336, rule=rule).sum() / 14 ** 2 for t in (0.05, 0.15, 0.45)]
+               for rule in ("reference", "half")}
+    ref, half = patches["reference"], patches["half"]
+    assert ref[0] > ref[1] > ref[2] > half[0] and ref[0] > 3 * half[0]
+    assert half[0] == half[1] == half[2]
 
 
 def test_load_clip_errors(tmp_path):

@@ -8,6 +8,7 @@ asked, so any multiple of the patch size works (768 px -> 48x48 patches for BLIP
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
@@ -18,11 +19,49 @@ from ..errors import ModelLoadError
 from .base import Backbone, TextBatch
 
 ENC_TOKEN = "[ENC]"
+BLIP_TEXT_ROWS = 30524
+"""Rows of the original BLIP text embedding: bert-base-uncased's 30522 pieces, then ``[DEC]``
+(30522) and ``[ENC]`` (30523), which LAVIS's ``init_tokenizer`` appends in that order."""
+BLIP_ENC_ID = 30523
+
+log = logging.getLogger(__name__)
+
+
+def resolve_enc_token(vocab: dict[str, int], embedding_rows: int, source: str) -> int:
+    """The id the ITM pass puts in place of ``[CLS]``, as LAVIS's BLIP-ITM does.
+
+    1. The tokenizer names ``[ENC]``: its id (it must index a row of the text embedding).
+    2. It does not, but the text embedding has BLIP's 30524-row layout and the tokenizer leaves id
+       30523 free: 30523, with a one-line notice. Hub BLIP processors may ship a plain
+       bert-base-uncased tokenizer (transformers' conversion checks its ITM port with one), while
+       the checkpoint still holds the trained ``[ENC]`` row.
+    3. Otherwise refuse: silently using ``[CLS]`` changes the maps completely.
+    """
+    if ENC_TOKEN in vocab:
+        enc = int(vocab[ENC_TOKEN])
+        if enc >= embedding_rows:
+            raise ModelLoadError(f"model {source!r}: the tokenizer's {ENC_TOKEN} id {enc} is outside the text "
+                                 f"embedding ({embedding_rows} rows); the tokenizer does not belong to this model")
+        return enc
+    holder = next((tok for tok, i in vocab.items() if i == BLIP_ENC_ID), None)
+    if embedding_rows == BLIP_TEXT_ROWS and holder is None:
+        log.warning("model %r: the tokenizer has no %s token; using id %d, BLIP's %s row of the text embedding",
+                    source, ENC_TOKEN, BLIP_ENC_ID, ENC_TOKEN)
+        return BLIP_ENC_ID
+    if holder is not None:
+        raise ModelLoadError(f"model {source!r}: the tokenizer has no {ENC_TOKEN} token and gives BLIP's {ENC_TOKEN} "
+                             f"id {BLIP_ENC_ID} to {holder!r}; use the tokenizer saved with this model")
+    raise ModelLoadError(
+        f"model {source!r}: the tokenizer has no {ENC_TOKEN} token and the text embedding ({embedding_rows} rows) "
+        f"is not BLIP's {BLIP_TEXT_ROWS}-row layout, so the ITM input is unknown; add {ENC_TOKEN} to the "
+        "tokenizer (tokenizer.add_special_tokens({'additional_special_tokens': ['[ENC]']}), then save_pretrained)"
+    )
 
 
 class BlipBackbone(Backbone):
     """BLIP-ITM. As in the LAVIS reference, the ITM pass replaces the leading [CLS] with the [ENC]
-    token when the tokenizer has one (the released BLIP tokenizers do)."""
+    token (see :func:`resolve_enc_token`). ``use_enc_token=False`` keeps [CLS]: an ablation, not
+    the reference's input."""
 
     model_type = "blip"
 
@@ -45,8 +84,8 @@ class BlipBackbone(Backbone):
         ip = processor.image_processor
         self.image_mean = tuple(float(v) for v in ip.image_mean)
         self.image_std = tuple(float(v) for v in ip.image_std)
-        vocab = self.tokenizer.get_vocab()
-        self.enc_token_id = vocab.get(ENC_TOKEN) if use_enc_token else None
+        rows = int(model.text_encoder.get_input_embeddings().num_embeddings)
+        self.enc_token_id = resolve_enc_token(self.tokenizer.get_vocab(), rows, source) if use_enc_token else None
 
     @classmethod
     def from_pretrained(cls, source: str, device: str | torch.device = "cpu", **kwargs) -> "BlipBackbone":

@@ -9,7 +9,7 @@ D=search/runs/toyworld
 TUNE_IMAGES=${TUNE_IMAGES:-200}
 EVAL_IMAGES=${EVAL_IMAGES:-300}
 COMMON=(--dataset toyworld --threads 1)
-TUNE=(tune "${COMMON[@]}" --seed 0 --world-seed 1 --images "$TUNE_IMAGES" --iters 34 --cache-dir /tmp/pnpovss-toy-cache)
+TUNE=(tune "${COMMON[@]}" --seed 0 --world-seed 1 --images "$TUNE_IMAGES" --iters 34 --cache-dir "${CACHE_DIR:-/tmp/pnpovss-toy-cache}")
 
 evaluate() {  # evaluate PRESET_ARGS NAME: held-out seed 2 and the tuning images (seed 1)
   pnpovss eval "${COMMON[@]}" --seed 2 --images "$EVAL_IMAGES" $1 --json "$D/eval_$2_seed2.json"
@@ -17,13 +17,17 @@ evaluate() {  # evaluate PRESET_ARGS NAME: held-out seed 2 and the tuning images
 }
 
 evaluate "" default
-for reward in binary continuous; do
-  pnpovss "${TUNE[@]}" --reward "$reward" --out "$D/$reward"                    # the paper's argmax (--min-z 0, default)
-  mkdir -p "$D/${reward}_minz2"                                                # same trials, significance guard:
-  cp "$D/$reward/run.json" "$D/$reward/trace.jsonl" "$D/${reward}_minz2/"       # replayed, not recomputed
-  pnpovss "${TUNE[@]}" --reward "$reward" --out "$D/${reward}_minz2" --min-z 2
-  evaluate "--preset $D/$reward/best.json" "$reward"
-  evaluate "--preset $D/${reward}_minz2/best.json" "${reward}_minz2"
+for rule in reference half; do   # the reward's mask rule: the reference code's (default) and ours (--reward-mask half)
+  P=$([ "$rule" = reference ] && echo "" || echo "${rule}_")
+  for reward in binary continuous; do
+    R="$P$reward"
+    pnpovss "${TUNE[@]}" --reward "$reward" --reward-mask "$rule" --out "$D/$R"   # the paper's argmax (--min-z 0, default)
+    mkdir -p "$D/${R}_minz2"                                                    # same trials, significance guard:
+    cp "$D/$R/run.json" "$D/$R/trace.jsonl" "$D/${R}_minz2/"                    # replayed, not recomputed
+    pnpovss "${TUNE[@]}" --reward "$reward" --reward-mask "$rule" --out "$D/${R}_minz2" --min-z 2
+    evaluate "--preset $D/$R/best.json" "$R"
+    evaluate "--preset $D/${R}_minz2/best.json" "${R}_minz2"
+  done
 done
 
 python bench/reward_correlation.py --seed 1 --images "${CORR_IMAGES:-100}" --configs 32 --threads 1 \
