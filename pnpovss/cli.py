@@ -68,6 +68,28 @@ def parse_head(value: str | None) -> int | tuple[int, ...] | None | str:
         raise PnpOvssError(f"--head takes an index, a comma list of indices or 'all', got {value!r}") from None
 
 
+def parse_batch_size(value: str) -> int | None:
+    """``--batch-size``: ``auto`` -> None (sized to memory), else a positive integer."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise PnpOvssError(f"--batch-size takes a positive integer or 'auto', got {value!r}")
+    return size
+
+
+def announce(seg: Any, device: str) -> dict[str, str]:
+    """Say once, on stderr, which device and precision run (``auto`` resolved); returns both for
+    the output JSON."""
+    precision = seg.precision()
+    dev = str(seg.backbone.device)
+    click.echo(f"device: {dev}{' (auto)' if device == 'auto' else ''}, dtype: {precision.describe()}", err=True)
+    return {"device": dev, "dtype": precision.name}
+
+
 @click.group()
 @click.version_option(package_name="pnpovss")
 def main() -> None:
@@ -92,15 +114,18 @@ def main() -> None:
 @click.option("--no-crf", is_flag=True, default=False, help="Plain argmax instead of the dense CRF.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Any pipeline option by name, e.g. --set crf_unary=probs --set blur_sigma=0.03 (repeatable).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
+@click.option("--dtype", default=None, help="Precision: auto, fp32, bf16 or fp16 (CUDA); see the README. [default: fp32]")
+@click.option("--batch-size", default="auto", show_default=True,
+              help="Images per forward pass, or auto: sized to the memory the first image takes.")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Redo images whose outputs already exist with the same settings (they are skipped otherwise).")
 @_fail_cleanly
 def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | None, preset: str | None,
             image_size: int | None, layer: int | None, head: str | None, drop_iters: int | None,
             drop_k: int | None, halving: bool | None, threshold: float | None, background: bool | None,
-            no_crf: bool, assignments: tuple[str, ...], device: str, batch_size: int, overwrite: bool) -> None:
+            no_crf: bool, assignments: tuple[str, ...], device: str, dtype: str | None, batch_size: str,
+            overwrite: bool) -> None:
     """Segment IMAGES (files, directories or globs) into CLASSES.
 
     Writes NAME.labels.png (palette PNG, pixel = label index), NAME.overlay.png and NAME.json
@@ -120,8 +145,9 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     paths = expand_inputs(images)
     for p in paths:  # fail on bad input before spending time on the model
         load_image(p)
+    batch = parse_batch_size(batch_size)
     given = dict(image_size=image_size, layer=layer, drop_iters=drop_iters, drop_k=drop_k,
-                 halving=halving, threshold=threshold, background=background, head=parse_head(head))
+                 halving=halving, threshold=threshold, background=background, head=parse_head(head), dtype=dtype)
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None and v != "unset"}
     if head is not None and given["head"] is None:
         overrides["head"] = None  # "all": average every head
@@ -131,6 +157,7 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
     source = model or DEFAULT_MODEL
     click.echo(f"loading {source} ...", err=True)
     seg = Segmenter.from_pretrained(source, device=device, preset=preset, **overrides)
+    ran = announce(seg, device)
     out = Path(out_dir)
     label_names = ([BACKGROUND] if seg.config.background else []) + names
     settings_key = {"model": source, "classes": label_names, "config": seg.config.to_dict()}
@@ -140,9 +167,9 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
                    "(--overwrite redoes them)", err=True)
     paths = todo
     bar = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr)
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        results = seg.segment_batch([str(p) for p in chunk], names)
+    done = 0
+    for results in seg.segment_stream([str(p) for p in paths], [names] * len(paths), batch):
+        chunk, done = paths[done : done + len(results)], done + len(results)
         for path, res in zip(chunk, results):
             meta = {
                 "image": str(path),
@@ -151,6 +178,7 @@ def segment(images: tuple[str, ...], classes: str, out_dir: str, model: str | No
                 "size": list(res.labels.shape),
                 "fractions": res.fractions(),
                 "config": res.config.to_dict(),
+                **ran,
             }
             atomic_save_image(out / f"{path.stem}.labels.png", label_png(res.labels))
             atomic_save_image(out / f"{path.stem}.overlay.png", res.overlay())
@@ -191,7 +219,8 @@ def _dataset_options(fn: Callable) -> Callable:
         click.option("--preset", type=click.Path(dir_okay=False), default=None, help="Base preset JSON (e.g. a tune run's best.json)."),
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Any pipeline option by name, e.g. --set threshold=0.1 (repeatable; applied over --preset)."),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
+        click.option("--device", default="auto", show_default=True, help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
+        click.option("--dtype", default=None, help="Precision: auto, fp32, bf16 or fp16 (CUDA); see the README. [default: fp32]"),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="torch CPU threads per process (1 is much faster when other jobs share the cores). [default: torch's]"),
     ]
@@ -202,7 +231,7 @@ def _dataset_options(fn: Callable) -> Callable:
 
 def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: int | None, model: str | None,
                       preset: str | None, device: str, threads: int | None, assignments: tuple[str, ...] = (),
-                      echo: bool = True):
+                      echo: bool = True, dtype: str | None = None):
     """(dataset, indices, segmenter) for eval/tune; the toy world defaults to the toy model."""
     import torch
 
@@ -212,6 +241,8 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
     from .pipeline import Segmenter
 
     settings = parse_assignments(assignments)
+    if dtype is not None:
+        settings["dtype"] = dtype
     if threads:
         torch.set_num_threads(threads)
     ds = load_dataset(dataset, root, seed=world_seed, images=images)
@@ -232,10 +263,12 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
 @click.option("--seed", type=int, default=0, show_default=True, help="Toy-world seed (toyworld only).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write miou, per_class, the confusion matrix and the settings here.")
+@click.option("--batch-size", default="auto", show_default=True,
+              help="Images per forward pass, or auto: sized to the memory the first image takes. Scores do not depend on it.")
 @_fail_cleanly
 def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bool, model: str | None,
-             preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, seed: int,
-             json_out: str | None) -> None:
+             preset: str | None, assignments: tuple[str, ...], device: str, dtype: str | None,
+             threads: int | None, seed: int, json_out: str | None, batch_size: str) -> None:
     """mIoU of the pipeline on a dataset (mmsegmentation IoUMetric semantics).
 
     Interrupted (Ctrl-C, a crash)? Rerun the same command: the images already scored are kept in
@@ -249,11 +282,14 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
     from .imageio import atomic_write_text
     from .metrics import iou_table
 
+    batch = parse_batch_size(batch_size)
     ctx = from_env(device)
     try:
         ds, indices, seg = _load_for_dataset(dataset, root, seed, images, model, preset, process_device(device, ctx),
-                                             threads, assignments, echo=ctx.is_main)
-        result = evaluate(seg, ds, indices, all_classes=all_classes, dist=ctx, resume=True)
+                                             threads, assignments, echo=ctx.is_main, dtype=dtype)
+        ran = announce(seg, device) if ctx.is_main else {}
+        result = evaluate(seg, ds, indices, all_classes=all_classes, dist=ctx, resume=True, batch_size=batch)
+        result.meta.update(ran)
         if ctx.is_main:
             click.echo(iou_table(result.summary))
             if json_out:
@@ -289,7 +325,8 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, all_classes: bo
                    "reward noise; 2 is the measured option).")
 @_fail_cleanly
 def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, model: str | None,
-         preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, iters: int,
+         preset: str | None, assignments: tuple[str, ...], device: str, dtype: str | None, threads: int | None,
+         iters: int,
          space: str | None, seed: int,
          world_seed: int | None, out_dir: str, clip_name: str | None, clip_pretrained: str,
          clip_template: str | None, reward: str, cache_dir: str | None, min_z: float) -> None:
@@ -307,10 +344,12 @@ def tune(dataset: str, root: str | None, images: int | None, all_classes: bool, 
     try:
         wseed = seed if world_seed is None else world_seed
         ds, indices, seg = _load_for_dataset(dataset, root, wseed, images, model, preset, process_device(device, ctx),
-                                             threads, assignments, echo=ctx.is_main)
+                                             threads, assignments, echo=ctx.is_main, dtype=dtype)
+        if ctx.is_main:
+            announce(seg, device)
         space_obj = load_space(space, seg.backbone, seg.config)
         clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
-        clip = load_clip(clip_source, clip_pretrained, device=process_device(device, ctx))
+        clip = load_clip(clip_source, clip_pretrained, device=str(seg.backbone.device))  # "auto" resolved
         template = clip_template or ds.clip_template or "{}"
         scorer = ClipScorer(clip, template=template)
         evaluator = RewardEvaluator(seg, ds, indices, scorer, all_classes=all_classes, cache_dir=cache_dir, dist=ctx)

@@ -73,6 +73,10 @@ class PipelineConfig:
     crf_bilateral_sxy: float = 50.0
     crf_bilateral_srgb: float = 5.0
     crf_bilateral_compat: float = 10.0
+    dtype: str = "fp32"
+    """Precision of the network passes: ``fp32`` (the paper), ``bf16``, ``fp16`` (CUDA only) or
+    ``auto`` (bf16 on a CPU with native bf16 or on CUDA, fp16 on a CUDA GPU without bf16, else
+    fp32); see :mod:`pnpovss.precision`. GradCAM maps are formed in fp32 either way."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -103,6 +107,8 @@ class PipelineConfig:
             problems.append(f"blur_sigma must be > 0, got {self.blur_sigma}")
         if self.crf_iters < 1:
             problems.append(f"crf_iters must be >= 1, got {self.crf_iters}")
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"dtype must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.dtype!r}")
         if problems:
             raise PnpOvssError("; ".join(problems))
 

@@ -18,6 +18,7 @@ deletes it once the result is out.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -51,6 +52,22 @@ def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_cl
     res = segmenter.segment(sample.image, names, background=dataset.has_background)
     lut = np.asarray(([0] if dataset.has_background else []) + ids, dtype=np.int64)
     return lut[res.labels]
+
+
+def predict_batch(segmenter: Segmenter, dataset: SegDataset, samples: Sequence[SegSample],
+                  all_classes: bool = False) -> list[np.ndarray]:
+    """:func:`predict` for several samples in one :meth:`~pnpovss.Segmenter.segment_batch` call."""
+    ids = [caption_class_ids(dataset, s, all_classes) for s in samples]
+    live = [k for k, i in enumerate(ids) if i]
+    preds = [np.zeros(s.label.shape, dtype=np.int64) for s in samples]
+    if live:
+        results = segmenter.segment_batch([samples[k].image for k in live],
+                                          [[dataset.classes[i] for i in ids[k]] for k in live],
+                                          background=dataset.has_background)
+        for k, res in zip(live, results):
+            lut = np.asarray(([0] if dataset.has_background else []) + ids[k], dtype=np.int64)
+            preds[k] = lut[res.labels]
+    return preds
 
 
 @dataclass
@@ -105,11 +122,15 @@ class EvalProgress:
 
 def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], *, all_classes: bool = False,
              dist: DistContext | None = None, progress: bool = True, resume: bool = False,
-             save_seconds: float = 30.0) -> EvalResult:
+             save_seconds: float = 30.0, batch_size: int | None = 1) -> EvalResult:
     """Score ``indices`` of ``dataset``; under torchrun each process takes its shard and the
     confusion matrices are summed exactly (every process returns the full result).
 
-    With ``resume``, progress is kept on disk (see the module docstring; ``EvalResult.progress_file`` names this process's file) and an earlier interrupted run is continued."""
+    With ``resume``, progress is kept on disk (see the module docstring; ``EvalResult.progress_file`` names this process's file) and an earlier interrupted run is continued.
+    ``batch_size`` images share a forward pass; ``None`` sizes batches to the memory the first image
+    took (:mod:`pnpovss.batching`). Scores do not depend on it."""
+    from .batching import PeakMemory, auto_batch_size
+
     from tqdm import tqdm
 
     dist = dist or DistContext()
@@ -134,18 +155,28 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
         else:
             done = set()
     todo = [i for i in mine if i not in done]
-    bar = tqdm(todo, unit="img", desc=f"eval {dataset.name}", disable=not (progress and dist.is_main),
+    bar = tqdm(unit="img", desc=f"eval {dataset.name}", disable=not (progress and dist.is_main),
                file=sys.stderr, total=len(mine), initial=len(done))
     last_save = time.monotonic()
+    size, pos = batch_size or 1, 0
     try:
-        for i in bar:
-            sample = dataset[i]
-            pred = predict(segmenter, dataset, sample, all_classes)
-            try:
-                cm.update(pred, sample.label)
-            except ValueError as exc:
-                raise PnpOvssError(f"{dataset.name} image {sample.name}: {exc}") from None
-            done.add(i)
+        while pos < len(todo):
+            chunk = todo[pos : pos + size]
+            samples = [dataset[i] for i in chunk]
+            sizing = batch_size is None and pos == 0  # the first image alone, measured
+            with PeakMemory(segmenter.backbone.device) if sizing else contextlib.nullcontext() as peak:
+                preds = ([predict(segmenter, dataset, samples[0], all_classes)] if len(samples) == 1
+                         else predict_batch(segmenter, dataset, samples, all_classes))
+            if sizing:
+                size = auto_batch_size(segmenter.backbone.device, peak.bytes)
+            for i, sample, pred in zip(chunk, samples, preds):
+                try:
+                    cm.update(pred, sample.label)
+                except ValueError as exc:
+                    raise PnpOvssError(f"{dataset.name} image {sample.name}: {exc}") from None
+                done.add(i)
+            pos += len(chunk)
+            bar.update(len(chunk))
             if state is not None and time.monotonic() - last_save > save_seconds:
                 state.save(done, cm.matrix)
                 last_save = time.monotonic()
