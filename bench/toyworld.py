@@ -26,6 +26,10 @@ Options, measured beside the default (under "options" in the JSON):
   full_attention_drop  drop_mode="attention" (one vision pass instead of re-encoding)
   full_drop_k10        the paper's DropOut k = 10 instead of the model preset's k (the toy preset
                        picks k for its 12x12 grid, see --sweep)
+  full_bf16            the full pipeline with dtype="bf16" (vision encoder in bf16, see
+                       pnpovss.precision); also ``pixel_agreement_with_full``
+  full_batch4          the full pipeline on 4 images per forward/backward (Segmenter.segment_batch);
+                       ``pixel_agreement_with_full`` should be 1
 Scores are accumulated over the whole split in one confusion matrix per row (background + shapes).
 """
 
@@ -65,7 +69,11 @@ OPTIONS = {
     "full_eval_scripts": dict(threshold_mode="binary", crf_unary="probs", background_rule="one_minus_sum", crf_iters=20),
     "full_attention_drop": dict(drop_mode="attention"),
     "full_drop_k10": dict(drop_k=10),
+    "full_bf16": dict(dtype="bf16"),
 }
+BATCH = 4
+AGREEMENT_ROWS = ("full_bf16", f"full_batch{BATCH}")
+"""Rows that also report the fraction of pixels labelled as by ``full``."""
 
 
 def to_global(labels: np.ndarray, names: list[str]) -> np.ndarray:
@@ -107,7 +115,11 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
     base = seg.config
     rand = random_weight_segmenter(model, base)
     rows = {name: ConfusionMatrix(len(CLASSES)) for name in
-            ["random_weights", "no_vlm", *STAGES, "full_all_classes", "oracle_grid_maps", *OPTIONS]}
+            ["random_weights", "no_vlm", *STAGES, "full_all_classes", "oracle_grid_maps", *OPTIONS,
+             f"full_batch{BATCH}"]}
+    agree = {name: [0, 0] for name in AGREEMENT_ROWS}  # pixels labelled as by "full", pixels
+    full_labels: list[np.ndarray] = []
+    pending: list = []
     start = time.perf_counter()
     full_seconds = 0.0
     for i in range(images):
@@ -120,17 +132,29 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         grid_cache: dict[tuple, tuple[np.ndarray, float]] = {}  # maps and the seconds they took
         for name, overrides in {**STAGES, **OPTIONS}.items():
             cfg = base.replace(**overrides)
-            key = (cfg.saliency, cfg.drop_iters, cfg.drop_mode, cfg.drop_k, cfg.halving, cfg.count_first_twice)
+            key = (cfg.saliency, cfg.drop_iters, cfg.drop_mode, cfg.drop_k, cfg.halving, cfg.count_first_twice, cfg.dtype)
             if key not in grid_cache:
                 t0 = time.perf_counter()
                 pixels = seg.backbone.preprocess([s.image], seg.image_size(cfg))
-                maps = seg.class_grid_maps(pixels, seg.backbone.encode_image(pixels), [s.labels], cfg)[0]
+                maps = seg.class_grid_maps(pixels, seg.encode(pixels, cfg), [s.labels], cfg)[0]
                 grid_cache[key] = (maps, time.perf_counter() - t0)
             t0 = time.perf_counter()
             labels, _ = postprocess(grid_cache[key][0], s.image, cfg)
             if name == "full":  # the whole default pipeline: its maps (even if cached) + post-processing
                 full_seconds += grid_cache[key][1] + time.perf_counter() - t0
             rows[name].update(to_global(labels, ["background", *s.labels]), truth)
+            if name == "full":
+                full_labels.append(labels)
+            if name in agree:
+                agree[name] = [agree[name][0] + int((labels == full_labels[-1]).sum()), agree[name][1] + labels.size]
+        pending.append(s)
+        if len(pending) == BATCH or i == images - 1:  # the full pipeline, BATCH images per pass
+            results = seg.segment_batch([p.image for p in pending], [p.labels for p in pending])
+            for p, res, ref in zip(pending, results, full_labels[-len(pending):]):
+                rows[f"full_batch{BATCH}"].update(to_global(res.labels, res.classes), p.mask.astype(np.int64))
+                name = f"full_batch{BATCH}"
+                agree[name] = [agree[name][0] + int((res.labels == ref).sum()), agree[name][1] + ref.size]
+            pending = []
         rows["full_all_classes"].update(predict(seg, s.image, list(SHAPES), base), truth)
         oracle = oracle_grid_maps(s.mask, s.labels, seg.backbone.grid(seg.image_size(base)))
         rows["oracle_grid_maps"].update(to_global(postprocess(oracle, s.image, base)[0], ["background", *s.labels]), truth)
@@ -143,8 +167,11 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         "layer": base.layer,
         "head": base.head,
         "config": base.to_dict(),
-        "rows": {name: cm.summary(CLASSES) for name, cm in rows.items() if name not in OPTIONS},
-        "options": {name: {"overrides": OPTIONS[name], **rows[name].summary(CLASSES)} for name in OPTIONS},
+        "rows": {name: cm.summary(CLASSES) for name, cm in rows.items()
+                 if name not in OPTIONS and name not in AGREEMENT_ROWS},
+        "options": {**{name: {"overrides": OPTIONS[name], **rows[name].summary(CLASSES)} for name in OPTIONS},
+                    f"full_batch{BATCH}": {"overrides": {}, "batch": BATCH, **rows[f"full_batch{BATCH}"].summary(CLASSES)}},
+        "pixel_agreement_with_full": {name: round(a / n, 5) for name, (a, n) in agree.items() if n},
         "seconds_per_image": full_seconds / images,
         "bench_seconds_per_image": elapsed / images,
     }
