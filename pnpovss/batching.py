@@ -3,9 +3,10 @@
 The pipeline's passes take a batch of images; a batch is faster per image only where the device
 has idle parallelism (a GPU; barely a 2-thread CPU, see the README) and it must fit in memory. The
 automatic size is measured, not guessed from the architecture: the first image runs alone, its
-peak memory above the model's is read (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the growth
-of the process's peak RSS, an upper bound), and the batch is what fits in half of the memory free
-at that moment, capped at :data:`MAX_BATCH` on a GPU and :data:`CPU_MAX_BATCH` on a CPU.
+peak memory above what was allocated before is read (CUDA: ``torch.cuda.max_memory_allocated``;
+CPU: the growth of the process's peak RSS, which is 0 when loading the model peaked higher, leaving
+the cap), and the batch is what fits in half of the memory free at that moment, capped at
+:data:`MAX_BATCH` on a GPU and :data:`CPU_MAX_BATCH` on a CPU.
 Results do not depend on the batch: each image's caption, padding and dropped patches are its own
 (tests check batch 1 against batch 4).
 """
