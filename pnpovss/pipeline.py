@@ -121,7 +121,9 @@ class Segmenter:
         ``device="auto"``: CUDA when available, else CPU; ``dtype=`` (a config field) sets the precision."""
         PipelineConfig().replace(**overrides)  # bad values fail before a slow model load
         user_preset = load_preset(preset) if preset is not None else {}
-        backbone = load_backbone(source, device=resolve_device(device))
+        dev = resolve_device(device)
+        resolve_precision(overrides.get("dtype", user_preset.get("dtype", "fp32")), dev)  # e.g. fp16 on a CPU
+        backbone = load_backbone(source, device=dev)
         config = PipelineConfig().replace(**backbone.pipeline_defaults)
         resolved = resolve_source(source)
         model_preset = Path(resolved) / PRESET_FILENAME
