@@ -4,6 +4,7 @@ full-size architectures with random weights (no download). Prints JSON; not a te
     python bench/speed.py --json speed.json          # everything (long: hours on 2 CPU cores)
     python bench/speed.py --quick --json quick.json  # BLIP at 384 px, 1 and 5 classes: ~4 min
     python bench/speed.py --table speed.json         # the README table of a result
+    python bench/speed.py --quick --device cuda --json gpu.json   # the GPU check (fp32 vs fp16/bf16, batches)
 
 Rows, per (model, image size, number of classes), T = 4 Salience DropOut passes:
   reference_pattern       what the reference code does per image: at every pass, forward and backward
@@ -12,6 +13,12 @@ Rows, per (model, image size, number of classes), T = 4 Salience DropOut passes:
                           computed for every (layer, head); the chosen layer/head then drives the drop
   pnpovss                 our default pipeline: each pass re-encodes the masked image without autograd,
                           backward runs from the match logit to the chosen layer only
+  pnpovss_bf16            pnpovss with dtype="bf16" (vision encoder under bf16 autocast, text side and
+                          maps fp32; see pnpovss.precision); on CUDA only where the GPU supports bf16
+  pnpovss_fp16            the same in fp16 (CUDA only)
+  pnpovss_batch, pnpovss_bf16_batch, pnpovss_fp16_batch
+                          pnpovss (fp32 / bf16 / fp16) on --batch images per forward/backward;
+                          ``seconds`` is per image (the batch's time / its size)
   pnpovss_eager_vision    pnpovss with the vision tower's own eager attention instead of fused
                           attention (BLIP only): how much of the gain the fused attention brings
   pnpovss_attention_drop  drop_mode="attention": one vision pass; dropped patches are hidden from the
@@ -21,7 +28,11 @@ Rows, per (model, image size, number of classes), T = 4 Salience DropOut passes:
 Each row runs in a fresh subprocess, so ``peak_mb`` (ru_maxrss at its end) is that row's own. One
 warm-up image (one pass) is excluded; ``seconds`` is the median over the measured images of the time
 from the preprocessed tensor to the combined class maps (blur and CRF, shared by all rows and ~0.05 s,
-are left out). ``max_abs_diff`` compares a row's class maps with the reference pattern's.
+are left out). ``max_abs_diff`` compares a row's class maps with the reference pattern's;
+``max_abs_diff_vs_fp32`` a reduced-precision or batched row's with ``pnpovss``'s (same images), and
+``drop_agreement_vs_fp32`` gives, per DropOut pass, the fraction of the patches dropped so far that
+``pnpovss`` dropped too. On CUDA each row also records ``gpu_peak_mb`` (torch.cuda.max_memory_allocated)
+and every row its ``images_per_second`` (1 / seconds).
 """
 
 from __future__ import annotations
@@ -46,8 +57,12 @@ from pnpovss.backbones.base import Backbone, TextBatch
 from pnpovss.dropout import mask_patches, pool_classes, salience_dropout, select_patches
 from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad
 from pnpovss.hooks import capture_outputs
+from pnpovss.precision import resolve_precision
 
-ROWS = ("reference_pattern", "pnpovss", "pnpovss_eager_vision", "pnpovss_attention_drop", "floor")
+ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_fp16", "pnpovss_batch", "pnpovss_bf16_batch",
+        "pnpovss_fp16_batch", "pnpovss_eager_vision", "pnpovss_attention_drop", "floor")
+TABLE_ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_eager_vision", "pnpovss_attention_drop", "floor")
+CUDA_ONLY = ("pnpovss_fp16", "pnpovss_fp16_batch")
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa", "train",
            "tv monitor"]  # Pascal VOC's 20; n classes = the first n
@@ -57,7 +72,7 @@ MEMORY_MARGIN_MB = 1500
 
 
 # ------------------------------------------------------------------------------------ models and data
-def build_backbone(model: str, seed: int = 0, words: Sequence[str] = ()) -> Backbone:
+def build_backbone(model: str, seed: int = 0, device: str = "cpu", words: Sequence[str] = ()) -> Backbone:
     """A full-size random-weight backbone; the same seed gives the same weights in every process.
     ``words``: more class names its (made-up) tokenizer should spell."""
     from pnpovss import testing
@@ -73,7 +88,7 @@ def build_backbone(model: str, seed: int = 0, words: Sequence[str] = ()) -> Back
         torch.manual_seed(seed)
         net = BlipForImageTextRetrieval(testing.blip_itm_large_config())
         processor = BlipProcessor(image_processor=BlipImageProcessor(), tokenizer=tokenizer)
-        return BlipBackbone(net, processor, "random:" + model)
+        return BlipBackbone(net.to(device), processor, "random:" + model)
     if model == "bridgetower":
         from transformers import BridgeTowerForImageAndTextRetrieval, BridgeTowerImageProcessor, BridgeTowerProcessor
 
@@ -83,7 +98,7 @@ def build_backbone(model: str, seed: int = 0, words: Sequence[str] = ()) -> Back
         torch.manual_seed(seed)
         net = BridgeTowerForImageAndTextRetrieval(testing.bridgetower_large_config(tokenizer))
         processor = BridgeTowerProcessor(image_processor=BridgeTowerImageProcessor(), tokenizer=tokenizer)
-        return BridgeTowerBackbone(net, processor, "random:" + model)
+        return BridgeTowerBackbone(net.to(device), processor, "random:" + model)
     raise SystemExit(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
 
 
@@ -103,8 +118,10 @@ def bench_images(count: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-# ------------------------------------------------------------------------------------ the four rows
+# ------------------------------------------------------------------------------------ the rows
 Maps = list[torch.Tensor]
+Dropped = list[torch.Tensor]
+"""Cumulative (B, P) dropped-patch masks after each DropOut pass but the last."""
 
 
 def public_match_logit(backbone: Backbone, pixels: torch.Tensor, text: TextBatch) -> torch.Tensor:
@@ -115,14 +132,16 @@ def public_match_logit(backbone: Backbone, pixels: torch.Tensor, text: TextBatch
     return scores[:, 1]
 
 
-def reference_pattern(backbone: Backbone, pixels: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> Maps:
+def reference_pattern(backbone: Backbone, pixels: torch.Tensor, text: TextBatch,
+                      cfg: PipelineConfig) -> tuple[Maps, Dropped]:
     """The reference's per-image loop: whole-network forward/backward with weight gradients at every
     pass, GradCAM of every layer and head; the chosen ones select the patches to drop."""
     model, grid = backbone.model, backbone.grid(pixels.shape[-1])
     layers = list(range(1, backbone.num_layers + 1))
     heads = cfg.heads_tuple() or tuple(range(backbone.num_heads))
-    dropped = torch.zeros(pixels.shape[0], grid[0] * grid[1], dtype=torch.bool)
+    dropped = torch.zeros(pixels.shape[0], grid[0] * grid[1], dtype=torch.bool, device=pixels.device)
     totals: Maps | None = None
+    history: Dropped = []
     model.requires_grad_(True)
     try:
         for t in range(cfg.drop_iters):
@@ -141,37 +160,52 @@ def reference_pattern(backbone: Backbone, pixels: torch.Tensor, text: TextBatch,
                 totals = [weight * m for m in per_class] if totals is None else [a + m for a, m in zip(totals, per_class)]
                 saliency = torch.stack([m.sum(dim=0) for m in per_class])
                 dropped = dropped | select_patches(saliency, dropped, None if cfg.halving else cfg.drop_k)
+                if t < cfg.drop_iters - 1:
+                    history.append(dropped.clone())
     finally:
         model.requires_grad_(False)
         model.zero_grad(set_to_none=True)
     assert totals is not None
-    return totals
+    return totals, history
 
 
-def pnpovss(backbone: Backbone, pixels: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> Maps:
-    """What ``Segmenter`` runs before post-processing."""
-    maps = salience_dropout(backbone, pixels, backbone.encode_image(pixels), text, cfg).class_maps
-    return [m.flatten(1) for m in maps]
+def pnpovss(backbone: Backbone, pixels: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> tuple[Maps, Dropped]:
+    """What ``Segmenter`` runs before post-processing, in ``cfg.dtype``."""
+    precision = resolve_precision(cfg.dtype, pixels.device)
+    with precision.vision_autocast():
+        embeds = backbone.encode_image(pixels)
+    out = salience_dropout(backbone, pixels, embeds, text, cfg, precision.vision_autocast, precision.text_autocast)
+    return [m.flatten(1) for m in out.class_maps], out.dropped
 
 
-def floor(backbone: Backbone, pixels: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> Maps:
+def floor(backbone: Backbone, pixels: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> tuple[Maps, Dropped]:
     """T vision passes without grad, one text-side forward/backward: a lower bound, not a method."""
     grid = backbone.grid(pixels.shape[-1])
-    dropped = torch.zeros(pixels.shape[0], grid[0] * grid[1], dtype=torch.bool)
+    dropped = torch.zeros(pixels.shape[0], grid[0] * grid[1], dtype=torch.bool, device=pixels.device)
     embeds = [backbone.encode_image(mask_patches(pixels, dropped, grid)) for _ in range(cfg.drop_iters)]
     layer_attention_and_grad(backbone, embeds[0], text, [cfg.layer])
-    return []
+    return [], []
 
 
-def pnpovss_eager_vision(backbone: Backbone, pixels: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> Maps:
+def pnpovss_eager_vision(backbone: Backbone, pixels: torch.Tensor, text: TextBatch,
+                         cfg: PipelineConfig) -> tuple[Maps, Dropped]:
     """``pnpovss`` with fused vision attention switched off."""
     backbone.fused_vision_attention = False
     return pnpovss(backbone, pixels, text, cfg)
 
 
-ROW_FUNCS: dict[str, Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig], Maps]] = {
+def with_dtype(dtype: str) -> Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig], tuple[Maps, Dropped]]:
+    return lambda bb, px, text, cfg: pnpovss(bb, px, text, cfg.replace(dtype=dtype))
+
+
+ROW_FUNCS: dict[str, Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig], tuple[Maps, Dropped]]] = {
     "reference_pattern": reference_pattern,
     "pnpovss": pnpovss,
+    "pnpovss_bf16": with_dtype("bf16"),
+    "pnpovss_fp16": with_dtype("fp16"),
+    "pnpovss_batch": pnpovss,
+    "pnpovss_bf16_batch": with_dtype("bf16"),
+    "pnpovss_fp16_batch": with_dtype("fp16"),
     "pnpovss_eager_vision": pnpovss_eager_vision,
     "pnpovss_attention_drop": lambda bb, px, text, cfg: pnpovss(bb, px, text, cfg.replace(drop_mode="attention")),
     "floor": floor,
@@ -200,33 +234,52 @@ def gflops() -> float:
 
 
 def run_row(spec: dict[str, Any], maps_path: Path) -> dict[str, Any]:
-    """Build the model, warm up on one pass, time ``spec['images']`` images; save their maps."""
+    """Build the model, warm up on one pass, time ``spec['images']`` images (in batches of
+    ``spec['batch']`` for the batch rows); save their maps and dropped patches."""
     torch.set_num_threads(spec["threads"])
-    limit_address_space()
+    device = spec.get("device", "cpu")
+    cuda = device.startswith("cuda")
+    if not cuda:  # a CUDA context reserves far more address space than it uses
+        limit_address_space()
     row = {k: spec[k] for k in ("name", "model", "image_size", "classes")}
+    batch = spec.get("batch", 1) if spec["name"].endswith("_batch") else 1
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     try:
-        backbone = build_backbone(spec["model"])
+        backbone = build_backbone(spec["model"], device=device)
         cfg = PipelineConfig().replace(**backbone.pipeline_defaults).replace(
             image_size=spec["image_size"], drop_iters=spec["drop_iters"])
-        text = backbone.build_text(cfg.prompt, [CLASSES[: spec["classes"]]])
-        images = [backbone.preprocess([img], spec["image_size"]) for img in bench_images(spec["images"] + 1)]
+        names = CLASSES[: spec["classes"]]
+        count = max(spec["images"], batch)
+        images = backbone.preprocess(bench_images(count + 1), spec["image_size"])
         fn = ROW_FUNCS[spec["name"]]
-        fn(backbone, images[0], text, cfg.replace(drop_iters=1))  # warm-up
-        seconds, speeds, maps = [], [], []
-        for pixels in images[1:]:
+        fn(backbone, images[:1], backbone.build_text(cfg.prompt, [names]), cfg.replace(drop_iters=1))  # warm-up
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        seconds, speeds, maps, drops = [], [], [], []
+        for i in range(1, count + 1, batch):
+            pixels = images[i : i + batch]
+            text = backbone.build_text(cfg.prompt, [names] * len(pixels))
             speeds.append(gflops())
+            sync()
             start = time.perf_counter()
-            maps.append(fn(backbone, pixels, text, cfg))
-            seconds.append(time.perf_counter() - start)
+            out, dropped = fn(backbone, pixels, text, cfg)
+            sync()
+            seconds += [(time.perf_counter() - start) / len(pixels)] * len(pixels)
+            maps += [m.float().cpu().numpy() for m in out]
+            drops += [torch.stack([d[b] for d in dropped]).cpu().numpy() if dropped else None
+                      for b in range(len(pixels))] if out else []
     except (MemoryError, RuntimeError) as exc:
-        if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower():
+        if not isinstance(exc, MemoryError) and not any(w in str(exc).lower() for w in ("alloc", "out of memory")):
             raise
         row.update(skipped=f"out of memory ({' '.join(str(exc).split())[:120]})")
         return row
-    if maps and maps[0]:
-        np.savez(maps_path, *[torch.cat(m).numpy() for m in maps])
-    row.update(seconds_each=seconds, gflops_each=speeds, layer=cfg.layer, head=cfg.head,
+    if maps:
+        np.savez(maps_path, **{f"map{j}": m for j, m in enumerate(maps)},
+                 **{f"drop{j}": d for j, d in enumerate(drops) if d is not None})
+    row.update(seconds_each=seconds, gflops_each=speeds, layer=cfg.layer, head=cfg.head, batch=batch, device=device,
                peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, drop_iters=cfg.drop_iters)
+    if cuda:
+        row.update(gpu_peak_mb=torch.cuda.max_memory_allocated() / 2**20, gpu=torch.cuda.get_device_name())
     return row
 
 
@@ -242,12 +295,28 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         for size in sizes[model]:
             images = args.images or (1 if size >= 700 or args.quick else 2)
             for n in classes[model]:
-                for name in args.rows.split(","):
+                for name in (args.rows.split(",") if args.rows else ROWS):
                     if name == "pnpovss_eager_vision" and model != "blip":
                         continue  # only BLIP's vision tower gets fused attention
+                    if not row_runs_on(name, args.device):
+                        continue
                     specs.append(dict(name=name, model=model, image_size=size, classes=n, images=images,
-                                      drop_iters=args.drop_iters, threads=args.threads))
+                                      drop_iters=args.drop_iters, threads=args.threads, device=args.device,
+                                      batch=args.batch))
     return specs
+
+
+def row_runs_on(name: str, device: str) -> bool:
+    """fp16 rows on CUDA only; bf16 rows where the device supports bf16 (any CPU: emulated where
+    it is not native, which the row's time then shows)."""
+    if name in CUDA_ONLY:
+        return device.startswith("cuda")
+    if "bf16" in name:
+        try:
+            resolve_precision("bf16", device)
+        except Exception:
+            return False
+    return True
 
 
 def key_of(row: dict[str, Any]) -> tuple:
@@ -297,19 +366,42 @@ def merge(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def compare_maps(base: str, other: str) -> dict[str, Any]:
+    """Largest map difference over the images both files hold, the base maps' largest value, and
+    per DropOut pass the mean fraction of the base's dropped patches that ``other`` dropped too."""
+    with np.load(base) as a, np.load(other) as b:
+        keys = [k for k in a.files if k.startswith("map") and k in b.files]
+        drops = [k for k in a.files if k.startswith("drop") and k in b.files]
+        out: dict[str, Any] = {"max_abs_diff": float(max(np.abs(a[k] - b[k]).max() for k in keys)),
+                               "base_map_max": float(max(np.abs(a[k]).max() for k in keys))}
+        if drops:
+            per_pass = np.mean([(a[k] & b[k]).sum(axis=1) / np.maximum(a[k].sum(axis=1), 1) for k in drops], axis=0)
+            out["drop_agreement"] = [round(float(v), 4) for v in per_pass]
+    return out
+
+
 def with_diffs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows for the JSON: ``max_abs_diff`` of each row's maps against the reference pattern's (same
-    model, size and classes) and the reference maps' own largest value, for scale."""
+    model, size and classes) and the reference maps' own largest value, for scale; for the
+    reduced-precision and batch rows also against ``pnpovss`` (fp32, one image at a time)."""
     ref = {key_of(r)[:3]: r for r in rows if r["name"] == "reference_pattern"}
+    fp32 = {key_of(r)[:3]: r for r in rows if r["name"] == "pnpovss"}
     out = []
     for row in rows:
         base = ref.get(key_of(row)[:3])
         clean = {k: v for k, v in row.items() if k != "maps"}
         clean["max_abs_diff"] = None
+        if clean.get("seconds"):
+            clean["images_per_second"] = round(1 / clean["seconds"], 4)
         if base and base.get("maps") and row.get("maps"):
-            with np.load(base["maps"]) as a, np.load(row["maps"]) as b:
-                clean["max_abs_diff"] = float(max(np.abs(a[k] - b[k]).max() for k in a.files))
-                clean["ref_map_max"] = float(max(np.abs(a[k]).max() for k in a.files))
+            diff = compare_maps(base["maps"], row["maps"])
+            clean["max_abs_diff"], clean["ref_map_max"] = diff["max_abs_diff"], diff["base_map_max"]
+        ours = fp32.get(key_of(row)[:3])
+        if row["name"] != "pnpovss" and row["name"].startswith("pnpovss_") and ours and ours.get("maps") \
+                and row.get("maps") and ("16" in row["name"] or "batch" in row["name"]):
+            diff = compare_maps(ours["maps"], row["maps"])
+            clean["max_abs_diff_vs_fp32"] = diff["max_abs_diff"]
+            clean["drop_agreement_vs_fp32"] = diff.get("drop_agreement")
         out.append(clean)
     return out
 
@@ -322,8 +414,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault(key_of(r)[:3], {})[r["name"]] = r
     out = []
     for (model, size, n), group in groups.items():
-        ours, ref, low, attn = (group.get(k) or {} for k in
-                                ("pnpovss", "reference_pattern", "floor", "pnpovss_attention_drop"))
+        ours, ref, low, attn, bf16, fp16 = (group.get(k) or {} for k in (
+            "pnpovss", "reference_pattern", "floor", "pnpovss_attention_drop", "pnpovss_bf16", "pnpovss_fp16"))
         entry: dict[str, Any] = dict(model=model, image_size=size, classes=n)
         for stat in ("seconds", "seconds_min"):
             tag = stat.replace("seconds", "")
@@ -333,6 +425,16 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry[f"pnpovss_over_floor{tag}"] = round(ours[stat] / low[stat], 2)
             if attn.get(stat) and ref.get(stat):
                 entry[f"attention_drop_speedup_vs_reference{tag}"] = round(ref[stat] / attn[stat], 2)
+            for dtype, low_p in (("bf16", bf16), ("fp16", fp16)):
+                if low_p.get(stat) and ours.get(stat):
+                    entry[f"{dtype}_over_pnpovss{tag}"] = round(low_p[stat] / ours[stat], 2)
+                if low_p.get(stat) and ref.get(stat):
+                    entry[f"{dtype}_speedup_vs_reference{tag}"] = round(ref[stat] / low_p[stat], 2)
+            for single, batched in (("pnpovss", "pnpovss_batch"), ("pnpovss_bf16", "pnpovss_bf16_batch"),
+                                    ("pnpovss_fp16", "pnpovss_fp16_batch")):
+                one, many = group.get(single) or {}, group.get(batched) or {}
+                if one.get(stat) and many.get(stat):
+                    entry[f"{batched}_gain_per_image{tag}"] = round(one[stat] / many[stat], 2)
         if ours.get("peak_mb") and ref.get("peak_mb"):
             entry["memory_vs_reference"] = round(ours["peak_mb"] / ref["peak_mb"], 2)
         out.append(entry)
@@ -342,7 +444,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     rows = with_diffs(merge(runs))
     return json.dumps({"rows": rows, "ratios": ratios(rows), "threads": args.threads, "rounds": args.rounds,
-                       "torch": torch.__version__, "cpu_count": os.cpu_count()}, indent=1)
+                       "device": args.device, "batch": args.batch, "torch": torch.__version__,
+                       "cpu_count": os.cpu_count()}, indent=1)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -350,13 +453,13 @@ def markdown(result: dict[str, Any]) -> str:
     groups: dict[tuple, dict[str, dict]] = {}
     for r in result["rows"]:
         groups.setdefault(key_of(r)[:3], {})[r["name"]] = r
-    lines = ["| model | px | classes | " + " | ".join(ROWS) + " | speed-up | ours / floor | max abs diff (ref. max) |",
-             "| --- | --- | --- |" + " --- |" * (len(ROWS) + 3)]
+    lines = ["| model | px | classes | " + " | ".join(TABLE_ROWS) + " | speed-up | ours / floor | max abs diff (ref. max) |",
+             "| --- | --- | --- |" + " --- |" * (len(TABLE_ROWS) + 3)]
     # derived from the rows every time, never read back from the file
     by_key = {(r["model"], r["image_size"], r["classes"]): r for r in ratios(result["rows"])}
     for key, group in groups.items():
         cells = []
-        for name in ROWS:
+        for name in TABLE_ROWS:
             r = group.get(name, {})
             cells.append(f"{r['seconds']:.1f} s, {r['peak_mb'] / 1024:.1f} GB" if r.get("seconds")
                          else r.get("skipped", "-").split(" (")[0])
@@ -376,7 +479,10 @@ def main() -> None:
                         help="BLIP at 384 px with 1 and 5 classes only, 1 image and 1 round per row (~4 min)")
     parser.add_argument("--models", default="blip,bridgetower")
     parser.add_argument("--bridgetower-classes", default="1,20", help="class counts for BridgeTower (its rows are slow)")
-    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--rows", default=None,
+                        help=f"comma list of rows [default: all that run on --device: {','.join(ROWS)}]")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU check); rows run one at a time")
+    parser.add_argument("--batch", type=int, default=4, help="images per forward/backward in the *_batch rows")
     parser.add_argument("--images", type=int, default=0, help="measured images per row and round (default 2; 1 at >= 700 px)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="repeat the rows below 700 px this many times, interleaved, to spread out other load "

@@ -42,6 +42,10 @@ Options, measured beside the default (under "options" in the JSON):
                        the toy world scored as a dataset without a background class (its background
                        pixels ignored): no background channel (default) vs the reference's channel
                        for captions of fewer than 3 classes
+  full_bf16            the full pipeline with dtype="bf16" (vision encoder in bf16, see
+                       pnpovss.precision); also ``pixel_agreement_with_full``
+  full_batch4          the full pipeline on 4 images per forward/backward (Segmenter.segment_batch);
+                       ``pixel_agreement_with_full`` should be 1
 Scores are accumulated over the whole split in one confusion matrix per row (background + shapes).
 """
 
@@ -88,7 +92,11 @@ OPTIONS = {
     "full_align_corners_false": dict(align_corners=False),
     "full_blur_nearest": dict(blur_border="nearest"),
     "full_before_issue13": dict(align_corners=False, blur_border="nearest"),
+    "full_bf16": dict(dtype="bf16"),
 }
+BATCH = 4
+AGREEMENT_ROWS = ("full_bf16", f"full_batch{BATCH}")
+"""Rows that also report the fraction of pixels labelled as by ``full``."""
 NO_BACKGROUND_LABEL = {
     "nobg_dataset": dict(background=False),
     "nobg_reference": dict(background=False, background_mode="reference"),
@@ -98,7 +106,7 @@ background pixels are ignored): the default per-dataset rule (no background chan
 reference rule (a background channel when the caption names fewer than 3 classes; a background
 prediction is a miss of the pixel's class, see ``pnpovss.evaluate``)."""
 MAP_KEYS = ("saliency", "drop_iters", "drop_mode", "drop_k", "halving", "count_first_twice", "pass_combine",
-            "drop_saliency")
+            "drop_saliency", "dtype")
 """The settings that change the grid maps; post-processing variants of one setting share its maps."""
 
 
@@ -159,10 +167,14 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
     base = seg.config
     rand = random_weight_segmenter(model, base)
     rows = {name: ConfusionMatrix(len(CLASSES)) for name in
-            ["random_weights", "no_vlm", *STAGES, "vocab_all", *VOCAB_ROWS, "oracle_grid_maps", *OPTIONS]}
+            ["random_weights", "no_vlm", *STAGES, "vocab_all", *VOCAB_ROWS, "oracle_grid_maps", *OPTIONS,
+             f"full_batch{BATCH}"]}
     kept: dict[str, list[list[str]]] = {name: [] for name in ["full", "vocab_all", *VOCAB_ROWS]}
     truths: list[list[str]] = []
     nobg = {name: ConfusionMatrix(len(SHAPES), unscored_labels=1) for name in NO_BACKGROUND_LABEL}
+    agree = {name: [0, 0] for name in AGREEMENT_ROWS}  # pixels labelled as by "full", pixels
+    full_labels: list[np.ndarray] = []
+    pending: list = []
     start = time.perf_counter()
     full_seconds = 0.0
     for i in progress(range(images), f"benchmark seed {seed}"):
@@ -180,7 +192,7 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
             if key not in grid_cache:
                 t0 = time.perf_counter()
                 pixels = seg.backbone.preprocess([s.image], seg.image_size(cfg))
-                maps = seg.class_grid_maps(pixels, seg.backbone.encode_image(pixels), [s.labels], cfg)[0]
+                maps = seg.class_grid_maps(pixels, seg.encode(pixels, cfg), [s.labels], cfg)[0]
                 grid_cache[key] = (maps, time.perf_counter() - t0)
             t0 = time.perf_counter()
             labels, _ = postprocess(grid_cache[key][0], s.image, cfg)
@@ -191,6 +203,18 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
                 nobg[name].update(np.where(pred < 0, len(SHAPES), pred), np.where(truth == 0, 255, truth - 1))
                 continue
             rows[name].update(to_global(labels, ["background", *s.labels]), truth)
+            if name == "full":
+                full_labels.append(labels)
+            if name in agree:
+                agree[name] = [agree[name][0] + int((labels == full_labels[-1]).sum()), agree[name][1] + labels.size]
+        pending.append(s)
+        if len(pending) == BATCH or i == images - 1:  # the full pipeline, BATCH images per pass
+            results = seg.segment_batch([p.image for p in pending], [p.labels for p in pending], keep_all=True)
+            for p, res, ref in zip(pending, results, full_labels[-len(pending):]):
+                rows[f"full_batch{BATCH}"].update(to_global(res.labels, res.classes), p.mask.astype(np.int64))
+                name = f"full_batch{BATCH}"
+                agree[name] = [agree[name][0] + int((res.labels == ref).sum()), agree[name][1] + ref.size]
+            pending = []
         rows["vocab_all"].update(predict(seg, s.image, list(SHAPES), base), truth)
         kept["full"].append(list(s.labels))
         kept["vocab_all"].append(list(SHAPES))
@@ -209,11 +233,14 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         "layer": base.layer,
         "head": base.head,
         "config": base.to_dict(),
-        "rows": {name: cm.summary(CLASSES) for name, cm in rows.items() if name not in OPTIONS},
+        "rows": {name: cm.summary(CLASSES) for name, cm in rows.items()
+                 if name not in OPTIONS and name not in AGREEMENT_ROWS},
         "tags": {name: tag_scores(sets, truths) for name, sets in kept.items()},
         "presence": {"presence_threshold": base.presence_threshold, "recurrent_rounds": 2,
                      "recurrent_clip": "toy"},
-        "options": {name: {"overrides": OPTIONS[name], **rows[name].summary(CLASSES)} for name in OPTIONS},
+        "options": {**{name: {"overrides": OPTIONS[name], **rows[name].summary(CLASSES)} for name in OPTIONS},
+                    f"full_batch{BATCH}": {"overrides": {}, "batch": BATCH, **rows[f"full_batch{BATCH}"].summary(CLASSES)}},
+        "pixel_agreement_with_full": {name: round(a / n, 5) for name, (a, n) in agree.items() if n},
         "no_background_label": {name: {"overrides": NO_BACKGROUND_LABEL[name], **cm.summary(SHAPES)}
                                 for name, cm in nobg.items()},
         "seconds_per_image": full_seconds / images,

@@ -73,6 +73,44 @@ def parse_head(value: str | None) -> int | tuple[int, ...] | None | str:
         raise ConfigError(f"--head takes an index, a comma list of indices or 'all', got {value!r}") from None
 
 
+def parse_batch_size(value: str) -> int | None:
+    """``--batch-size``: ``auto`` -> None (sized to memory), else a positive integer."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise PnpOvssError(f"--batch-size takes a positive integer or 'auto', got {value!r}")
+    return size
+
+
+class _Decoded:
+    """Image paths seen as a sequence of decoded RGB arrays, decoded when sliced (one batch at a
+    time), with the run's pixel limit."""
+
+    def __init__(self, paths: list[Path], max_pixels: int | None) -> None:
+        self.paths, self.max_pixels = paths, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: slice) -> list:
+        from .imageio import load_image
+
+        return [load_image(p, max_pixels=self.max_pixels) for p in self.paths[index]]
+
+
+def announce(seg: Any, device: str) -> dict[str, str]:
+    """Say once, on stderr, which device and precision run (``auto`` resolved); returns both for
+    the output JSON."""
+    precision = seg.precision()
+    dev = str(seg.backbone.device)
+    click.echo(f"device: {dev}{' (auto)' if device == 'auto' else ''}, dtype: {precision.describe()}", err=True)
+    return {"device": dev, "dtype": precision.name}
+
+
 @click.group()
 @click.version_option(package_name="pnpovss")
 def main() -> None:
@@ -108,8 +146,10 @@ def main() -> None:
 @click.option("--no-crf", is_flag=True, default=False, help="Plain argmax instead of the dense CRF.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Any pipeline option by name, e.g. --set crf_unary=probs --set blur_sigma=0.03 (repeatable).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
+@click.option("--dtype", default=None, help="Precision: auto, fp32, bf16 or fp16 (CUDA); see the README. [default: fp32]")
+@click.option("--batch-size", default="auto", show_default=True,
+              help="Images per forward pass, or auto: sized to the memory the first image takes.")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Redo images whose outputs already exist with the same settings (they are skipped otherwise).")
 @click.option("--max-pixels", type=click.IntRange(min=0), default=None,
@@ -119,8 +159,8 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
             out_dir: str, model: str | None, preset: str | None,
             image_size: int | None, layer: int | None, head: str | None, drop_iters: int | None,
             drop_k: int | None, halving: bool | None, threshold: float | None, background: bool | None,
-            no_crf: bool, assignments: tuple[str, ...], device: str, batch_size: int, overwrite: bool,
-            max_pixels: int | None) -> None:
+            no_crf: bool, assignments: tuple[str, ...], device: str, dtype: str | None, batch_size: str,
+            overwrite: bool, max_pixels: int | None) -> None:
     """Segment IMAGES (files, directories or globs) into the classes present among the candidates
     (--classes or --vocab).
 
@@ -149,13 +189,11 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     settings = parse_assignments(assignments)
     paths = expand_inputs(images)
     limit = MAX_PIXELS if max_pixels is None else (max_pixels or None)
-    decoded = {}  # the first batch's images, decoded once for the check and kept for their batch
-    for i, p in enumerate(paths):  # fail on bad input before spending time on the model
-        rgb = load_image(p, max_pixels=limit)
-        if i < batch_size:
-            decoded[p] = rgb
+    for p in paths:  # fail on bad input before spending time on the model
+        load_image(p, max_pixels=limit)
+    batch = parse_batch_size(batch_size)
     given = dict(image_size=image_size, layer=layer, drop_iters=drop_iters, drop_k=drop_k,
-                 halving=halving, threshold=threshold, background=background, head=parse_head(head))
+                 halving=halving, threshold=threshold, background=background, head=parse_head(head), dtype=dtype)
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None and v != "unset"}
     if head is not None and given["head"] is None:
         overrides["head"] = None  # "all": average every head
@@ -174,6 +212,7 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
 
         clip = ClipScorer(load_clip(clip_name, device=resolve_device(device)))
     seg = Segmenter.from_pretrained(source, device=device, preset=preset, presence_clip=clip, **overrides)
+    ran = announce(seg, device)
     remove_stale_temps(out)
     settings_key = {"model": source, "candidates": names, "keep_all": keep_all, "config": seg.config.to_dict()}
     keys = {p: {"image": str(p), "image_sha256": file_digest(p), **settings_key} for p in paths}
@@ -183,15 +222,15 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
                    "(--overwrite redoes them)", err=True)
     paths = todo
     bar = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr)
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        rgbs = [decoded.pop(p, None) for p in chunk]
-        rgbs = [rgb if rgb is not None else load_image(p, max_pixels=limit) for p, rgb in zip(chunk, rgbs)]
-        if len(paths) == 1 and rgbs[0].shape[0] * rgbs[0].shape[1] > 4_000_000:  # no bar; ~10 s of work
-            click.echo(f"segmenting {chunk[0]} ({rgbs[0].shape[1]}x{rgbs[0].shape[0]}) ...", err=True)
-        results = seg.segment_batch(rgbs, names, keep_all=keep_all)
+    if len(paths) == 1 and load_image(paths[0], max_pixels=limit).size > 12_000_000:  # no bar; ~10 s of work
+        click.echo(f"segmenting {paths[0]} ...", err=True)
+    done = 0
+    decoded = _Decoded(paths, limit)
+    for results in seg.segment_stream(decoded, [names] * len(paths), batch, keep_all=keep_all):
+        chunk, done = paths[done : done + len(results)], done + len(results)
         for path, res in zip(chunk, results):
-            meta = {**keys[path], **res.to_json(image=str(path), model=source, candidates=names, keep_all=keep_all)}
+            meta = {**keys[path], **res.to_json(image=str(path), model=source, candidates=names, keep_all=keep_all),
+                    **ran}
             write_result(out, path.stem, res.labels, res.overlay(), meta)
         bar.update(len(chunk))
     bar.close()
@@ -227,7 +266,8 @@ def _dataset_options(fn: Callable) -> Callable:
                      help=f"Base preset JSON (e.g. a tune run's best.json) or a named preset: {', '.join(list_presets())}."),
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Any pipeline option by name, e.g. --set threshold=0.1 (repeatable; applied over --preset)."),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
+        click.option("--device", default="auto", show_default=True, help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
+        click.option("--dtype", default=None, help="Precision: auto, fp32, bf16 or fp16 (CUDA); see the README. [default: fp32]"),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="torch CPU threads per process (1 is much faster when other jobs share the cores). [default: torch's]"),
     ]
@@ -238,7 +278,7 @@ def _dataset_options(fn: Callable) -> Callable:
 
 def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: int | None, model: str | None,
                       preset: str | None, device: str, threads: int | None, assignments: tuple[str, ...] = (),
-                      echo: bool = True):
+                      echo: bool = True, dtype: str | None = None):
     """(dataset, indices, segmenter) for eval/tune; the toy world defaults to the toy model."""
     import torch
 
@@ -250,6 +290,8 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
     settings = parse_assignments(assignments)
     if preset:
         load_preset(preset)  # a bad preset fails before the model loads
+    if dtype is not None:
+        settings["dtype"] = dtype
     if threads:
         torch.set_num_threads(threads)
     ds = load_dataset(dataset, root, seed=world_seed, images=images)
@@ -274,11 +316,13 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
               help="dataset: a background channel exactly on datasets with a background class; reference: also "
                    "when a caption names fewer than 3 classes (the reference scripts); always: on every caption "
                    "(the CVPR-era evaluation scripts). [default: dataset]")
+@click.option("--batch-size", default="auto", show_default=True,
+              help="Images per forward pass, or auto: sized to the memory the first image takes. Scores do not depend on it.")
 @_fail_cleanly
 def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | None, all_classes: bool,
-             model: str | None,
-             preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, seed: int,
-             json_out: str | None, background_mode: str | None) -> None:
+             model: str | None, preset: str | None, assignments: tuple[str, ...], device: str, dtype: str | None,
+             threads: int | None, seed: int, json_out: str | None, background_mode: str | None,
+             batch_size: str) -> None:
     """mIoU of the pipeline on a dataset (mmsegmentation IoUMetric semantics).
 
     Interrupted (Ctrl-C, a crash)? Rerun the same command: the images already scored are kept in
@@ -298,13 +342,17 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
         check_writable_dir(Path(json_out).parent, f"--json {json_out}")  # before the evaluation, not after it
         if Path(json_out).is_dir():
             raise PnpOvssError(f"--json {json_out} is a directory; name a file")
+    batch = parse_batch_size(batch_size)
     ctx = from_env(device)
     try:
         if background_mode:
             assignments = (*assignments, f"background_mode={background_mode}")
         ds, indices, seg = _load_for_dataset(dataset, root, seed, images, model, preset, process_device(device, ctx),
-                                             threads, assignments, echo=ctx.is_main)
-        result = evaluate(seg, ds, indices, labels=_protocol(labels, all_classes), dist=ctx, resume=True)
+                                             threads, assignments, echo=ctx.is_main, dtype=dtype)
+        ran = announce(seg, device) if ctx.is_main else {}
+        result = evaluate(seg, ds, indices, labels=_protocol(labels, all_classes), dist=ctx, resume=True,
+                          batch_size=batch)
+        result.meta.update(ran)
         if ctx.is_main:
             click.echo(iou_table(result.summary))
             if "tags" in result.meta:
@@ -349,8 +397,8 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
                    "reward noise; 2 is the measured option).")
 @_fail_cleanly
 def tune(dataset: str, root: str | None, images: int | None, labels: str | None, all_classes: bool,
-         model: str | None,
-         preset: str | None, assignments: tuple[str, ...], device: str, threads: int | None, iters: int,
+         model: str | None, preset: str | None, assignments: tuple[str, ...], device: str, dtype: str | None,
+         threads: int | None, iters: int,
          space: str | None, seed: int,
          world_seed: int | None, out_dir: str, clip_name: str | None, clip_pretrained: str,
          clip_template: str | None, reward: str, reward_mask: str, cache_dir: str | None, min_z: float) -> None:
@@ -374,7 +422,9 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
     try:
         wseed = seed if world_seed is None else world_seed
         ds, indices, seg = _load_for_dataset(dataset, root, wseed, images, model, preset, process_device(device, ctx),
-                                             threads, assignments, echo=ctx.is_main)
+                                             threads, assignments, echo=ctx.is_main, dtype=dtype)
+        if ctx.is_main:
+            announce(seg, device)
         run_info = {"dataset": ds.describe(), "root": str(getattr(ds, "root", "")), "images": len(indices),
                     "all_classes": all_classes, "model": seg.backbone.source}
         if reward == "tags":
@@ -386,7 +436,7 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
         else:
             space_obj = load_space(space, seg.backbone, seg.config)
             clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
-            clip = load_clip(clip_source, clip_pretrained, device=process_device(device, ctx))
+            clip = load_clip(clip_source, clip_pretrained, device=str(seg.backbone.device))  # "auto" resolved
             template = clip_template or ds.clip_template or "{}"
             evaluator = RewardEvaluator(seg, ds, indices, ClipScorer(clip, template=template),
                                         all_classes=all_classes, cache_dir=cache_dir, dist=ctx, mask_rule=reward_mask)

@@ -118,6 +118,10 @@ class PipelineConfig:
     """Which saliency picks the patches to drop: ``classes``: the sum over classes of each class's
     mean over its word pieces (ours); ``reference``: the sum over every class word piece plus
     ``[SEP]`` (the reference: a k-piece class counts k times)."""
+    dtype: str = "fp32"
+    """Precision of the network passes: ``fp32`` (the paper), ``bf16``, ``fp16`` (CUDA only) or
+    ``auto`` (bf16 on a CPU with native bf16 or on CUDA, fp16 on a CUDA GPU without bf16, else
+    fp32); see :mod:`pnpovss.precision`. GradCAM maps are formed in fp32 either way."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -286,6 +290,7 @@ FIELDS: dict[str, FieldSpec] = {
     "background_mode": FieldSpec("str", choices=BACKGROUND_MODES),
     "pass_combine": FieldSpec("str", choices=("sum", "minmax")),
     "drop_saliency": FieldSpec("str", choices=("classes", "reference")),
+    "dtype": FieldSpec("str", choices=("auto", "fp32", "bf16", "fp16")),
 }
 """One entry per :class:`PipelineConfig` field: the one place where values are validated (the
 dataclass, presets, ``--set``, ``--head``, search spaces all go through it). A new field adds

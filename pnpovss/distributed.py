@@ -67,7 +67,7 @@ def from_env(device: str = "cpu") -> DistContext:
     except (KeyError, ValueError):
         raise PnpOvssError("WORLD_SIZE is set but RANK is not: start multi-process runs with torchrun") from None
     if not torch.distributed.is_initialized():
-        backend = "nccl" if str(device).startswith("cuda") and torch.cuda.is_available() else "gloo"
+        backend = "nccl" if str(device).startswith(("cuda", "auto")) and torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
     return DistContext(rank, world, local_rank)
 

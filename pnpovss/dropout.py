@@ -26,7 +26,9 @@ Where this differs from the reference code on purpose (each point a bug or an ac
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from typing import Callable, ContextManager
 
 import torch
 
@@ -90,8 +92,12 @@ def salience_dropout(
     image_embeds: torch.Tensor,
     text: TextBatch,
     config: PipelineConfig,
+    vision_autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    text_autocast: Callable[[], ContextManager] = contextlib.nullcontext,
 ) -> DropoutMaps:
-    """Run the ``config.drop_iters`` passes and combine their class maps."""
+    """Run the ``config.drop_iters`` passes and combine their class maps. The two contexts wrap
+    the re-encoding passes and the text-side forward/backward (reduced precision, see
+    :class:`~pnpovss.precision.Precision`); the maps themselves are combined in fp32."""
     grid = backbone.grid(pixel_values.shape[-1])
     b, p = pixel_values.shape[0], grid[0] * grid[1]
     heads = config.heads_tuple()
@@ -105,11 +111,13 @@ def salience_dropout(
     for t in range(config.drop_iters):
         if t:
             if config.drop_mode == "reencode":
-                embeds = backbone.encode_image(mask_patches(pixel_values, dropped, grid))
+                with vision_autocast():
+                    embeds = backbone.encode_image(mask_patches(pixel_values, dropped, grid))
             else:
                 cls_key = torch.ones(b, 1, dtype=torch.long, device=dropped.device)
                 key_mask = torch.cat([cls_key, (~dropped).long()], dim=1)
-        maps = token_maps(backbone, embeds, text, config.layer, heads, config.saliency, key_mask)
+        with text_autocast():
+            maps = token_maps(backbone, embeds, text, config.layer, heads, config.saliency, key_mask)
         maps = maps * (~dropped)[:, None, :].to(maps.dtype)
         per_class = pool_classes(maps, text.class_tokens)
         passes.append([m.view(-1, *grid) for m in per_class])

@@ -31,6 +31,7 @@ deletes it once the result is out.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -70,15 +71,37 @@ def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_cl
         return np.zeros(sample.label.shape, dtype=np.int64), []
     names = [dataset.classes[i] for i in ids]
     res = segmenter.segment(sample.image, names, keep_all=protocol != "detect", background=dataset.has_background)
+    return _dataset_ids(res, ids, dataset)
+
+
+def _dataset_ids(res, ids: list[int], dataset: SegDataset) -> tuple[np.ndarray, list[int]]:
+    """A result's label map in dataset class ids, and the ids of the classes it used (the caption's
+    ``ids``, less those the presence stage dropped)."""
+    names = [dataset.classes[i] for i in ids]
     used = [ids[names.index(n)] for n in res.classes[1 if res.config.background else 0 :]]
     background = [0 if dataset.has_background else dataset.num_classes] if res.config.background else []
-    lut = np.asarray(background + used, dtype=np.int64)
-    return lut[res.labels], used
+    return np.asarray(background + used, dtype=np.int64)[res.labels], used
 
 
 def unscored_labels(segmenter: Segmenter, dataset: SegDataset) -> int:
     """1 when the pipeline may predict background on a dataset that has no background class."""
     return int(not dataset.has_background and segmenter.config.background_mode != "dataset")
+
+
+def predict_batch(segmenter: Segmenter, dataset: SegDataset, samples: Sequence[SegSample],
+                  all_classes: bool = False, labels: str | None = None) -> list[tuple[np.ndarray, list[int]]]:
+    """:func:`predict` for several samples in one :meth:`~pnpovss.Segmenter.segment_batch` call."""
+    protocol = labels or ("all" if all_classes else "gt")
+    ids = [caption_class_ids(dataset, s, protocol != "gt") for s in samples]
+    live = [k for k, i in enumerate(ids) if i]
+    out: list[tuple[np.ndarray, list[int]]] = [(np.zeros(s.label.shape, dtype=np.int64), []) for s in samples]
+    if live:
+        results = segmenter.segment_batch([samples[k].image for k in live],
+                                          [[dataset.classes[i] for i in ids[k]] for k in live],
+                                          keep_all=protocol != "detect", background=dataset.has_background)
+        for k, res in zip(live, results):
+            out[k] = _dataset_ids(res, ids[k], dataset)
+    return out
 
 
 @dataclass
@@ -137,11 +160,15 @@ class EvalProgress:
 
 def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], *, all_classes: bool = False,
              labels: str | None = None, dist: DistContext | None = None, progress: bool = True,
-             resume: bool = False, save_seconds: float = 30.0) -> EvalResult:
+             resume: bool = False, save_seconds: float = 30.0, batch_size: int | None = 1) -> EvalResult:
     """Score ``indices`` of ``dataset``; under torchrun each process takes its shard and the
     confusion matrices are summed exactly (every process returns the full result).
 
-    With ``resume``, progress is kept on disk (see the module docstring; ``EvalResult.progress_file`` names this process's file) and an earlier interrupted run is continued."""
+    With ``resume``, progress is kept on disk (see the module docstring; ``EvalResult.progress_file`` names this process's file) and an earlier interrupted run is continued.
+    ``batch_size`` images share a forward pass; ``None`` sizes batches to the memory the first image
+    took (:mod:`pnpovss.batching`). Scores do not depend on it."""
+    from .batching import PeakMemory, auto_batch_size
+
     from tqdm import tqdm
 
     dist = dist or DistContext()
@@ -171,19 +198,29 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
         else:
             done = set()
     todo = [i for i in mine if i not in done]
-    bar = tqdm(todo, unit="img", desc=f"eval {dataset.name}", disable=not (progress and dist.is_main),
+    bar = tqdm(unit="img", desc=f"eval {dataset.name}", disable=not (progress and dist.is_main),
                file=sys.stderr, total=len(mine), initial=len(done))
     last_save = time.monotonic()
+    size, pos = batch_size or 1, 0
     try:
-        for i in bar:
-            sample = dataset[i]
-            pred, used = predict(segmenter, dataset, sample, labels=protocol)
-            tags += tag_counts(used, dataset.image_labels(sample.label))
-            try:
-                cm.update(pred, sample.label)
-            except ValueError as exc:
-                raise PnpOvssError(f"{dataset.name} image {sample.name}: {exc}") from None
-            done.add(i)
+        while pos < len(todo):
+            chunk = todo[pos : pos + size]
+            samples = [dataset[i] for i in chunk]
+            sizing = batch_size is None and pos == 0  # the first image alone, measured
+            with PeakMemory(segmenter.backbone.device) if sizing else contextlib.nullcontext() as peak:
+                preds = ([predict(segmenter, dataset, samples[0], labels=protocol)] if len(samples) == 1
+                         else predict_batch(segmenter, dataset, samples, labels=protocol))
+            if sizing:
+                size = auto_batch_size(segmenter.backbone.device, peak.bytes)
+            for i, sample, (pred, used) in zip(chunk, samples, preds):
+                tags += tag_counts(used, dataset.image_labels(sample.label))
+                try:
+                    cm.update(pred, sample.label)
+                except ValueError as exc:
+                    raise PnpOvssError(f"{dataset.name} image {sample.name}: {exc}") from None
+                done.add(i)
+            pos += len(chunk)
+            bar.update(len(chunk))
             if state is not None and time.monotonic() - last_save > save_seconds:
                 state.save(done, cm.matrix, tags)
                 last_save = time.monotonic()

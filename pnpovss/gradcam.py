@@ -49,7 +49,9 @@ def layer_attention_and_grad(
         grads = torch.autograd.grad(logit.sum(), [attn[layer] for layer in layers])
     else:
         grads = [None] * len(layers)
-    return {layer: (attn[layer].detach(), None if g is None else g.detach()) for layer, g in zip(layers, grads)}
+    # fp32 from here on: under reduced precision the maps are still formed and compared in fp32
+    return {layer: (attn[layer].detach().float(), None if g is None else g.detach().float())
+            for layer, g in zip(layers, grads)}
 
 
 def token_maps(

@@ -8,7 +8,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from .errors import PnpOvssError
 from .imageio import ImageInput, load_image, overlay_image
 from .postprocess import postprocess
 from .presence import Presence, detect, recognised
+from .precision import Precision, resolve_precision
 
 BACKGROUND = "background"
 
@@ -146,17 +147,20 @@ class Segmenter:
         cls,
         source: str = DEFAULT_MODEL,
         *,
-        device: str | torch.device | None = "cpu",
+        device: str | torch.device | None = "auto",
         preset: str | os.PathLike[str] | None = None,
         presence_clip=None,
         **overrides: Any,
     ) -> "Segmenter":
         """Load a backbone (hub id, local directory or ``toy``) and settle the configuration:
         defaults < the model directory's ``pnpovss_preset.json`` < ``preset`` < ``overrides``.
-        ``presence_clip``: a :class:`pnpovss.reward.ClipScorer` for the recurrent presence check."""
+        ``presence_clip``: a :class:`pnpovss.reward.ClipScorer` for the recurrent presence check.
+        ``device="auto"``: CUDA when available, else CPU; ``dtype=`` (a config field) sets the precision."""
         PipelineConfig().replace(**overrides)  # bad values fail before a slow model load
         user_preset = load_preset(preset) if preset is not None else {}
-        backbone = load_backbone(source, device=resolve_device(device))
+        dev = resolve_device(device)
+        resolve_precision(overrides.get("dtype", user_preset.get("dtype", "fp32")), dev)  # e.g. fp16 on a CPU
+        backbone = load_backbone(source, device=dev)
         config = PipelineConfig().replace(**backbone.pipeline_defaults)
         resolved = resolve_source(source)
         model_preset = Path(resolved) / PRESET_FILENAME
@@ -176,6 +180,12 @@ class Segmenter:
         if config.presence_rounds and self.presence_clip is None:
             raise PnpOvssError("presence_rounds > 0 needs a CLIP model for the recurrent check: pass --clip NAME "
                                "(API: Segmenter.presence_clip = ClipScorer(load_clip(...))), or set presence_rounds=0")
+        self.precision(config)
+
+    def precision(self, config: PipelineConfig | None = None) -> Precision:
+        """What ``config.dtype`` means on this model's device (``auto`` resolved, with a note when
+        it fell back to fp32)."""
+        return resolve_precision((config or self.config).dtype, self.backbone.device)
 
     def image_size(self, config: PipelineConfig | None = None) -> int:
         size = (config or self.config).image_size
@@ -185,10 +195,10 @@ class Segmenter:
         """Decode ``image`` and cache its first-pass encoding; returns the RGB array."""
         rgb = load_image(image)
         size = self.image_size(config)
-        key = _image_key(rgb, size)
+        key = _image_key(rgb, size) + self.precision(config).name
         if key != self._cache_key:
             pixels = self.backbone.preprocess([rgb], size)
-            self._cache = (pixels, self.backbone.encode_image(pixels))
+            self._cache = (pixels, self.encode(pixels, config))
             self._cache_key = key
         return rgb
 
@@ -235,14 +245,43 @@ class Segmenter:
             per_image = [parse_classes(classes)] * len(images)  # type: ignore[arg-type]
         rgbs = [load_image(img) for img in images]
         pixels = self.backbone.preprocess(rgbs, self.image_size(config))
-        return self._finish(rgbs, pixels, self.backbone.encode_image(pixels), per_image, config, keep_all)
+        return self._finish(rgbs, pixels, self.encode(pixels, config), per_image, config, keep_all)
+    def segment_stream(
+        self,
+        images: Sequence[ImageInput],
+        classes: Sequence[Sequence[str]],
+        batch_size: int | None = None,
+        *,
+        keep_all: bool = False,
+        **overrides: Any,
+    ) -> Iterator[list[SegmentationResult]]:
+        """:meth:`segment_batch` over ``images`` in batches, yielding each batch's results in order.
+        ``batch_size=None``: the first image runs alone and the rest in batches sized to the memory
+        it took (:func:`~pnpovss.batching.auto_batch_size`)."""
+        from .batching import PeakMemory, auto_batch_size
+
+        start = 0
+        if batch_size is None and images:
+            with PeakMemory(self.backbone.device) as peak:
+                yield self.segment_batch(images[:1], classes[:1], keep_all=keep_all, **overrides)
+            batch_size, start = auto_batch_size(self.backbone.device, peak.bytes), 1
+        for i in range(start, len(images), batch_size or 1):
+            yield self.segment_batch(images[i : i + batch_size], classes[i : i + batch_size], keep_all=keep_all,
+                                     **overrides)
+
+    def encode(self, pixels: torch.Tensor, config: PipelineConfig | None = None) -> torch.Tensor:
+        """The backbone's image encoding of preprocessed ``pixels`` in ``config``'s precision."""
+        with self.precision(config).vision_autocast():
+            return self.backbone.encode_image(pixels)
 
     def class_grid_maps(
         self, pixels: torch.Tensor, embeds: torch.Tensor, classes: Sequence[Sequence[str]], config: PipelineConfig
     ) -> list[np.ndarray]:
         """GradCAM + Salience DropOut only: per image the (C, gh, gw) combined class maps."""
         text = self.backbone.build_text(config.prompt, classes)
-        maps = salience_dropout(self.backbone, pixels, embeds, text, config)
+        precision = self.precision(config)
+        maps = salience_dropout(self.backbone, pixels, embeds, text, config,
+                                precision.vision_autocast, precision.text_autocast)
         return [m.float().cpu().numpy() for m in maps.class_maps]
 
     def _finish(self, rgbs, pixels, embeds, classes, config, keep_all=True) -> list[SegmentationResult]:

@@ -251,6 +251,9 @@ class MapCache:
         for part in (self._fingerprint, str(image.shape), "\x1f".join(names), str(self.seg.image_size(self.base)),
                      self.base.prompt, self.base.saliency):
             h.update(part.encode() + b"\x00")
+        precision = self.seg.precision(self.base).name
+        if precision != "fp32":  # fp32 keys stay as they were, so existing caches remain valid
+            h.update(precision.encode() + b"\x00")
         h.update(image.tobytes())
         return self.cache_dir / f"maps-{h.hexdigest()}.npz"
 
@@ -267,7 +270,9 @@ class MapCache:
         bb = self.seg.backbone
         pixels = bb.preprocess([image], self.seg.image_size(self.base))
         text = bb.build_text(self.base.prompt, [list(names)])
-        maps = layer_head_maps(bb, bb.encode_image(pixels), text, self.base.saliency, bb.grid(pixels.shape[-1]))
+        with self.seg.precision(self.base).text_autocast():
+            maps = layer_head_maps(bb, self.seg.encode(pixels, self.base), text, self.base.saliency,
+                                   bb.grid(pixels.shape[-1]))
         self._maps[index] = maps
         if path is not None:
             import io
@@ -288,7 +293,7 @@ class MapCache:
         if key not in self._dropout:
             bb = self.seg.backbone
             pixels = bb.preprocess([image()], self.seg.image_size(config))
-            self._dropout[key] = self.seg.class_grid_maps(pixels, bb.encode_image(pixels), [list(names)], config)[0]
+            self._dropout[key] = self.seg.class_grid_maps(pixels, self.seg.encode(pixels, config), [list(names)], config)[0]
         return self._dropout[key]
 
 

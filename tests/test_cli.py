@@ -62,6 +62,10 @@ def test_no_crf_and_no_background(tiny_blip_dir, images, tmp_path):
     (["--classes", "cat", "--image-size", "30"], "multiple of the model's patch size"),
     (["--classes", "cat", "--threshold", "1.5"], "threshold"),
     (["--classes", "cat", "--device", "cuda:0"], "cuda"),
+    (["--classes", "cat", "--dtype", "half"], "dtype='half': expected one of 'auto', 'fp32', 'bf16', 'fp16'"),
+    (["--classes", "cat", "--device", "cpu", "--dtype", "fp16"], "dtype fp16 is for CUDA GPUs; on a CPU use --dtype bf16"),
+    (["--classes", "cat", "--batch-size", "0"], "--batch-size takes a positive integer or 'auto', got '0'"),
+    (["--classes", "cat", "--batch-size", "many"], "--batch-size takes a positive integer or 'auto'"),
 ])
 def test_bad_options_one_line_error(tiny_blip_dir, images, tmp_path, args, message):
     out = tmp_path / "bad"
@@ -71,7 +75,7 @@ def test_bad_options_one_line_error(tiny_blip_dir, images, tmp_path, args, messa
         if torch.cuda.is_available():
             pytest.skip("machine has a GPU")
     assert res.exit_code != 0
-    lines = [ln for ln in res.output.strip().splitlines() if not ln.startswith("loading")]
+    lines = [ln for ln in res.output.strip().splitlines() if not ln.startswith(("loading", "device:"))]
     assert len(lines) == 1 and message in lines[0], res.output
     assert not out.exists() or not any(out.iterdir())
 

@@ -66,10 +66,13 @@ def test_sweep_writes_the_preset_it_measured_best(tmp_path):
 
 def test_benchmark_small_run_has_every_row():
     bench = load_bench()
-    out = bench.run("toy", seed=3, images=2, size=96)
+    out = bench.run("toy", seed=3, images=5, size=96)  # 5 images: one full batch of 4 and a last batch of 1
     expected = {"random_weights", "no_vlm", "attention", "gradcam", "gradcam+dropout", "gradcam+dropout+blur",
                 "full", "vocab_all", "vocab_detect", "vocab_detect_recurrent", "oracle_grid_maps"}
-    assert set(out["rows"]) == expected and set(out["options"]) == set(bench.OPTIONS)
+    assert set(out["rows"]) == expected and set(out["options"]) == {*bench.OPTIONS, "full_batch4"}
+    assert out["pixel_agreement_with_full"]["full_batch4"] == 1.0  # batching changes no label
+    assert out["options"]["full_batch4"]["miou"] == out["rows"]["full"]["miou"]
+    assert 0.9 <= out["pixel_agreement_with_full"]["full_bf16"] <= 1.0
     for row in out["rows"].values():
         assert 0 <= row["miou"] <= 100 and set(row["per_class"]) == set(bench.CLASSES)
     assert out["seconds_per_image"] > 0 and out["layer"] >= 1

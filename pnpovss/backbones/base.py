@@ -207,7 +207,7 @@ class Backbone(abc.ABC):
         image tokens to hide from the cross-attention (used by attention-mode dropout).
         """
         self.check_layers(layers)
-        embeds = image_embeds.detach().requires_grad_(True)
+        embeds = image_embeds.detach().float().requires_grad_(True)  # a bf16 encoding meets fp32 text weights
         with torch.enable_grad(), capture_outputs(self.cross_attention_modules(layers)) as store:
             logit = self._itm_logit(embeds, text, key_mask)
         return logit, {layer: store[layer] for layer in layers}
