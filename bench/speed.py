@@ -61,7 +61,8 @@ from pnpovss.precision import resolve_precision
 
 ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_fp16", "pnpovss_batch", "pnpovss_bf16_batch",
         "pnpovss_fp16_batch", "pnpovss_eager_vision", "pnpovss_attention_drop", "floor")
-TABLE_ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_eager_vision", "pnpovss_attention_drop", "floor")
+TABLE_ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_fp16", "pnpovss_eager_vision",
+              "pnpovss_attention_drop", "floor")
 CUDA_ONLY = ("pnpovss_fp16", "pnpovss_fp16_batch")
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa", "train",
