@@ -88,10 +88,24 @@ def parse_batch_size(value: str) -> int | None:
 
 class _Decoded:
     """Image paths seen as a sequence of decoded RGB arrays, decoded when sliced (one batch at a
-    time), with the run's pixel limit."""
+    time), with the run's pixel limit. The up-front check keeps the first image decoded, so a
+    single large image is decoded once."""
 
     def __init__(self, paths: list[Path], max_pixels: int | None) -> None:
         self.paths, self.max_pixels = paths, max_pixels
+        self._kept: dict[Path, Any] = {}
+        self._sizes: dict[Path, int] = {}
+
+    def check(self, path: Path) -> None:
+        from .imageio import load_image
+
+        rgb = load_image(path, max_pixels=self.max_pixels)
+        self._sizes[path] = rgb.shape[0] * rgb.shape[1]
+        if not self._kept:
+            self._kept[path] = rgb
+
+    def pixels(self, path: Path) -> int:
+        return self._sizes[path]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -99,7 +113,8 @@ class _Decoded:
     def __getitem__(self, index: slice) -> list:
         from .imageio import load_image
 
-        return [load_image(p, max_pixels=self.max_pixels) for p in self.paths[index]]
+        return [self._kept.pop(p) if p in self._kept else load_image(p, max_pixels=self.max_pixels)
+                for p in self.paths[index]]
 
 
 def announce(seg: Any, device: str) -> dict[str, str]:
@@ -189,8 +204,9 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     settings = parse_assignments(assignments)
     paths = expand_inputs(images)
     limit = MAX_PIXELS if max_pixels is None else (max_pixels or None)
-    for p in paths:  # fail on bad input before spending time on the model
-        load_image(p, max_pixels=limit)
+    decoded = _Decoded(paths, limit)
+    for p in paths:  # fail on bad input before spending time on the model (the first one is kept)
+        decoded.check(p)
     batch = parse_batch_size(batch_size)
     given = dict(image_size=image_size, layer=layer, drop_iters=drop_iters, drop_k=drop_k,
                  halving=halving, threshold=threshold, background=background, head=parse_head(head), dtype=dtype)
@@ -222,10 +238,10 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
                    "(--overwrite redoes them)", err=True)
     paths = todo
     bar = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr)
-    if len(paths) == 1 and load_image(paths[0], max_pixels=limit).size > 12_000_000:  # no bar; ~10 s of work
+    if len(paths) == 1 and decoded.pixels(paths[0]) > 4_000_000:  # no bar; ~10 s of work
         click.echo(f"segmenting {paths[0]} ...", err=True)
     done = 0
-    decoded = _Decoded(paths, limit)
+    decoded.paths = paths
     for results in seg.segment_stream(decoded, [names] * len(paths), batch, keep_all=keep_all):
         chunk, done = paths[done : done + len(results)], done + len(results)
         for path, res in zip(chunk, results):
