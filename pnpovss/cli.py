@@ -258,7 +258,9 @@ def _protocol(labels: str | None, all_classes: bool) -> str:
     """``--labels`` with ``--all-classes`` as its older alias."""
     if all_classes and labels not in (None, "all"):
         raise PnpOvssError(f"--all-classes means --labels all; it contradicts --labels {labels}")
-    return "all" if all_classes else labels or "gt"
+    from .evaluate import label_protocol
+
+    return label_protocol(labels, all_classes)
 
 
 def _dataset_options(fn: Callable) -> Callable:

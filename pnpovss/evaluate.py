@@ -54,6 +54,15 @@ from .pipeline import Segmenter
 PROTOCOLS = ("gt", "all", "detect")
 
 
+def label_protocol(labels: str | None, all_classes: bool = False) -> str:
+    """The protocol to run: ``labels`` when given, else ``all`` / ``gt`` from the older
+    ``all_classes`` flag; an unknown name is an error."""
+    protocol = labels or ("all" if all_classes else "gt")
+    if protocol not in PROTOCOLS:
+        raise PnpOvssError(f"unknown label protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
 def caption_class_ids(dataset: SegDataset, sample: SegSample, all_classes: bool) -> list[int]:
     """Dataset class ids named in the caption of ``sample`` (or the candidates, under ``detect``)."""
     return list(dataset.foreground_ids) if all_classes else dataset.image_labels(sample.label)
@@ -65,7 +74,7 @@ def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_cl
     the protocol (``gt``/``all``/``detect``; default from ``all_classes``). On a dataset without a
     background class, a background prediction (``background_mode="reference"``) is
     ``dataset.num_classes``, an unscored label (see :func:`evaluate`)."""
-    protocol = labels or ("all" if all_classes else "gt")
+    protocol = label_protocol(labels, all_classes)
     ids = caption_class_ids(dataset, sample, protocol != "gt")
     if not ids:
         return np.zeros(sample.label.shape, dtype=np.int64), []
@@ -91,7 +100,7 @@ def unscored_labels(segmenter: Segmenter, dataset: SegDataset) -> int:
 def predict_batch(segmenter: Segmenter, dataset: SegDataset, samples: Sequence[SegSample],
                   all_classes: bool = False, labels: str | None = None) -> list[tuple[np.ndarray, list[int]]]:
     """:func:`predict` for several samples in one :meth:`~pnpovss.Segmenter.segment_batch` call."""
-    protocol = labels or ("all" if all_classes else "gt")
+    protocol = label_protocol(labels, all_classes)
     ids = [caption_class_ids(dataset, s, protocol != "gt") for s in samples]
     live = [k for k, i in enumerate(ids) if i]
     out: list[tuple[np.ndarray, list[int]]] = [(np.zeros(s.label.shape, dtype=np.int64), []) for s in samples]
@@ -172,9 +181,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     from tqdm import tqdm
 
     dist = dist or DistContext()
-    protocol = labels or ("all" if all_classes else "gt")
-    if protocol not in PROTOCOLS:
-        raise PnpOvssError(f"unknown label protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    protocol = label_protocol(labels, all_classes)
     meta = {**dataset.describe(), "labels": protocol, "all_classes": protocol == "all", "processes": dist.world_size,
             "config": segmenter.config.replace(background=dataset.has_background).to_dict(),
             "model": segmenter.backbone.source}

@@ -246,6 +246,7 @@ class Segmenter:
         rgbs = [load_image(img) for img in images]
         pixels = self.backbone.preprocess(rgbs, self.image_size(config))
         return self._finish(rgbs, pixels, self.encode(pixels, config), per_image, config, keep_all)
+
     def segment_stream(
         self,
         images: Sequence[ImageInput],
