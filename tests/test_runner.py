@@ -62,7 +62,7 @@ def test_each_rank_writes_exactly_its_share_and_together_they_equal_one_process(
     from pnpovss import Segmenter
 
     seg = Segmenter.from_pretrained("toy", device="cpu")
-    paths = expand_inputs((str(toy_folder),))
+    paths = expand_inputs((str(toy_folder),))[:5]
     monkeypatch.setattr(runner, "gather", lambda obj, dist: [obj])
     one, two = tmp_path / "one", tmp_path / "two"
     runner.run(seg, runner.FolderJob(paths, ["circle", "square", "star"], one, batch_size=1), model="toy",
@@ -72,8 +72,8 @@ def test_each_rank_writes_exactly_its_share_and_together_they_equal_one_process(
         summary = runner.run(seg, runner.FolderJob(paths, ["circle", "square", "star"], two, batch_size=2),
                              DistContext(rank, 2, rank), model="toy", progress=False)
         assert set(units(two)) - before == {p.stem for p in paths[rank::2]}
-        assert summary.segmented == 4 and summary.processes == 2
-    assert units(two) == units(one) and len(units(one)) == 8
+        assert summary.segmented == len(paths[rank::2]) and summary.processes == 2
+    assert units(two) == units(one) and len(units(one)) == 5
 
 
 def test_workers_overlap_writes_the_same_files(toy_folder, tmp_path):
@@ -177,3 +177,45 @@ def test_interrupted_torchrun_run_resumes(toy_folder, tmp_path):
     single = tmp_path / "single"
     assert run("segment", toy_folder, *TOY, "--out", single).exit_code == 0
     assert units(out) == units(single)
+
+
+@pytest.mark.parametrize("keep_all, rounds", [(True, 0), (False, 0), (False, 1)])
+def test_pending_results_pickle_and_finish_as_segment_batch(segmenter, rng, monkeypatch, keep_all, rounds):
+    """What the post-processing pool receives: a pickled PendingResult, finished there, equals
+    segment_batch's result (presence decision included; with the recurrent check the result comes
+    finished, since the check needs the labels)."""
+    import pickle
+
+    import pnpovss.pipeline as pipeline
+    from pnpovss import Segmenter
+
+    monkeypatch.setattr(pipeline, "recognised", lambda clip, rgb, labels, names, kept, cands: list(kept[1:]) or list(kept))
+    seg = Segmenter(segmenter.backbone, segmenter.config, presence_clip=object())
+    imgs = [(rng.random((30 + i, 40, 3)) * 255).astype(np.uint8) for i in range(2)]
+    names = ["cat", "dog", "sky"]
+    kw = dict(keep_all=keep_all, presence_threshold=0.0, presence_rounds=rounds)
+    direct = seg.segment_batch(imgs, names, **kw)
+    pending = seg.segment_batch_pending(imgs, names, **kw)
+    assert all((p.result is not None) == bool(rounds) for p in pending)
+    for want, p in zip(direct, pending):
+        got = pickle.loads(pickle.dumps(p)).finish()
+        assert np.array_equal(got.labels, want.labels) and np.array_equal(got.scores, want.scores)
+        assert got.classes == want.classes
+        assert (got.presence is None) == keep_all and (keep_all or got.presence.kept == want.presence.kept)
+
+
+def test_throughput_bench_ratios_pair_rows_by_processes_and_workers():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_throughput",
+                                                  Path(__file__).resolve().parent.parent / "bench" / "throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ips = {(1, 0): 2.0, (1, 1): 3.0, (2, 0): 3.0, (2, 1): 4.5}
+    rows = [dict(model="toy", processes=p, workers=w, images_per_second=v, images=8, threads_per_process=1,
+                 seconds=8 / v, wall_seconds=20.0, same_files_as_first=True) for (p, w), v in reversed(ips.items())]
+    rows.append(dict(model="blip", processes=1, workers=0, error="out of memory"))
+    assert bench.ratios(rows) == {"toy": {"overlap_1_process": 1.5, "overlap_2_process": 1.5,
+                                          "two_processes_workers_0": 1.5, "two_processes_workers_1": 1.5}, "blip": {}}
+    table = bench.markdown({"rows": rows})
+    assert "| toy | 8 | 2 | 1 | 1 | 4.500 |" in table and "| blip | - | 1 | 0 | - | failed |" in table
