@@ -107,7 +107,7 @@ def check_same_inputs(paths: Sequence[Path], dist: DistContext) -> None:
     """Every process must have expanded the inputs to the same list (a folder that differs between
     machines would split the work wrongly)."""
     digest = hashlib.sha1("\0".join(map(str, paths)).encode()).hexdigest()
-    if len(set(gather(digest, dist))) > 1:
+    if len(set(dist.gather(digest))) > 1:
         raise PnpOvssError("the processes see different input images (a folder that differs between machines?); "
                            "give every node the same inputs at the same paths")
 
@@ -126,7 +126,7 @@ def check_images(job: FolderJob, dist: DistContext) -> dict[Path, Any]:
             break
         if not kept:
             kept[p] = rgb
-    errors = sorted(e for e in gather(error, dist) if e is not None)
+    errors = sorted(e for e in dist.gather(error) if e is not None)
     if errors:
         raise ImageLoadError(errors[0][1])
     return kept
@@ -233,7 +233,7 @@ def run(seg: Any, job: FolderJob, dist: DistContext | None = None, *, model: str
             skipped.append({"path": str(p), "reason": str(reason)})
     readable = [p for p in mine if p in keys]
     todo = readable if job.overwrite else [p for p in readable if not is_done(job.out, p.stem, keys[p])]
-    counts = gather((len(todo), len(readable) - len(todo)), dist)
+    counts = dist.gather((len(todo), len(readable) - len(todo)))
     total, done_before = sum(c[0] for c in counts), sum(c[1] for c in counts)
     if done_before and dist.is_main:
         echo(f"skipping {done_before} image(s) already segmented in {job.out} with these settings "
@@ -253,7 +253,7 @@ def run(seg: Any, job: FolderJob, dist: DistContext | None = None, *, model: str
         bar.bar.close()
         raise
     bar.finish()
-    parts = gather((segmented, skipped, time.perf_counter() - start), dist)
+    parts = dist.gather((segmented, skipped, time.perf_counter() - start))
     order = {str(p): i for i, p in enumerate(job.paths)}
     summary = RunSummary(
         inputs=len(job.paths), segmented=sum(s for s, _, _ in parts), already_done=done_before,
@@ -331,16 +331,5 @@ def _segment(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Path, dict[s
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def gather(obj: Any, dist: DistContext) -> list[Any]:
-    """``obj`` of every process, in rank order (``[obj]`` in a plain process)."""
-    if not dist.enabled:
-        return [obj]
-    if torch.distributed.get_backend() == "nccl":
-        torch.cuda.set_device(dist.local_rank)  # all_gather_object's tensors go to the current device
-    out: list[Any] = [None] * dist.world_size
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
 __all__ = ["FolderJob", "RunSummary", "SUMMARY_NAME", "check_images", "check_same_inputs", "check_summary_name",
-           "gather", "run"]
+           "run"]

@@ -53,6 +53,7 @@ def test_split_is_strided_disjoint_and_follows_the_sorted_inputs(toy_folder):
     assert [[p.name for p in s] for s in shards] == [["img0.png", "img3.png", "img6.png"],
                                                      ["img1.png", "img4.png", "img7.png"], ["img2.png", "img5.png"]]
     assert sorted(p for s in shards for p in s) == paths
+    assert DistContext().gather({"a": 1}) == [{"a": 1}]  # a plain process gathers only itself
 
 
 def test_each_rank_writes_exactly_its_share_and_together_they_equal_one_process(toy_folder, tmp_path, monkeypatch):
@@ -63,7 +64,7 @@ def test_each_rank_writes_exactly_its_share_and_together_they_equal_one_process(
 
     seg = Segmenter.from_pretrained("toy", device="cpu")
     paths = expand_inputs((str(toy_folder),))[:5]
-    monkeypatch.setattr(runner, "gather", lambda obj, dist: [obj])
+    monkeypatch.setattr(DistContext, "gather", lambda self, obj: [obj])
     one, two = tmp_path / "one", tmp_path / "two"
     runner.run(seg, runner.FolderJob(paths, ["circle", "square", "star"], one, batch_size=1), model="toy",
                progress=False)
