@@ -207,6 +207,7 @@ class _Progress:
                     self.bar.update(self.store.add(self.key, 0) - self.bar.n)
                     time.sleep(0.2)
                 self.bar.update(self.store.add(self.key, 0) - self.bar.n)
+            self.store = None  # hold no handle on torchrun's store past the run
         self.bar.close()
 
 
