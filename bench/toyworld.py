@@ -66,8 +66,10 @@ from pnpovss.backbones import resolve_source
 from pnpovss.config import parse_assignments
 from pnpovss.metrics import ConfusionMatrix, tag_scores
 from pnpovss.postprocess import postprocess
-from pnpovss.toyworld.baselines import no_vlm_predict
 from pnpovss.toyworld.world import SHAPES, make_sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
+from tools.toyworld.baselines import no_vlm_predict  # noqa: E402
 
 CLASSES = ["background", *SHAPES]
 STAGES = {

@@ -55,8 +55,8 @@ REWARD_VERSION = 3
 """Bumped when reward values change for the same inputs; a tune run recorded with another version
 is not resumed (its trace would mix two definitions). 2: empty masks are exact ties. 3: the mask
 rule (default ``reference``) and the reference's blur border (scipy ``reflect``)."""
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -136,8 +136,8 @@ def load_clip(name: str = DEFAULT_CLIP, pretrained: str | None = DEFAULT_CLIP_PR
             cfg[key] = toy_cfg[toy_key]
     size = cfg.get("size", getattr(model.visual, "image_size", 224))
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
-    mean = tuple(float(v) for v in cfg.get("mean", _OPENAI_MEAN))
-    std = tuple(float(v) for v in cfg.get("std", _OPENAI_STD))
+    mean = tuple(float(v) for v in cfg.get("mean", OPENAI_MEAN))
+    std = tuple(float(v) for v in cfg.get("std", OPENAI_STD))
     model = model.to(device).eval().requires_grad_(False)
     return ClipModel(model, tokenizer, size, mean, std, source)  # type: ignore[arg-type]
 

@@ -67,7 +67,7 @@ def test_caption_words_in_vocabulary():
 
 
 def test_no_vlm_baseline_is_far_from_perfect():
-    from pnpovss.toyworld.baselines import evaluate_no_vlm
+    from tools.toyworld.baselines import evaluate_no_vlm
 
     assert evaluate_no_vlm(n=40) < 0.5
 
@@ -76,7 +76,7 @@ def test_train_blip_smoke(tmp_path):
     pytest.importorskip("transformers")
     from transformers import AutoProcessor, BlipForImageTextRetrieval
 
-    from pnpovss.toyworld.train_blip import main
+    from tools.toyworld.train_blip import main
 
     out = tmp_path / "blip"
     main(["--out", str(out), "--steps", "2", "--batch", "4", "--pool", "12", "--probe-every", "0",
@@ -96,7 +96,7 @@ def test_train_clip_smoke(tmp_path):
     import torch
 
     from pnpovss.toyworld.clip_model import load_toy_clip
-    from pnpovss.toyworld.train_clip import main
+    from tools.toyworld.train_clip import main
 
     out = tmp_path / "clip"
     main(["--out", str(out), "--steps", "2", "--batch", "4", "--pool", "6"])

@@ -13,7 +13,7 @@ object. Masks are never used in training; localisation must emerge. Objectives:
   This is image-level caption information, but answering it *at the word token* forces
   that token's cross-attention to look up its own object, which is what GradCAM reads.
 
-Run: ``python -m pnpovss.toyworld.train_blip --out DIR --steps N --seed S``.
+Run: ``python -m tools.toyworld.train_blip --out DIR --steps N --seed S``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .world import COLOURS, SHAPES, TRAIN_SEED_BASE, Sample, caption_for, make_sample, vocabulary
+from pnpovss.toyworld.world import COLOURS, SHAPES, TRAIN_SEED_BASE, Sample, caption_for, make_sample, vocabulary
 
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 IMAGE_STD = [0.25, 0.25, 0.25]

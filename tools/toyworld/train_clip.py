@@ -7,7 +7,7 @@ mean-colour images (caption "a picture of nothing"), so p(class | masked object)
 p(class | blank). Masks are used here only to make those masked inputs, as the reward
 model will see them; the BLIP localiser never sees masks.
 
-Run: ``python -m pnpovss.toyworld.train_clip --out DIR --steps N``.
+Run: ``python -m tools.toyworld.train_clip --out DIR --steps N``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .clip_model import CONFIG_NAME, WEIGHTS_NAME, build_clip, load_toy_clip
-from .world import SHAPES, TRAIN_SEED_BASE, Sample, caption_for, make_sample
+from pnpovss.toyworld.clip_model import CONFIG_NAME, WEIGHTS_NAME, build_clip, load_toy_clip
+from pnpovss.toyworld.world import SHAPES, TRAIN_SEED_BASE, Sample, caption_for, make_sample
 
 CLIP_MEAN = [0.5, 0.5, 0.5]
 CLIP_STD = [0.25, 0.25, 0.25]
