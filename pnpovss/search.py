@@ -56,7 +56,7 @@ from .config import PipelineConfig, save_preset
 from .datasets.base import SegDataset
 from .distributed import DistContext
 from .errors import ConfigError, PnpOvssError
-from .gradcam import layer_attention_and_grad
+from .gradcam import head_cams, layer_attention_and_grad
 from .imageio import atomic_write_text
 from .pipeline import Segmenter
 from .reward import MASK_RULES, MASK_SIGMA, REWARD_VERSION, REWARDS, ClipScorer, image_rewards, reward_masks
@@ -212,10 +212,7 @@ def layer_head_maps(backbone: Backbone, embeds: torch.Tensor, text: Any, salienc
     out = layer_attention_and_grad(backbone, embeds, text, layers, with_grad=saliency == "gradcam")
     per_layer = []
     for layer in layers:
-        attn, grad = out[layer]
-        cam = attn[0, :, :, 1:]
-        if grad is not None:
-            cam = cam * grad[0, :, :, 1:].clamp(min=0)
+        cam = head_cams(*out[layer])[0]
         per_layer.append(torch.stack([cam[:, pos].mean(dim=1) for pos in text.class_tokens[0]], dim=1))
     maps = torch.stack(per_layer).float().cpu().numpy()  # (L, H, C, P)
     scales = maps.max(axis=-1).astype(np.float32)
