@@ -28,7 +28,7 @@ _LAZY = {
     "ImageLoadError": "errors",
     "ModelLoadError": "errors",
     "PnpOvssError": "errors",
-    "load_image": "imageio",
+    "load_image": "fileio",
     "SegmentationResult": "pipeline",
     "Segmenter": "pipeline",
     "Presence": "presence",

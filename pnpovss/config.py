@@ -400,7 +400,7 @@ def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def save_preset(path: str | os.PathLike[str], config: PipelineConfig | Mapping[str, Any], **meta: Any) -> None:
     """Write a preset atomically; ``meta`` (model, reward, search trace…) is stored beside the config."""
-    from .imageio import atomic_write_text
+    from .fileio import atomic_write_text
 
     cfg = config.to_dict() if isinstance(config, PipelineConfig) else dict(config)
     atomic_write_text(Path(path), json.dumps({"config": cfg, **meta}, indent=2, sort_keys=True) + "\n")

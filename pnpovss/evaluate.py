@@ -46,7 +46,7 @@ import numpy as np
 from .datasets.base import SegDataset, SegSample
 from .distributed import DistContext
 from .errors import PnpOvssError
-from .imageio import atomic_write_text
+from .fileio import atomic_write_text
 from .metrics import ConfusionMatrix, tag_counts, tag_summary
 from .pipeline import Segmenter
 

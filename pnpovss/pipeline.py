@@ -18,7 +18,8 @@ from .backbones import DEFAULT_MODEL, Backbone, load_backbone, resolve_source
 from .config import PRESET_FILENAME, PipelineConfig, load_preset
 from .dropout import salience_dropout
 from .errors import PnpOvssError
-from .imageio import ImageInput, load_image, overlay_image
+from .fileio import ImageInput, load_image
+from .visualize import overlay_image
 from .postprocess import postprocess
 from .presence import Presence, detect, recognised
 from .precision import Precision, resolve_precision

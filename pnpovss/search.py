@@ -57,7 +57,7 @@ from .datasets.base import SegDataset
 from .distributed import DistContext
 from .errors import ConfigError, PnpOvssError
 from .gradcam import head_cams, layer_attention_and_grad
-from .imageio import atomic_write_text
+from .fileio import atomic_write_text
 from .pipeline import Segmenter
 from .reward import MASK_RULES, MASK_SIGMA, REWARD_VERSION, REWARDS, ClipScorer, image_rewards, reward_masks
 
@@ -276,7 +276,7 @@ class MapCache:
 
             buf = io.BytesIO()
             np.savez(buf, cams=maps.cams, scales=maps.scales, grid=np.asarray(maps.grid))
-            from .imageio import atomic_write_bytes
+            from .fileio import atomic_write_bytes
 
             atomic_write_bytes(path, buf.getvalue())
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..config import PipelineConfig, heads_from_text
 from ..errors import ImageLoadError, PnpOvssError
-from ..imageio import ImageInput, atomic_save_image, atomic_write_text, label_png, load_image, palette
+from ..fileio import ImageInput, atomic_save_image, atomic_write_text, load_image
+from ..visualize import label_png, palette
 from ..pipeline import SegmentationResult, Segmenter, parse_classes
 from ..postprocess import postprocess
 
