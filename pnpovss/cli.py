@@ -265,10 +265,10 @@ def _protocol(labels: str | None, all_classes: bool) -> str:
 
 def _dataset_options(fn: Callable) -> Callable:
     """Options shared by ``eval`` and ``tune``: which images, which model, which base settings."""
-    from .datasets import DATASETS
+    from .datasets import dataset_names
 
     opts = [
-        click.option("--dataset", required=True, type=click.Choice(sorted(DATASETS), case_sensitive=False),
+        click.option("--dataset", required=True, type=click.Choice(sorted(dataset_names()), case_sensitive=False),
                      help="voc (=voc21), voc20, context (=context59), context60, coco-object, coco-stuff, ade20k, toyworld."),
         click.option("--root", type=click.Path(file_okay=False), default=None,
                      help="Dataset directory (mmsegmentation layout, e.g. data/VOCdevkit/VOC2012) or a parent of it."),

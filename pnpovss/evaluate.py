@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -50,6 +51,7 @@ from .fileio import atomic_write_text
 from .metrics import ConfusionMatrix, tag_counts, tag_summary
 from .pipeline import Segmenter
 
+log = logging.getLogger(__name__)
 
 PROTOCOLS = ("gt", "all", "detect")
 
@@ -201,7 +203,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
         if matrix is not None and done:
             cm.matrix, tags = matrix, saved_tags
             if dist.is_main:
-                print(f"resuming: {len(done)} of {len(mine)} images already scored ({state.path})", file=sys.stderr)
+                log.warning("resuming: %d of %d images already scored (%s)", len(done), len(mine), state.path)
         else:
             done = set()
     todo = [i for i in mine if i not in done]

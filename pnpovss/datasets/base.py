@@ -16,8 +16,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import PnpOvssError
+from ..metrics import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 CLASSNAMES_DIR = Path(__file__).resolve().parent / "classnames"
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from pnpovss.gradcam import head_cams
 from pnpovss.hooks import capture_outputs
-from pnpovss.toyworld.world import COLOURS, SHAPES, TRAIN_SEED_BASE, Sample, caption_for, make_sample, vocabulary
+from pnpovss.toyworld.world import COLOURS, SHAPES, TRAIN_SEED_BASE, Sample, describe_objects, make_sample, vocabulary
 
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 IMAGE_STD = [0.25, 0.25, 0.25]
@@ -179,7 +179,7 @@ def positive_caption(s: Sample, rng: np.random.Generator, prompt_prob: float) ->
     if len(objs) > 1 and rng.random() < 0.35:
         k = int(rng.integers(1, len(objs)))
         objs = [objs[i] for i in rng.choice(len(objs), k, replace=False)]
-    return caption_for(objs, rng)
+    return describe_objects(objs, rng)
 
 
 def negative_caption(s: Sample, rng: np.random.Generator, prompt_prob: float) -> str:
@@ -230,7 +230,7 @@ def negative_caption(s: Sample, rng: np.random.Generator, prompt_prob: float) ->
                 true_idx = [k for k, o in enumerate(new) if _object_true(o, s)]
                 if true_idx:
                     new.pop(int(true_idx[int(rng.integers(len(true_idx)))]))
-            return caption_for(new, rng)
+            return describe_objects(new, rng)
     return prompt_text([absent[0]] if absent else ["nothing"])
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from pnpovss.toyworld.clip_model import CONFIG_NAME, WEIGHTS_NAME, build_clip, load_toy_clip
-from pnpovss.toyworld.world import SHAPES, TRAIN_SEED_BASE, Sample, caption_for, make_sample
+from pnpovss.toyworld.world import SHAPES, TRAIN_SEED_BASE, Sample, describe_objects, make_sample
 
 CLIP_MEAN = [0.5, 0.5, 0.5]
 CLIP_STD = [0.25, 0.25, 0.25]
@@ -69,7 +69,7 @@ def make_batch(pool: list[Sample], rng: np.random.Generator, batch: int) -> tupl
         else:
             images.append(s.image)
             if rng.random() < 0.5:
-                texts.append(caption_for(s.objects, rng))
+                texts.append(describe_objects(s.objects, rng))
             else:
                 texts.append("a picture of " + " ".join(s.labels))
     return np.stack(images), texts
