@@ -175,9 +175,7 @@ class Segmenter:
     # ------------------------------------------------------------------------------------
     def validate(self, config: PipelineConfig) -> None:
         """Fail early, with the model's real ranges, on a layer/head/size this model does not have."""
-        self.backbone.check_layers([config.layer])
-        self.backbone.check_heads(config.heads_tuple())
-        self.backbone.grid(self.image_size(config))
+        self.backbone.check_config(config, self.image_size(config))
         if config.presence_rounds and self.presence_clip is None:
             raise PnpOvssError("presence_rounds > 0 needs a CLIP model for the recurrent check: pass --clip NAME "
                                "(API: Segmenter.presence_clip = ClipScorer(load_clip(...))), or set presence_rounds=0")

@@ -178,8 +178,7 @@ def load_space(spec: str | os.PathLike[str] | Mapping[str, Any] | None, backbone
                 cfg = base.replace(**{name: v})
             except ConfigError as exc:
                 raise ConfigError(f"space: {exc}") from None
-            backbone.check_layers([cfg.layer])
-            backbone.check_heads(cfg.heads_tuple())
+            backbone.check_config(cfg)
         values[name] = vals
     orphans = [n for n in DROPOUT_PARAMS if n in values and n != "drop_iters"]
     if orphans and "drop_iters" not in values:
