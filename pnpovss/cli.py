@@ -317,10 +317,10 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
     source = model or ("toy" if ds.name == "toyworld" else DEFAULT_MODEL)
     if echo:
         click.echo(f"loading {source} ...", err=True)
-    if settings.get("background", ds.has_background) != ds.has_background:
-        raise PnpOvssError(f"--set background: dataset {ds.name} {'has' if ds.has_background else 'has no'} "
-                           "background class; the pipeline's background follows the dataset")
-    settings["background"] = ds.has_background
+    try:
+        settings = ds.pipeline_settings(settings)
+    except PnpOvssError as exc:
+        raise PnpOvssError(f"--set {exc}") from None
     seg = Segmenter.from_pretrained(source, device=device, preset=preset, **settings)
     return ds, indices, seg
 

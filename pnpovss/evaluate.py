@@ -81,7 +81,7 @@ def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_cl
     if not ids:
         return np.zeros(sample.label.shape, dtype=np.int64), []
     names = [dataset.classes[i] for i in ids]
-    res = segmenter.segment(sample.image, names, keep_all=protocol != "detect", background=dataset.has_background)
+    res = segmenter.segment(sample.image, names, keep_all=protocol != "detect", **dataset.pipeline_settings())
     return _dataset_ids(res, ids, dataset)
 
 
@@ -109,7 +109,7 @@ def predict_batch(segmenter: Segmenter, dataset: SegDataset, samples: Sequence[S
     if live:
         results = segmenter.segment_batch([samples[k].image for k in live],
                                           [[dataset.classes[i] for i in ids[k]] for k in live],
-                                          keep_all=protocol != "detect", background=dataset.has_background)
+                                          keep_all=protocol != "detect", **dataset.pipeline_settings())
         for k, res in zip(live, results):
             out[k] = _dataset_ids(res, ids[k], dataset)
     return out
@@ -185,7 +185,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     dist = dist or DistContext()
     protocol = label_protocol(labels, all_classes)
     meta = {**dataset.describe(), "labels": protocol, "all_classes": protocol == "all", "processes": dist.world_size,
-            "config": segmenter.config.replace(background=dataset.has_background).to_dict(),
+            "config": segmenter.config.replace(**dataset.pipeline_settings()).to_dict(),
             "model": segmenter.backbone.source}
     cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, unscored_labels(segmenter, dataset))
     start = time.perf_counter()

@@ -311,7 +311,7 @@ class RewardEvaluator:
         self.mask_sigma = mask_sigma
         self.mask_rule = mask_rule
         self.dist = dist or DistContext()
-        self.base = segmenter.config.replace(background=dataset.has_background)
+        self.base = segmenter.config.replace(**dataset.pipeline_settings())
         self.cache = MapCache(segmenter, self.base, cache_dir)
         fg = dataset.foreground_ids
         self.text = scorer.text_embeddings([dataset.synonyms[c] for c in fg])

@@ -178,3 +178,14 @@ def test_registry_and_cli_error(tmp_path):
         load_dataset("cityscapes")
     res = CliRunner().invoke(main, ["eval", "--dataset", "ade20k", "--root", str(tmp_path)])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "ADEChallengeData2016" in res.output
+
+
+def test_background_follows_the_dataset():
+    """One rule for eval, tune and their CLI: the background channel is on exactly when the dataset's
+    class 0 is background; asking for the other is a one-line error before any model loads."""
+    ds = load_dataset("toyworld", images=2)
+    assert ds.pipeline_settings({"layer": 2}) == {"layer": 2, "background": True}
+    with pytest.raises(PnpOvssError, match="dataset toyworld has background class"):
+        ds.pipeline_settings({"background": False})
+    res = CliRunner().invoke(main, ["eval", "--dataset", "toyworld", "--images", "1", "--set", "background=false"])
+    assert res.exit_code == 1 and "--set background: dataset toyworld has background class" in res.output
