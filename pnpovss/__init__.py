@@ -29,7 +29,7 @@ _LAZY = {
     "ModelLoadError": "errors",
     "PnpOvssError": "errors",
     "load_image": "fileio",
-    "SegmentationResult": "pipeline",
+    "SegmentationResult": "result",
     "Segmenter": "pipeline",
     "Presence": "presence",
     "DATASETS": "datasets",
