@@ -36,8 +36,8 @@ from pnpovss.gradcam import head_cams
 from pnpovss.hooks import capture_outputs
 from pnpovss.toyworld.world import COLOURS, SHAPES, TRAIN_SEED_BASE, Sample, describe_objects, make_sample, vocabulary
 
-IMAGE_MEAN = [0.5, 0.5, 0.5]
-IMAGE_STD = [0.25, 0.25, 0.25]
+from .pixels import TOY_MEAN, TOY_STD, to_pixels
+
 PROMPT_PREFIX = "a picture of "
 
 
@@ -137,14 +137,6 @@ def build_model(cfg: TrainConfig, vocab_size: int, tok):
         initializer_range=0.02,
     )
     return BlipForImageTextRetrieval(config)
-
-
-def to_pixels(images: np.ndarray) -> torch.Tensor:
-    """(B,H,W,3) uint8 -> normalised float tensor, exactly what the saved processor does."""
-    x = torch.from_numpy(images).float().div_(255.0).permute(0, 3, 1, 2)
-    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def encode(tok, texts: list[str], itm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -399,8 +391,8 @@ def save_checkpoint(model, tok, cfg: TrainConfig, out: str, extra: dict) -> None
     model.save_pretrained(tmp)
     ip = BlipImageProcessor(
         size={"height": cfg.image_size, "width": cfg.image_size},
-        image_mean=IMAGE_MEAN,
-        image_std=IMAGE_STD,
+        image_mean=TOY_MEAN,
+        image_std=TOY_STD,
         do_convert_rgb=True,
     )
     BlipProcessor(image_processor=ip, tokenizer=tok).save_pretrained(tmp)
