@@ -34,7 +34,8 @@ def test_fused_attention_is_always_restored(segmenter):
 def test_bf16_matmul_attention_close_to_fused_and_to_fp32(segmenter, rng, monkeypatch):
     """Short bf16 sequences on a CPU take the two-matmul form (faster than torch's bf16 fused
     kernel there); both bf16 forms stay within bf16 rounding of the fp32 embeddings (2 tiny layers:
-    measured 2.6e-3 of the embeddings' largest value for both; a wrong cast or a missing scale is off by far more), and they differ from each other only by rounding."""
+    measured 2.6e-3 of the embeddings' largest value for both; a wrong cast or a missing scale is
+    off by far more), and they differ from each other only by rounding."""
     import pnpovss.backbones.blip as blip
 
     bb = segmenter.backbone
