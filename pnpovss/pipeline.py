@@ -221,8 +221,9 @@ class Segmenter:
         """GradCAM + Salience DropOut only: per image the (C, gh, gw) combined class maps."""
         text = self.backbone.build_text(config.prompt, classes)
         precision = self.precision(config)
-        maps = salience_dropout(self.backbone, pixels, embeds, text, config,
-                                precision.vision_autocast, precision.text_autocast)
+        projections = self.backbone.image_projections()
+        maps = salience_dropout(self.backbone, pixels, embeds, text, config, precision.vision_autocast,
+                                lambda: precision.text_autocast(projections))
         return [m.float().cpu().numpy() for m in maps.class_maps]
 
     def _finish(self, rgbs, pixels, embeds, classes, config, keep_all=True) -> list[SegmentationResult]:

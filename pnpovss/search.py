@@ -266,7 +266,7 @@ class MapCache:
         bb = self.seg.backbone
         pixels = bb.preprocess([image], self.seg.image_size(self.base))
         text = bb.build_text(self.base.prompt, [list(names)])
-        with self.seg.precision(self.base).text_autocast():
+        with self.seg.precision(self.base).text_autocast(bb.image_projections()):
             maps = layer_head_maps(bb, self.seg.encode(pixels, self.base), text, self.base.saliency,
                                    bb.grid(pixels.shape[-1]))
         self._maps[index] = maps

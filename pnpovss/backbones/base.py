@@ -169,6 +169,13 @@ class Backbone(abc.ABC):
         """The modules whose ``output[1]`` are the text-to-image attention probabilities of each
         requested (1-based) layer, shaped (B, heads, T, 1+P)."""
 
+    def image_projections(self) -> list[torch.nn.Module]:
+        """Text-side layers that see only the image tokens (BLIP's cross-attention key/value
+        projections): gradient-free, so under reduced precision they may run in it like the vision
+        encoder (:meth:`~pnpovss.precision.Precision.text_autocast`). None by default (BridgeTower's
+        image side also attends to the text, so the gradient passes through it)."""
+        return []
+
     broadcasts_image: bool = False
     """True when the text side accepts image tokens of batch 1 for a batch of captions (BLIP's
     cross-attention broadcasts): the image keys/values are then projected once, not per caption."""
