@@ -66,7 +66,7 @@ def png_bytes(fig, dpi: int) -> bytes:
     the rest is chosen for the image (Pillow's max-coverage quantiser, no dithering)."""
     from PIL import Image
 
-    from pnpovss.imageio import palette
+    from pnpovss.visualize import palette
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
@@ -184,7 +184,7 @@ def _grey(image: np.ndarray) -> np.ndarray:
 def _label_overlay(image: np.ndarray, labels: np.ndarray, names: list[str]) -> np.ndarray:
     """The CLI's overlay (``NAME.overlay.png``, background left uncoloured) without its legend strip,
     drawn over a grey copy of the image at a stronger blend so the label colours stand out."""
-    from pnpovss.imageio import overlay_image
+    from pnpovss.visualize import overlay_image
 
     h, w = image.shape[:2]
     grey = _grey(image).astype(np.uint8)
@@ -207,7 +207,7 @@ def draw_stages(args: argparse.Namespace):
     from matplotlib.patches import Patch
 
     from pnpovss import Segmenter
-    from pnpovss.imageio import palette
+    from pnpovss.visualize import palette
 
     plt = matplotlib_pyplot()
     torch.manual_seed(0)
@@ -452,7 +452,7 @@ FIGURES: dict[str, tuple[str, Callable[[argparse.Namespace], object]]] = {
 def write_figures(args: argparse.Namespace) -> list[Path]:
     """Draw the chosen figures and write each PNG atomically; all are drawn before any is written,
     so a failing figure leaves no half-updated set behind."""
-    from pnpovss.imageio import atomic_write_bytes
+    from pnpovss.fileio import atomic_write_bytes
 
     plt = matplotlib_pyplot()
     rendered = []

@@ -46,7 +46,7 @@ def main() -> None:
     def run(dtype: str, text: bool) -> tuple[list, list, float]:
         seg.text_reduced = text
         start = time.perf_counter()
-        out = [seg.segment(s.image, s.labels, dtype=dtype) for s in samples]
+        out = [seg.segment(s.image, s.labels, keep_all=True, dtype=dtype) for s in samples]
         return [r.labels for r in out], [r.grid_maps for r in out], time.perf_counter() - start
 
     ref_labels, ref_maps, ref_s = run("fp32", False)

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                     for k, v in rows.items()}}
     text_out = json.dumps(out, indent=2)
     if args.json:
-        from pnpovss.imageio import atomic_write_text
+        from pnpovss.fileio import atomic_write_text
 
         atomic_write_text(args.json, text_out + "\n")
     print(text_out)

@@ -32,7 +32,7 @@ from scipy.stats import spearmanr
 from pnpovss import Segmenter
 from pnpovss.datasets import load_dataset
 from pnpovss.evaluate import caption_class_ids, evaluate
-from pnpovss.imageio import atomic_write_text
+from pnpovss.fileio import atomic_write_text
 from pnpovss.metrics import ConfusionMatrix
 from pnpovss.postprocess import postprocess
 from pnpovss.reward import MASK_RULES, ClipScorer, load_clip

@@ -59,6 +59,8 @@ from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad
 from pnpovss.hooks import capture_outputs
 from pnpovss.precision import resolve_precision
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
+
 ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_fp16", "pnpovss_batch", "pnpovss_bf16_batch",
         "pnpovss_fp16_batch", "pnpovss_eager_vision", "pnpovss_attention_drop", "floor")
 TABLE_ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_fp16", "pnpovss_eager_vision",
@@ -76,7 +78,7 @@ MEMORY_MARGIN_MB = 1500
 def build_backbone(model: str, seed: int = 0, device: str = "cpu", words: Sequence[str] = ()) -> Backbone:
     """A full-size random-weight backbone; the same seed gives the same weights in every process.
     ``words``: more class names its (made-up) tokenizer should spell."""
-    from pnpovss import testing
+    from tools import testing
 
     words = [*testing.WORDS, *" ".join([*CLASSES, *words]).replace(",", " ").split()]
     if model == "blip":

@@ -66,8 +66,10 @@ from pnpovss.backbones import resolve_source
 from pnpovss.config import parse_assignments
 from pnpovss.metrics import ConfusionMatrix, tag_scores
 from pnpovss.postprocess import postprocess
-from pnpovss.toyworld.baselines import no_vlm_predict
 from pnpovss.toyworld.world import SHAPES, make_sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
+from tools.toyworld.baselines import no_vlm_predict  # noqa: E402
 
 CLASSES = ["background", *SHAPES]
 STAGES = {
@@ -305,7 +307,7 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
 def write_preset(model: str, result: dict, command: str) -> Path:
     """Store the sweep's choice as the model directory's ``pnpovss_preset.json``."""
     from pnpovss.config import PRESET_FILENAME
-    from pnpovss.imageio import atomic_write_text
+    from pnpovss.fileio import atomic_write_text
 
     path = Path(resolve_source(model)) / PRESET_FILENAME
     preset = result["preset"]
@@ -428,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     out = mode(args.model, args.seed, args.images, args.size, **overrides)
     text = json.dumps(out, indent=2)
     if args.json:
-        from pnpovss.imageio import atomic_write_text
+        from pnpovss.fileio import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
     print(text)

@@ -12,7 +12,7 @@ import click
 
 from .config import BACKGROUND_MODES, FIELDS, list_presets
 from .errors import ConfigError, PnpOvssError
-from .imageio import IMAGE_SUFFIXES
+from .fileio import IMAGE_SUFFIXES
 
 
 def _fail_cleanly(fn: Callable) -> Callable:
@@ -167,7 +167,7 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     from .backbones import DEFAULT_MODEL
     from .config import load_preset, parse_assignments
     from .distributed import from_env, process_device, shutdown
-    from .imageio import MAX_PIXELS
+    from .fileio import MAX_PIXELS
     from .outputs import check_writable_dir, remove_stale_temps
     from .pipeline import Segmenter, parse_classes, resolve_device
 
@@ -232,10 +232,10 @@ def _protocol(labels: str | None, all_classes: bool) -> str:
 
 def _dataset_options(fn: Callable) -> Callable:
     """Options shared by ``eval`` and ``tune``: which images, which model, which base settings."""
-    from .datasets import DATASETS
+    from .datasets import dataset_names
 
     opts = [
-        click.option("--dataset", required=True, type=click.Choice(sorted(DATASETS), case_sensitive=False),
+        click.option("--dataset", required=True, type=click.Choice(sorted(dataset_names()), case_sensitive=False),
                      help="voc (=voc21), voc20, context (=context59), context60, coco-object, coco-stuff, ade20k, toyworld."),
         click.option("--root", type=click.Path(file_okay=False), default=None,
                      help="Dataset directory (mmsegmentation layout, e.g. data/VOCdevkit/VOC2012) or a parent of it."),
@@ -284,10 +284,10 @@ def _load_for_dataset(dataset: str, root: str | None, world_seed: int, images: i
     source = model or ("toy" if ds.name == "toyworld" else DEFAULT_MODEL)
     if echo:
         click.echo(f"loading {source} ...", err=True)
-    if settings.get("background", ds.has_background) != ds.has_background:
-        raise PnpOvssError(f"--set background: dataset {ds.name} {'has' if ds.has_background else 'has no'} "
-                           "background class; the pipeline's background follows the dataset")
-    settings["background"] = ds.has_background
+    try:
+        settings = ds.pipeline_settings(settings)
+    except PnpOvssError as exc:
+        raise PnpOvssError(f"--set {exc}") from None
     seg = Segmenter.from_pretrained(source, device=device, preset=preset, **settings)
     return ds, indices, seg
 
@@ -318,7 +318,7 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
     """
     from .distributed import from_env, process_device, shutdown
     from .evaluate import evaluate
-    from .imageio import atomic_write_text
+    from .fileio import atomic_write_text
     from .metrics import iou_table
 
     if json_out:

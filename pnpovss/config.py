@@ -1,30 +1,37 @@
-"""Pipeline hyper-parameters as plain data, and presets (JSON files of overrides).
+"""Pipeline hyper-parameters as plain data: the :class:`PipelineConfig` dataclass.
 
 Defaults follow the PnP-OVSS paper and its reference code; every constant of the method is a field
 here so that a tuning run can change it and a preset file can record it. Precedence when a
 :class:`~pnpovss.Segmenter` is built: these defaults < the model directory's own preset
 (``pnpovss_preset.json``, e.g. the toy model's measured layer/head) < a user preset file < explicit
 keyword arguments / CLI options.
+
+The field table that validates every value is :mod:`pnpovss.fields`; preset files are
+:mod:`pnpovss.preset_files`. Their names are importable from here as well.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from .errors import ConfigError, PnpOvssError
+from .errors import ConfigError
+from .fields import (  # noqa: F401  (re-exported: the names config.py has always offered)
+    BACKGROUND_MODES,
+    BLUR_BORDERS,
+    FIELDS,
+    FieldSpec,
+    check_keys,
+    check_overrides,
+    field_spec,
+    heads_from_text,
+    parse_assignments,
+)
+from .preset_files import PRESETS_DIR, list_presets, load_preset, preset_path, save_preset  # noqa: F401
 
 PRESET_FILENAME = "pnpovss_preset.json"
 
-BLUR_BORDERS = ("reflect", "nearest", "mirror", "constant", "wrap")
-"""scipy ``gaussian_filter`` border modes for ``blur_border``; ``reflect`` is scipy's default, which the reference uses."""
-BACKGROUND_MODES = ("dataset", "reference", "always")
-"""Values of ``PipelineConfig.background_mode`` (the first is the default)."""
 REFERENCE_BACKGROUND_BELOW = 3
 """``background_mode="reference"`` adds the background channel to captions of fewer classes than this."""
 
@@ -152,7 +159,7 @@ class PipelineConfig:
 
     def replace(self, **overrides: Any) -> "PipelineConfig":
         """A copy with ``overrides`` applied; an unknown key is an error, not silently ignored."""
-        return dataclasses.replace(self, **_check_keys(overrides))
+        return dataclasses.replace(self, **check_keys(overrides))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -163,247 +170,6 @@ class PipelineConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PipelineConfig":
         return cls().replace(**dict(data))
-
-
-# ------------------------------------------------------------------------------ field table
-@dataclass(frozen=True)
-class FieldSpec:
-    """Type and range of one :class:`PipelineConfig` field, and how to read it from text.
-
-    ``kind`` is ``int``, ``float``, ``bool``, ``str`` or ``heads``. Python/JSON values must have the
-    kind's type already (an int is accepted for a float); only :meth:`parse` converts, and only text
-    typed on the command line reaches it."""
-
-    kind: str
-    min: float | None = None
-    max: float | None = None
-    min_open: bool = False
-    """``min`` itself is excluded (a strictly positive value)."""
-    max_open: bool = False
-    choices: tuple[str, ...] = ()
-    optional: bool = False
-    """``None`` is allowed (``none`` on the command line)."""
-
-    def expected(self) -> str:
-        """What a valid value looks like, for error messages."""
-        if self.kind == "heads":
-            return "a 0-based head index (integer >= 0), a non-empty list of them, or null for the mean of all heads"
-        if self.choices:
-            text = "one of " + ", ".join(repr(c) for c in self.choices)
-        else:
-            text = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string"}[self.kind]
-            if self.min is not None:
-                text += f" {'>' if self.min_open else '>='} {self.min:g}"
-            if self.max is not None:
-                text += f"{' and' if self.min is not None else ''} {'<' if self.max_open else '<='} {self.max:g}"
-        return text + (" or null" if self.optional else "")
-
-    def check(self, name: str, value: Any) -> Any:
-        """``value`` if it is valid (lists of heads become tuples, ints in float fields floats);
-        otherwise :class:`ConfigError` naming the field, the value and what is expected."""
-        if value is None and (self.optional or self.kind == "heads"):
-            return None
-        ok = True
-        if self.kind == "heads":
-            items = [value] if isinstance(value, int) else value
-            ok = (isinstance(value, (int, list, tuple)) and len(items) > 0
-                  and all(isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in items))
-            if ok:
-                return value if isinstance(value, int) else tuple(items)
-        elif self.kind == "bool":
-            ok = isinstance(value, bool)
-        elif self.kind == "str":
-            ok = isinstance(value, str) and (not self.choices or value in self.choices)
-        else:
-            types = (int,) if self.kind == "int" else (int, float)
-            ok = isinstance(value, types) and not isinstance(value, bool)
-            if ok and self.kind == "float":
-                try:
-                    ok = math.isfinite(value)
-                except OverflowError:  # an int too large for a float
-                    ok = False
-            if ok:
-                value = float(value) if self.kind == "float" else value
-                ok = ((self.min is None or value > self.min or (value == self.min and not self.min_open))
-                      and (self.max is None or value < self.max or (value == self.max and not self.max_open)))
-        if not ok:
-            raise ConfigError(f"{name}={value!r}: expected {self.expected()}")
-        return value
-
-    def parse(self, name: str, text: str) -> Any:
-        """Command-line text -> a checked value (``none``/``null`` for optional fields; ``all`` or
-        ``mean`` for the mean of all heads)."""
-        raw = text.strip()
-        low = raw.lower()
-        try:
-            if (self.optional and low in ("none", "null")) or (self.kind == "heads" and low in ("all", "mean", "none", "null")):
-                value: Any = None
-            elif self.kind == "heads":
-                value = heads_from_text(raw)
-            elif self.kind == "bool":
-                if low not in _TRUE + _FALSE:
-                    raise ValueError
-                value = low in _TRUE
-            elif self.kind == "int":
-                value = int(raw)
-            elif self.kind == "float":
-                value = float(raw)
-            else:
-                value = text if name == "prompt" else raw  # a prompt's trailing space matters
-        except ValueError:
-            raise ConfigError(f"{name}={text!r}: expected {self.expected()}") from None
-        return self.check(name, value)
-
-
-_TRUE, _FALSE = ("true", "1", "on", "yes"), ("false", "0", "off", "no")
-
-FIELDS: dict[str, FieldSpec] = {
-    "image_size": FieldSpec("int", min=16, optional=True),
-    "prompt": FieldSpec("str"),
-    "layer": FieldSpec("int", min=1),
-    "head": FieldSpec("heads"),
-    "saliency": FieldSpec("str", choices=("gradcam", "attention")),
-    "drop_iters": FieldSpec("int", min=1),
-    "drop_k": FieldSpec("int", min=0),
-    "halving": FieldSpec("bool"),
-    "count_first_twice": FieldSpec("bool"),
-    "drop_mode": FieldSpec("str", choices=("reencode", "attention")),
-    "threshold": FieldSpec("float", min=0.0, max=1.0, max_open=True),
-    "threshold_mode": FieldSpec("str", choices=("keep", "binary", "absolute")),
-    "background": FieldSpec("bool"),
-    "background_rule": FieldSpec("str", choices=("zero", "one_minus_sum", "one_minus_sum_blurred")),
-    "blur": FieldSpec("bool"),
-    "blur_sigma": FieldSpec("float", min=0.0, min_open=True),
-    "crf": FieldSpec("bool"),
-    "crf_unary": FieldSpec("str", choices=("softmax", "probs")),
-    "crf_iters": FieldSpec("int", min=1),
-    "crf_gaussian_sxy": FieldSpec("float", min=0.0, min_open=True),
-    "crf_gaussian_compat": FieldSpec("float", min=0.0),
-    "crf_bilateral_sxy": FieldSpec("float", min=0.0, min_open=True),
-    "crf_bilateral_srgb": FieldSpec("float", min=0.0, min_open=True),
-    "crf_bilateral_compat": FieldSpec("float", min=0.0),
-    "postprocess_max_side": FieldSpec("int", min=16, optional=True),
-    "presence_threshold": FieldSpec("float", min=0.0, max=1.0),
-    "presence_rounds": FieldSpec("int", min=0),
-    "align_corners": FieldSpec("bool"),
-    "blur_border": FieldSpec("str", choices=BLUR_BORDERS),
-    "background_mode": FieldSpec("str", choices=BACKGROUND_MODES),
-    "pass_combine": FieldSpec("str", choices=("sum", "minmax")),
-    "drop_saliency": FieldSpec("str", choices=("classes", "reference")),
-    "dtype": FieldSpec("str", choices=("auto", "fp32", "bf16", "fp16")),
-}
-"""One entry per :class:`PipelineConfig` field: the one place where values are validated (the
-dataclass, presets, ``--set``, ``--head``, search spaces all go through it). A new field adds
-one line here."""
-
-
-def field_spec(name: str) -> FieldSpec:
-    """The field's entry in :data:`FIELDS`; a field without one is checked against its default's type."""
-    spec = FIELDS.get(name)
-    if spec is not None:
-        return spec
-    default = next(f.default for f in fields(PipelineConfig) if f.name == name)
-    kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(default), "any")
-    return FieldSpec(kind) if kind != "any" else _ANY
-
-
-class _AnySpec(FieldSpec):
-    def check(self, name: str, value: Any) -> Any:
-        return value
-
-
-_ANY = _AnySpec("str")
-
-
-def _check_keys(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    known = {f.name for f in fields(PipelineConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown pipeline option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    return dict(overrides)
-
-
-def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Known keys, each value valid for its field (field by field; no other field is looked at)."""
-    return {k: field_spec(k).check(k, v) for k, v in _check_keys(overrides).items()}
-
-
-def heads_from_text(text: str) -> int | tuple[int, ...]:
-    """``"9"`` -> 9, ``"3,9"`` -> (3, 9); ValueError if an item is not an integer. (Keywords such
-    as ``all`` are each caller's to handle.)"""
-    heads = tuple(int(v) for v in text.split(","))
-    return heads[0] if len(heads) == 1 else heads
-
-
-def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
-    """``["crf_unary=probs", "threshold=0.1", "head=all"]`` -> checked overrides (the CLI's ``--set``),
-    each value read from text by its field's :class:`FieldSpec`."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set crf_unary=probs")
-        _check_keys({key: None})
-        try:
-            out[key] = field_spec(key).parse(key, raw)
-        except ConfigError as exc:
-            raise ConfigError(f"--set {exc}") from None
-    return out
-
-
-PRESETS_DIR = Path(__file__).parent / "presets"
-"""Named presets shipped with the package (``--preset reference-head``), one flat JSON file each."""
-
-
-def list_presets() -> list[str]:
-    """Names of the presets shipped with the package, sorted."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
-
-
-def preset_path(name_or_path: str | os.PathLike[str]) -> Path:
-    """A preset file path, or the file of a named preset. A file that exists wins over a name."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    named = PRESETS_DIR / f"{name_or_path}.json"
-    if str(name_or_path) in list_presets():
-        return named
-    if p.suffix != ".json" and p.parent == Path("."):
-        raise PnpOvssError(f"preset {str(name_or_path)!r} is neither a file nor a named preset; named presets: "
-                           f"{', '.join(list_presets())}")
-    return p
-
-
-def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a preset: a named one (:func:`list_presets`) or a file, ``{"config": {...}, ...}`` (a
-    tuning run's best) or a bare dict of options."""
-    p = preset_path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise PnpOvssError(f"preset file {p} does not exist; pass the best.json/preset.json a tune run wrote") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PnpOvssError(f"preset file {p} is not readable JSON ({exc}); regenerate it with 'pnpovss tune'") from None
-    if not isinstance(data, dict):
-        raise PnpOvssError(f"preset file {p} must hold a JSON object, got {type(data).__name__}")
-    cfg = data.get("config", data)
-    if not isinstance(cfg, dict):
-        raise PnpOvssError(f"preset file {p}: 'config' must be a JSON object")
-    try:
-        return check_overrides(cfg)
-    except ConfigError as exc:
-        raise ConfigError(f"preset file {p}: {exc}") from None
-
-
-def save_preset(path: str | os.PathLike[str], config: PipelineConfig | Mapping[str, Any], **meta: Any) -> None:
-    """Write a preset atomically; ``meta`` (model, reward, search trace…) is stored beside the config."""
-    from .imageio import atomic_write_text
-
-    cfg = config.to_dict() if isinstance(config, PipelineConfig) else dict(config)
-    atomic_write_text(Path(path), json.dumps({"config": cfg, **meta}, indent=2, sort_keys=True) + "\n")
 
 
 __all__ = ["PipelineConfig", "FIELDS", "FieldSpec", "check_overrides", "HeadSpec", "list_presets", "load_preset",

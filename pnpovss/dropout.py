@@ -101,8 +101,7 @@ def salience_dropout(
     grid = backbone.grid(pixel_values.shape[-1])
     b, p = pixel_values.shape[0], grid[0] * grid[1]
     heads = config.heads_tuple()
-    backbone.check_layers([config.layer])
-    backbone.check_heads(heads)
+    backbone.check_config(config, pixel_values.shape[-1])
     dropped = torch.zeros(b, p, dtype=torch.bool, device=pixel_values.device)
     totals: list[torch.Tensor] | None = None
     history = []

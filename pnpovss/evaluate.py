@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -46,10 +47,11 @@ import numpy as np
 from .datasets.base import SegDataset, SegSample
 from .distributed import DistContext
 from .errors import PnpOvssError
-from .imageio import atomic_write_text
+from .fileio import atomic_write_text
 from .metrics import ConfusionMatrix, tag_counts, tag_summary
 from .pipeline import Segmenter
 
+log = logging.getLogger(__name__)
 
 PROTOCOLS = ("gt", "all", "detect")
 
@@ -79,7 +81,7 @@ def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_cl
     if not ids:
         return np.zeros(sample.label.shape, dtype=np.int64), []
     names = [dataset.classes[i] for i in ids]
-    res = segmenter.segment(sample.image, names, keep_all=protocol != "detect", background=dataset.has_background)
+    res = segmenter.segment(sample.image, names, keep_all=protocol != "detect", **dataset.pipeline_settings())
     return _dataset_ids(res, ids, dataset)
 
 
@@ -107,7 +109,7 @@ def predict_batch(segmenter: Segmenter, dataset: SegDataset, samples: Sequence[S
     if live:
         results = segmenter.segment_batch([samples[k].image for k in live],
                                           [[dataset.classes[i] for i in ids[k]] for k in live],
-                                          keep_all=protocol != "detect", background=dataset.has_background)
+                                          keep_all=protocol != "detect", **dataset.pipeline_settings())
         for k, res in zip(live, results):
             out[k] = _dataset_ids(res, ids[k], dataset)
     return out
@@ -183,7 +185,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     dist = dist or DistContext()
     protocol = label_protocol(labels, all_classes)
     meta = {**dataset.describe(), "labels": protocol, "all_classes": protocol == "all", "processes": dist.world_size,
-            "config": segmenter.config.replace(background=dataset.has_background).to_dict(),
+            "config": segmenter.config.replace(**dataset.pipeline_settings()).to_dict(),
             "model": segmenter.backbone.source}
     cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, unscored_labels(segmenter, dataset))
     start = time.perf_counter()
@@ -201,7 +203,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
         if matrix is not None and done:
             cm.matrix, tags = matrix, saved_tags
             if dist.is_main:
-                print(f"resuming: {len(done)} of {len(mine)} images already scored ({state.path})", file=sys.stderr)
+                log.warning("resuming: %d of %d images already scored (%s)", len(done), len(mine), state.path)
         else:
             done = set()
     todo = [i for i in mine if i not in done]

@@ -16,16 +16,27 @@ import torch
 from .backbones.base import Backbone, TextBatch
 
 
-def cam_from_attention(
-    attn: torch.Tensor, grad: torch.Tensor | None, heads: Sequence[int] | None
-) -> torch.Tensor:
-    """(B, H, T, 1+P) probabilities (+ gradient) -> (B, T, P) saliency.
+def head_cams(attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+    """(B, H, T, 1+P) probabilities (+ gradient) -> (B, H, T, P) saliency of every head.
 
-    ``grad=None`` gives raw attention (the no-GradCAM ablation). ``heads=None`` averages all heads.
+    The one implementation of the GradCAM formula ``A * relu(dS/dA)`` without the image [CLS] key:
+    the pipeline (through :func:`cam_from_attention`), the tuning search's all-layer maps and the
+    toy model's training probe all call it. ``grad=None`` gives raw attention (the no-GradCAM ablation).
     """
     cam = attn[..., 1:]
     if grad is not None:
         cam = cam * grad[..., 1:].clamp(min=0)
+    return cam
+
+
+def cam_from_attention(
+    attn: torch.Tensor, grad: torch.Tensor | None, heads: Sequence[int] | None
+) -> torch.Tensor:
+    """(B, H, T, 1+P) probabilities (+ gradient) -> (B, T, P) saliency, the mean over ``heads``.
+
+    ``grad=None`` gives raw attention (the no-GradCAM ablation). ``heads=None`` averages all heads.
+    """
+    cam = head_cams(attn, grad)
     if heads is not None:
         cam = cam[:, list(heads)]
     return cam.mean(dim=1)

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 IGNORE_INDEX = 255
+"""Ground-truth value of unlabelled pixels (mmsegmentation's convention), for metrics and dataset readers."""
 
 
 class ConfusionMatrix:

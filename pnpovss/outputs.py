@@ -82,7 +82,7 @@ def file_digest(path: Path) -> str:
 
 def label_image(labels: np.ndarray) -> tuple[Image.Image, str]:
     """Label map -> (PNG image, format): an 8-bit palette PNG up to 256 labels, else 16-bit greyscale."""
-    from .imageio import palette
+    from .visualize import palette
 
     top = int(labels.max()) if labels.size else 0
     if top > 65535:

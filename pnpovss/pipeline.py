@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .backbones import DEFAULT_MODEL, Backbone, load_backbone, resolve_source
 from .config import PRESET_FILENAME, PipelineConfig, load_preset
 from .dropout import salience_dropout
 from .errors import PnpOvssError
-from .imageio import ImageInput, load_image, overlay_image
+from .fileio import ImageInput, load_image
 from .postprocess import postprocess
-from .presence import Presence, detect, recognised
 from .precision import Precision, resolve_precision
+from .presence import Presence, detect, recognised
+from .result import SegmentationResult  # noqa: F401  (also importable from here, as before)
 
 BACKGROUND = "background"
 
@@ -56,63 +56,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PnpOvssError("device cuda requested but no CUDA GPU is available; use --device cpu")
     return dev
-
-
-@dataclass
-class SegmentationResult:
-    """Output for one image. ``labels`` index into ``classes`` (background first when enabled)."""
-
-    labels: np.ndarray
-    scores: np.ndarray
-    """(K, h, w) per-label score maps after blur and normalisation (the CRF's input); (h, w) is the
-    image size, or the post-processing size of an image larger than ``postprocess_max_side``."""
-    classes: list[str]
-    image: np.ndarray
-    config: PipelineConfig
-    grid_maps: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
-    """(C, gh, gw) combined GradCAM maps of the classes before post-processing."""
-    presence: Presence | None = None
-    """The presence decision over the candidate classes (None with ``keep_all``)."""
-
-    def __repr__(self) -> str:  # the arrays are megabytes: name their shapes, not their values
-        h, w = self.labels.shape
-        return f"SegmentationResult({w}x{h} image, classes={self.classes}, fractions={{{', '.join(f'{k!r}: {v:.3f}' for k, v in self.fractions().items())}}})"
-
-    def fractions(self) -> dict[str, float]:
-        counts = np.bincount(self.labels.ravel(), minlength=len(self.classes))
-        return {name: float(c) / self.labels.size for name, c in zip(self.classes, counts)}
-
-    def overlay(self, alpha: float = 0.5) -> Image.Image:
-        """The image with label colours blended in and a legend underneath."""
-        return overlay_image(self.image, self.labels, self.classes, alpha=alpha,
-                             skip_first=self.config.background)
-
-    def heatmap(self, name: str) -> Image.Image:
-        """One label's score map drawn over the image (pytorch-grad-cam's colour-map overlay)."""
-        from pytorch_grad_cam.utils.image import show_cam_on_image
-
-        if name not in self.classes:
-            raise PnpOvssError(f"no class {name!r}; classes are {', '.join(self.classes)}")
-        cam = self.scores[self.classes.index(name)]
-        if cam.shape != self.labels.shape:  # scores of a large image stay at the post-processing size
-            size = self.labels.shape[::-1]
-            cam = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
-        return Image.fromarray(show_cam_on_image(self.image.astype(np.float32) / 255.0, cam, use_rgb=True))
-
-    def to_json(self, image: str, model: str, candidates: Sequence[str], keep_all: bool) -> dict[str, Any]:
-        """The record ``pnpovss segment`` writes as NAME.json (the demo's download is the same)."""
-        return {
-            "image": image,
-            "model": model,
-            "candidates": list(candidates),
-            "keep_all": keep_all,
-            "classes": self.classes,
-            "presence": None if self.presence is None else self.presence.to_json(),
-            "presence_notes": [] if self.presence is None else self.presence.notes,
-            "size": list(self.labels.shape),
-            "fractions": self.fractions(),
-            "config": self.config.to_dict(),
-        }
 
 
 def _image_key(image: np.ndarray, size: int) -> str:
@@ -174,9 +117,7 @@ class Segmenter:
     # ------------------------------------------------------------------------------------
     def validate(self, config: PipelineConfig) -> None:
         """Fail early, with the model's real ranges, on a layer/head/size this model does not have."""
-        self.backbone.check_layers([config.layer])
-        self.backbone.check_heads(config.heads_tuple())
-        self.backbone.grid(self.image_size(config))
+        self.backbone.check_config(config, self.image_size(config))
         if config.presence_rounds and self.presence_clip is None:
             raise PnpOvssError("presence_rounds > 0 needs a CLIP model for the recurrent check: pass --clip NAME "
                                "(API: Segmenter.presence_clip = ClipScorer(load_clip(...))), or set presence_rounds=0")
@@ -294,8 +235,9 @@ class Segmenter:
         """GradCAM + Salience DropOut only: per image the (C, gh, gw) combined class maps."""
         text = self.backbone.build_text(config.prompt, classes)
         precision = self.precision(config)
-        maps = salience_dropout(self.backbone, pixels, embeds, text, config,
-                                precision.vision_autocast, precision.text_autocast)
+        projections = self.backbone.image_projections()
+        maps = salience_dropout(self.backbone, pixels, embeds, text, config, precision.vision_autocast,
+                                lambda: precision.text_autocast(projections))
         return [m.float().cpu().numpy() for m in maps.class_maps]
 
     def _finish(self, rgbs, pixels, embeds, classes, config, keep_all=True, defer=False) -> list:

@@ -15,11 +15,12 @@ import platform
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import ContextManager
+from typing import ContextManager, Iterable
 
 import torch
 
 from .errors import PnpOvssError
+from .hooks import swapped_forwards
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DTYPE_CHOICES = ("auto", *DTYPES)
@@ -77,9 +78,21 @@ class Precision:
         """The context the vision encoder runs in (a no-op for fp32)."""
         return self._autocast(True)
 
-    def text_autocast(self) -> ContextManager:
-        """The context the text-side forward and GradCAM backward run in."""
-        return self._autocast(self.text)
+    def text_autocast(self, image_projections: Iterable[torch.nn.Module] = ()) -> ContextManager:
+        """The context the text-side forward and GradCAM backward run in: fp32 unless ``text``,
+        except ``image_projections`` (:meth:`~pnpovss.backbones.base.Backbone.image_projections`:
+        linear layers applied to the image tokens only, outside the gradient's path), which compute
+        in ``name`` whenever the vision encoder does and hand fp32 on."""
+        if self.name == "fp32" or self.text:
+            return self._autocast(self.text)
+        return swapped_forwards(image_projections, self._reduced_linear)
+
+    def _reduced_linear(self, module: torch.nn.Module):
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device_type, dtype=self.dtype):
+                return torch.nn.functional.linear(x, module.weight, module.bias).float()
+
+        return forward
 
 
 def resolve_precision(setting: str, device: torch.device | str,

@@ -46,7 +46,7 @@ class PresenceEvaluator:
         self.seg, self.dataset = segmenter, dataset
         self.indices = list(indices)
         self.dist = dist or DistContext()
-        self.base = segmenter.config.replace(background=dataset.has_background)
+        self.base = segmenter.config.replace(**dataset.pipeline_settings())
         self.vocab = list(dataset.foreground_ids)
         self._scores: dict[int, tuple[np.ndarray, list[int]]] = {}
         self.progress = True

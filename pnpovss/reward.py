@@ -43,6 +43,7 @@ from PIL import Image
 
 from .errors import PnpOvssError
 from .postprocess import blur, threshold_maps, upsample
+from .toyworld.clip_model import DEFAULT_CLIP_DIR
 
 DEFAULT_CLIP = "ViT-L-14-336"
 DEFAULT_CLIP_PRETRAINED = "openai"
@@ -55,8 +56,10 @@ REWARD_VERSION = 3
 """Bumped when reward values change for the same inputs; a tune run recorded with another version
 is not resumed (its trace would mix two definitions). 2: empty masks are exact ties. 3: the mask
 rule (default ``reference``) and the reference's blur border (scipy ``reflect``)."""
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_ALIASES: dict[str, str] = {"toy": DEFAULT_CLIP_DIR}
+"""Other names of CLIP checkpoints for :func:`load_clip`: ``toy`` is the toy world's CLIP shipped in the package."""
 
 
 @dataclass
@@ -105,18 +108,18 @@ def load_clip(name: str = DEFAULT_CLIP, pretrained: str | None = DEFAULT_CLIP_PR
     except ImportError:  # pragma: no cover - install problem
         raise PnpOvssError("open_clip is not installed; pip install open_clip_torch") from None
     source = name
+    path = CLIP_ALIASES.get(name, name)
     toy_cfg: dict = {}
     try:
-        if name == "toy" or (os.path.isdir(name) and "preprocess_cfg" not in _dir_config(name)):
+        if os.path.isdir(path) and "preprocess_cfg" not in _dir_config(path):
             # The toy CLIP's directory format: open_clip model_cfg + top-level image_size/mean/std.
-            from .toyworld.clip_model import DEFAULT_CLIP_DIR, load_toy_clip
+            from .toyworld.clip_model import load_toy_clip
 
-            path = DEFAULT_CLIP_DIR if name == "toy" else name
             toy_cfg = _dir_config(path)
             model, _, tokenizer = load_toy_clip(path)
-        elif os.path.isdir(name):
-            model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{name}")
-            tokenizer = open_clip.get_tokenizer(f"local-dir:{name}")
+        elif os.path.isdir(path):
+            model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{path}")
+            tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
         else:
             model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained or None)
             tokenizer = open_clip.get_tokenizer(name)
@@ -136,8 +139,8 @@ def load_clip(name: str = DEFAULT_CLIP, pretrained: str | None = DEFAULT_CLIP_PR
             cfg[key] = toy_cfg[toy_key]
     size = cfg.get("size", getattr(model.visual, "image_size", 224))
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
-    mean = tuple(float(v) for v in cfg.get("mean", _OPENAI_MEAN))
-    std = tuple(float(v) for v in cfg.get("std", _OPENAI_STD))
+    mean = tuple(float(v) for v in cfg.get("mean", OPENAI_MEAN))
+    std = tuple(float(v) for v in cfg.get("std", OPENAI_STD))
     model = model.to(device).eval().requires_grad_(False)
     return ClipModel(model, tokenizer, size, mean, std, source)  # type: ignore[arg-type]
 

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import multiprocessing
 import sys
 import time
@@ -36,9 +37,10 @@ import torch
 
 from .distributed import DistContext
 from .errors import ImageLoadError, PnpOvssError
-from .imageio import MAX_PIXELS, atomic_write_text, load_image
+from .fileio import MAX_PIXELS, atomic_write_text, load_image
 from .outputs import file_digest, is_done, write_result
 
+log = logging.getLogger(__name__)
 SUMMARY_NAME = "pnpovss_run.json"
 _RUNS = itertools.count()
 """Runs in this process so far: every process of a job counts the same, so the n-th run's store
@@ -213,11 +215,12 @@ class _Progress:
 
 def run(seg: Any, job: FolderJob, dist: DistContext | None = None, *, model: str, ran: dict[str, str] | None = None,
         kept: dict[Path, Any] | None = None, progress: bool = True,
-        echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> RunSummary:
+        echo: Callable[[str], None] = log.warning) -> RunSummary:
     """Segment this process's share of ``job.paths`` with ``seg`` and write the results into
     ``job.out``; under torchrun every process calls this and all return the job's summary (the
     main process also writes it to ``OUT/pnpovss_run.json``). ``model``: the model's name as
-    recorded in each NAME.json; ``ran``: the device and dtype that ran."""
+    recorded in each NAME.json; ``ran``: the device and dtype that ran; ``echo``: where the main
+    process's notices go (the CLI passes its stderr; default: this module's logger)."""
     dist, ran, kept = dist or DistContext(), ran or {}, kept or {}
     start = time.perf_counter()
     settings = {"model": model, "candidates": job.classes, "keep_all": job.keep_all, "config": seg.config.to_dict()}

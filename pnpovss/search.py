@@ -56,8 +56,8 @@ from .config import PipelineConfig, save_preset
 from .datasets.base import SegDataset
 from .distributed import DistContext
 from .errors import ConfigError, PnpOvssError
-from .gradcam import layer_attention_and_grad
-from .imageio import atomic_write_text
+from .gradcam import head_cams, layer_attention_and_grad
+from .fileio import atomic_write_text
 from .pipeline import Segmenter
 from .reward import MASK_RULES, MASK_SIGMA, REWARD_VERSION, REWARDS, ClipScorer, image_rewards, reward_masks
 
@@ -178,8 +178,7 @@ def load_space(spec: str | os.PathLike[str] | Mapping[str, Any] | None, backbone
                 cfg = base.replace(**{name: v})
             except ConfigError as exc:
                 raise ConfigError(f"space: {exc}") from None
-            backbone.check_layers([cfg.layer])
-            backbone.check_heads(cfg.heads_tuple())
+            backbone.check_config(cfg)
         values[name] = vals
     orphans = [n for n in DROPOUT_PARAMS if n in values and n != "drop_iters"]
     if orphans and "drop_iters" not in values:
@@ -212,10 +211,7 @@ def layer_head_maps(backbone: Backbone, embeds: torch.Tensor, text: Any, salienc
     out = layer_attention_and_grad(backbone, embeds, text, layers, with_grad=saliency == "gradcam")
     per_layer = []
     for layer in layers:
-        attn, grad = out[layer]
-        cam = attn[0, :, :, 1:]
-        if grad is not None:
-            cam = cam * grad[0, :, :, 1:].clamp(min=0)
+        cam = head_cams(*out[layer])[0]
         per_layer.append(torch.stack([cam[:, pos].mean(dim=1) for pos in text.class_tokens[0]], dim=1))
     maps = torch.stack(per_layer).float().cpu().numpy()  # (L, H, C, P)
     scales = maps.max(axis=-1).astype(np.float32)
@@ -270,7 +266,7 @@ class MapCache:
         bb = self.seg.backbone
         pixels = bb.preprocess([image], self.seg.image_size(self.base))
         text = bb.build_text(self.base.prompt, [list(names)])
-        with self.seg.precision(self.base).text_autocast():
+        with self.seg.precision(self.base).text_autocast(bb.image_projections()):
             maps = layer_head_maps(bb, self.seg.encode(pixels, self.base), text, self.base.saliency,
                                    bb.grid(pixels.shape[-1]))
         self._maps[index] = maps
@@ -279,7 +275,7 @@ class MapCache:
 
             buf = io.BytesIO()
             np.savez(buf, cams=maps.cams, scales=maps.scales, grid=np.asarray(maps.grid))
-            from .imageio import atomic_write_bytes
+            from .fileio import atomic_write_bytes
 
             atomic_write_bytes(path, buf.getvalue())
 
@@ -315,7 +311,7 @@ class RewardEvaluator:
         self.mask_sigma = mask_sigma
         self.mask_rule = mask_rule
         self.dist = dist or DistContext()
-        self.base = segmenter.config.replace(background=dataset.has_background)
+        self.base = segmenter.config.replace(**dataset.pipeline_settings())
         self.cache = MapCache(segmenter, self.base, cache_dir)
         fg = dataset.foreground_ids
         self.text = scorer.text_embeddings([dataset.synonyms[c] for c in fg])

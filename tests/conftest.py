@@ -18,7 +18,7 @@ def private_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_blip_dir(tmp_path_factory):
     """A random tiny BLIP-ITM saved with save_pretrained (4x4 patch grid, 3 text layers, 2 heads)."""
-    from pnpovss.testing import build_tiny_blip
+    from tools.testing import build_tiny_blip
 
     return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
 
@@ -47,6 +47,6 @@ def two_tone_image():
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A random tiny open_clip CLIP saved as an open_clip local directory (32 px, 1+1 layers)."""
-    from pnpovss.testing_clip import build_tiny_clip
+    from tools.testing import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))

@@ -65,3 +65,19 @@ def test_config_validation():
     with pytest.raises(PnpOvssError, match="drop_iters"):
         PipelineConfig(drop_iters=0)
     assert PipelineConfig.from_dict(PipelineConfig(head=(1, 2)).to_dict()).head == (1, 2)
+
+
+def test_backbone_check_config_is_the_one_model_dependent_check(segmenter):
+    """Layer, heads and input size are checked against the model by ``Backbone.check_config``; the
+    Segmenter's validation is that call (the tiny model: 3 layers, 2 heads, 8 px patches)."""
+    bb, cfg = segmenter.backbone, segmenter.config
+    bb.check_config(cfg)
+    bb.check_config(cfg, 48)
+    for bad, message in ((dict(layer=4), "layer 4 is out of range"), (dict(head=(0, 2)), "head 2 is out of range"),
+                         (dict(image_size=36), "36")):
+        with pytest.raises(PnpOvssError, match=message):
+            bb.check_config(cfg.replace(**bad))
+        with pytest.raises(PnpOvssError, match=message):
+            segmenter.validate(cfg.replace(**bad))
+    with pytest.raises(PnpOvssError, match="36"):
+        bb.check_config(cfg, 36)

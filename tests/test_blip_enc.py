@@ -9,7 +9,7 @@ import torch
 
 from pnpovss import ModelLoadError, Segmenter
 from pnpovss.backbones.blip import BLIP_ENC_ID, resolve_enc_token
-from pnpovss.testing import build_tiny_blip
+from tools.testing import build_tiny_blip
 
 
 def _maps(seg: Segmenter, image: np.ndarray) -> np.ndarray:

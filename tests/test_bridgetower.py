@@ -21,7 +21,7 @@ from pnpovss.hooks import capture_outputs
 @pytest.fixture(scope="module")
 def tiny_bt_dir(tmp_path_factory):
     """Random tiny BridgeTower: 56 px, patch 14 (4x4 grid), 2 cross-modal layers of 2 heads."""
-    from pnpovss.testing import build_tiny_bridgetower
+    from tools.testing import build_tiny_bridgetower
 
     return build_tiny_bridgetower(tmp_path_factory.mktemp("tiny-bt"))
 

@@ -6,7 +6,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pnpovss.cli import main
-from pnpovss.datasets import DATASETS, IGNORE_INDEX, load_dataset, read_classnames
+from pnpovss.datasets import (DATASET_ALIASES, DATASETS, IGNORE_INDEX, canonical_dataset, dataset_names, load_dataset,
+                              load_vocabulary, read_classnames)
 from pnpovss.datasets.base import CLASSNAMES_DIR
 from pnpovss.errors import PnpOvssError
 from pnpovss.pipeline import parse_classes
@@ -169,8 +170,22 @@ def test_toyworld_adapter():
 
 
 def test_registry_and_cli_error(tmp_path):
-    assert {"voc", "voc20", "context", "context60", "coco-object", "coco-stuff", "ade20k", "toyworld"} <= set(DATASETS)
+    assert {"voc", "voc20", "context", "context60", "coco-object", "coco-stuff", "ade20k", "toyworld"} <= set(dataset_names())
+    assert set(DATASET_ALIASES.values()) <= set(DATASETS)  # aliases name registry entries, not other aliases
+    assert canonical_dataset("VOC") == "voc21" and canonical_dataset("context") == "context59"
+    assert load_vocabulary("voc") == load_vocabulary("voc21") and load_vocabulary("context") == load_vocabulary("context59")
     with pytest.raises(PnpOvssError, match="unknown dataset"):
         load_dataset("cityscapes")
     res = CliRunner().invoke(main, ["eval", "--dataset", "ade20k", "--root", str(tmp_path)])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "ADEChallengeData2016" in res.output
+
+
+def test_background_follows_the_dataset():
+    """One rule for eval, tune and their CLI: the background channel is on exactly when the dataset's
+    class 0 is background; asking for the other is a one-line error before any model loads."""
+    ds = load_dataset("toyworld", images=2)
+    assert ds.pipeline_settings({"layer": 2}) == {"layer": 2, "background": True}
+    with pytest.raises(PnpOvssError, match="dataset toyworld has background class"):
+        ds.pipeline_settings({"background": False})
+    res = CliRunner().invoke(main, ["eval", "--dataset", "toyworld", "--images", "1", "--set", "background=false"])
+    assert res.exit_code == 1 and "--set background: dataset toyworld has background class" in res.output

@@ -66,6 +66,26 @@ def test_fp32_contexts_are_no_ops_and_text_stays_fp32():
         assert (a @ a).dtype == torch.float32
 
 
+def test_image_projections_run_reduced_and_hand_fp32_on(segmenter):
+    """BLIP's cross-attention key/value projections see only the image tokens (no gradient passes
+    through them): under bf16 they compute in bf16 like the vision encoder, return fp32, and the
+    rest of the text side stays fp32; outside the block the modules are untouched."""
+    projections = segmenter.backbone.image_projections()
+    assert projections and all(isinstance(m, torch.nn.Linear) for m in projections)
+    lin = projections[0]
+    x = torch.randn(2, 5, lin.in_features)
+    p = resolve_precision("bf16", "cpu")
+    with p.text_autocast(projections):
+        out = lin(x)
+        assert (x @ x.transpose(1, 2)).dtype == torch.float32
+    assert out.dtype == torch.float32
+    expected = torch.nn.functional.linear(x.bfloat16(), lin.weight.bfloat16(), lin.bias.bfloat16()).float()
+    assert torch.allclose(out, expected, atol=1e-2, rtol=1e-2) and not torch.equal(out, lin(x))
+    assert not any("forward" in vars(m) for m in projections)
+    with resolve_precision("fp32", "cpu").text_autocast(projections):
+        assert torch.equal(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
+
+
 # ------------------------------------------------------------------------------ maps in bf16
 def _images(count, seed=0):
     rng = np.random.default_rng(seed)

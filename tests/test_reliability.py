@@ -93,7 +93,7 @@ def test_large_images_are_postprocessed_at_the_working_size(segmenter, rng):
 
 
 def test_decompression_bomb_is_one_line_naming_the_option(tmp_path):
-    from pnpovss.imageio import load_image
+    from pnpovss.fileio import load_image
 
     p = tmp_path / "big.png"
     Image.new("L", (3000, 2000)).save(p)
@@ -106,7 +106,7 @@ def test_decompression_bomb_is_one_line_naming_the_option(tmp_path):
 
 
 def test_pillow_bomb_check_is_restored(tmp_path):
-    from pnpovss.imageio import load_image
+    from pnpovss.fileio import load_image
 
     before = Image.MAX_IMAGE_PIXELS
     p = tmp_path / "a.png"
@@ -279,7 +279,7 @@ def test_class_names_of_unknown_tokens_are_refused(segmenter, two_tone_image):
 
 
 def test_legend_is_laid_out_for_its_text_and_escapes_what_no_font_draws():
-    from pnpovss.imageio import legend_font, overlay_image
+    from pnpovss.visualize import legend_font, overlay_image
 
     names = ["background", "a very long class name that is wider than the image", "\U0001d49c\U0010fffe"]
     out = overlay_image(np.zeros((10, 20, 3), np.uint8), np.zeros((10, 20), np.int64), names)

@@ -136,3 +136,16 @@ def test_toy_clip_directory_format(tiny_clip_dir, tmp_path):
     ref = load_clip(str(tiny_clip_dir))
     tokens = clip.tokenizer(["a cat"])
     assert torch.equal(clip.model.encode_text(tokens), ref.model.encode_text(tokens))
+
+
+def test_toy_alias_loads_the_shipped_clip_with_its_own_preprocessing():
+    """``toy`` is an entry of the CLIP alias table: the shipped directory, read in the toy format
+    (its own size, mean and std rather than OpenAI's)."""
+    from pnpovss.reward import CLIP_ALIASES
+
+    toy = load_clip("toy")
+    same = load_clip(CLIP_ALIASES["toy"])
+    assert (toy.image_size, toy.mean, toy.std) == (96, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert (same.image_size, same.mean, same.std) == (toy.image_size, toy.mean, toy.std)
+    for a, b in zip(toy.model.state_dict().values(), same.model.state_dict().values()):
+        assert torch.equal(a, b)

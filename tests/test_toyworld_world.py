@@ -67,7 +67,7 @@ def test_caption_words_in_vocabulary():
 
 
 def test_no_vlm_baseline_is_far_from_perfect():
-    from pnpovss.toyworld.baselines import evaluate_no_vlm
+    from tools.toyworld.baselines import evaluate_no_vlm
 
     assert evaluate_no_vlm(n=40) < 0.5
 
@@ -76,11 +76,12 @@ def test_train_blip_smoke(tmp_path):
     pytest.importorskip("transformers")
     from transformers import AutoProcessor, BlipForImageTextRetrieval
 
-    from pnpovss.toyworld.train_blip import main
+    from tools.toyworld.train_blip import main
 
     out = tmp_path / "blip"
-    main(["--out", str(out), "--steps", "2", "--batch", "4", "--pool", "12", "--probe-every", "0",
-          "--probe-n", "4", "--warmup", "1", "--curriculum-steps", "1"])
+    # step 1 warms up the vision side, steps 2-3 run ITM, ITC and the auxiliary head; the probe runs at step 2
+    main(["--out", str(out), "--steps", "3", "--batch", "4", "--pool", "12", "--probe-every", "2",
+          "--probe-n", "4", "--warmup", "1", "--curriculum-steps", "1", "--vision-warmup-steps", "1"])
     model = BlipForImageTextRetrieval.from_pretrained(str(out))
     proc = AutoProcessor.from_pretrained(str(out))
     assert model.config.text_config.is_decoder
@@ -96,7 +97,7 @@ def test_train_clip_smoke(tmp_path):
     import torch
 
     from pnpovss.toyworld.clip_model import load_toy_clip
-    from pnpovss.toyworld.train_clip import main
+    from tools.toyworld.train_clip import main
 
     out = tmp_path / "clip"
     main(["--out", str(out), "--steps", "2", "--batch", "4", "--pool", "6"])
@@ -106,3 +107,46 @@ def test_train_clip_smoke(tmp_path):
         f = model.encode_image(x)
         t = model.encode_text(tok(["circle", "star"]))
     assert f.shape[0] == 1 and t.shape[0] == 2
+
+
+def test_training_probe_gradcam_matches_own_hooks_and_releases_them():
+    """The training probe's GradCAM (pnpovss.gradcam.head_cams on hooks in a context manager) equals
+    an independent computation with hooks that keep the probabilities' gradients and a backward pass;
+    afterwards no hook is left on the model."""
+    import torch
+    from transformers import BlipForImageTextRetrieval, BlipProcessor
+
+    from pnpovss.backbones import resolve_source
+    from tools.toyworld.train_blip import encode, gradcam_maps, prompt_text, to_pixels
+
+    path = resolve_source("toy")
+    model = BlipForImageTextRetrieval.from_pretrained(path)
+    tok = BlipProcessor.from_pretrained(path).tokenizer
+    samples = [make_sample(0, i) for i in range(3)]
+    images = np.stack([s.image for s in samples])
+    classes = [list(s.labels) for s in samples]
+    cams, ids = gradcam_maps(model, tok, images, classes)
+    layers = [layer.crossattention.self for layer in model.text_encoder.encoder.layer]
+    assert len(cams) == len(layers) and all(not m._forward_hooks for m in layers)
+
+    store = {}
+
+    def keep(L):
+        def hook(_m, _i, out):
+            out[1].retain_grad()
+            store[L] = out[1]
+        return hook
+
+    handles = [m.register_forward_hook(keep(L)) for L, m in enumerate(layers)]
+    try:
+        ids2, att = encode(tok, [prompt_text(c) for c in classes])
+        out = model(input_ids=ids2, pixel_values=to_pixels(images), attention_mask=att, use_itm_head=True)
+        out.itm_score[:, 1].sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    assert torch.equal(ids, ids2)
+    for L, cam in enumerate(cams):
+        a = store[L]
+        assert cam.shape == (3, a.shape[1], a.shape[2], a.shape[3] - 1)
+        torch.testing.assert_close(cam, (a * a.grad.clamp(min=0))[..., 1:].detach())

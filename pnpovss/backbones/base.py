@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from PIL import Image
 
 from ..errors import PnpOvssError
 from ..hooks import capture_outputs
+
+if TYPE_CHECKING:
+    from ..config import PipelineConfig
 
 
 @dataclass
@@ -166,6 +169,13 @@ class Backbone(abc.ABC):
         """The modules whose ``output[1]`` are the text-to-image attention probabilities of each
         requested (1-based) layer, shaped (B, heads, T, 1+P)."""
 
+    def image_projections(self) -> list[torch.nn.Module]:
+        """Text-side layers that see only the image tokens (BLIP's cross-attention key/value
+        projections): gradient-free, so under reduced precision they may run in it like the vision
+        encoder (:meth:`~pnpovss.precision.Precision.text_autocast`). None by default (BridgeTower's
+        image side also attends to the text, so the gradient passes through it)."""
+        return []
+
     broadcasts_image: bool = False
     """True when the text side accepts image tokens of batch 1 for a batch of captions (BLIP's
     cross-attention broadcasts): the image keys/values are then projected once, not per caption."""
@@ -211,6 +221,16 @@ class Backbone(abc.ABC):
         with torch.enable_grad(), capture_outputs(self.cross_attention_modules(layers)) as store:
             logit = self._itm_logit(embeds, text, key_mask)
         return logit, {layer: store[layer] for layer in layers}
+
+    def check_config(self, config: PipelineConfig, image_size: int | None = None) -> None:
+        """Every check of a configuration that depends on the model, in one place: the layer and the
+        heads exist, and the input size (``image_size``, else ``config.image_size``, else the native
+        size) is a whole number of patches. A one-line :class:`PnpOvssError` otherwise."""
+        self.check_layers([config.layer])
+        self.check_heads(config.heads_tuple())
+        if image_size is None:
+            image_size = config.image_size if config.image_size is not None else self.native_image_size
+        self.grid(image_size)
 
     def check_layers(self, layers: Sequence[int]) -> None:
         bad = [layer for layer in layers if not 1 <= layer <= self.num_layers]

@@ -28,10 +28,8 @@ def _folder(factory: Callable[[Any], FolderDataset]) -> Callable[..., SegDataset
 
 
 DATASETS: dict[str, Callable[..., SegDataset]] = {
-    "voc": _folder(lambda r: PascalVOC(r, background=True)),
     "voc21": _folder(lambda r: PascalVOC(r, background=True)),
     "voc20": _folder(lambda r: PascalVOC(r, background=False)),
-    "context": _folder(lambda r: PascalContext(r, background=False)),
     "context59": _folder(lambda r: PascalContext(r, background=False)),
     "context60": _folder(lambda r: PascalContext(r, background=True)),
     "coco-object": _folder(COCOObject),
@@ -39,12 +37,25 @@ DATASETS: dict[str, Callable[..., SegDataset]] = {
     "ade20k": _folder(ADE20K),
     "toyworld": _toyworld,
 }
-"""``voc`` = ``voc21`` and ``context`` = ``context59`` (the usual meaning in OVSS papers)."""
+
+DATASET_ALIASES: dict[str, str] = {"voc": "voc21", "context": "context59"}
+"""Other names of registry entries: ``voc`` = ``voc21`` and ``context`` = ``context59`` (the usual
+meaning in OVSS papers)."""
+
+
+def dataset_names() -> list[str]:
+    """Every name ``--dataset`` and ``--vocab`` accept: the registry's and its aliases."""
+    return [*DATASET_ALIASES, *DATASETS]
+
+
+def canonical_dataset(name: str) -> str:
+    """A dataset name or alias (any case) -> its registry key (unknown names are returned lower-cased)."""
+    key = name.lower()
+    return DATASET_ALIASES.get(key, key)
 
 
 VOCABULARY_FILES: dict[str, str] = {
-    "voc": "voc.txt", "voc21": "voc.txt", "voc20": "voc.txt",
-    "context": "context.txt", "context59": "context.txt", "context60": "context.txt",
+    "voc21": "voc.txt", "voc20": "voc.txt", "context59": "context.txt", "context60": "context.txt",
     "coco-object": "coco_object.txt", "coco-stuff": "coco_stuff.txt", "ade20k": "ade20k.txt",
 }
 """The class-name file of each folder dataset (``toyworld``'s vocabulary is its shapes)."""
@@ -54,7 +65,7 @@ def load_vocabulary(spec: str | Path) -> list[str]:
     """``--vocab``: a dataset name or a class-name file (one class per line, optional synonyms after
     commas of which the first is used) -> caption names. A ``background`` line is skipped: the
     pipeline adds background itself."""
-    key = str(spec).lower()
+    key = canonical_dataset(str(spec))
     if key == "toyworld":
         from ..toyworld.world import SHAPES
 
@@ -64,7 +75,7 @@ def load_vocabulary(spec: str | Path) -> list[str]:
     elif Path(spec).is_file():
         path = Path(spec)
     else:
-        raise PnpOvssError(f"--vocab {str(spec)!r} is neither a dataset name ({', '.join(DATASETS)}) nor an "
+        raise PnpOvssError(f"--vocab {str(spec)!r} is neither a dataset name ({', '.join(dataset_names())}) nor an "
                            "existing class-name file (one class per line)")
     names = [syn[0] for syn in read_classnames(path) if syn[0].lower() != "background"]
     if not names:
@@ -76,14 +87,14 @@ def load_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, im
                  size: int | None = None) -> SegDataset:
     """Build dataset ``name``; a missing/malformed root raises a one-line error naming the layout."""
     try:
-        builder = DATASETS[name.lower()]
+        builder = DATASETS[canonical_dataset(name)]
     except KeyError:
-        raise PnpOvssError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+        raise PnpOvssError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}") from None
     return builder(root, seed=seed, images=images, size=size)
 
 
 __all__ = [
-    "ADE20K", "COCOObject", "COCOStuff", "DATASETS", "FolderDataset", "IGNORE_INDEX", "PascalContext",
+    "ADE20K", "COCOObject", "COCOStuff", "DATASETS", "DATASET_ALIASES", "FolderDataset", "IGNORE_INDEX", "PascalContext",
     "PascalVOC", "SegDataset", "SegSample", "ToyWorld", "load_dataset", "load_vocabulary", "read_classnames",
-    "subset_indices",
+    "subset_indices", "canonical_dataset", "dataset_names",
 ]

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from ..errors import PnpOvssError
+from ..metrics import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 CLASSNAMES_DIR = Path(__file__).resolve().parent / "classnames"
 
 
@@ -106,6 +106,17 @@ class SegDataset:
         resume key covers the exact list, so a changed split file never reuses saved progress."""
         ids = getattr(self, "ids", None)
         return str(ids[index]) if ids is not None else str(index)
+
+    def pipeline_settings(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Pipeline overrides ``settings`` with ``background`` set by the dataset: the background
+        channel is on exactly when class 0 is background. The one place of this rule (eval, tune and
+        their CLI); an explicit different ``background`` is refused with one line."""
+        out = dict(settings or {})
+        if out.get("background", self.has_background) != self.has_background:
+            raise PnpOvssError(f"background: dataset {self.name} {'has' if self.has_background else 'has no'} "
+                               "background class; the pipeline's background follows the dataset")
+        out["background"] = self.has_background
+        return out
 
     def describe(self) -> dict:
         return {"dataset": self.name, "images": len(self), "classes": self.num_classes,

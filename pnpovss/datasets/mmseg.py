@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import PnpOvssError
-from ..imageio import load_image
+from ..fileio import load_image
 from .base import CLASSNAMES_DIR, IGNORE_INDEX, SegDataset, SegSample, read_classnames
 
 

@@ -22,10 +22,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import PipelineConfig, heads_from_text
-from ..errors import ImageLoadError, PnpOvssError
-from ..imageio import ImageInput, atomic_save_image, atomic_write_text, label_png, load_image, palette
+from ..config import FIELDS, PipelineConfig
+from ..errors import ConfigError, ImageLoadError, PnpOvssError
+from ..fileio import ImageInput, atomic_save_image, atomic_write_text, load_image
 from ..pipeline import SegmentationResult, Segmenter, parse_classes
+from ..visualize import label_png, palette
 from ..postprocess import postprocess
 
 POSTPROCESS_FIELDS = frozenset(
@@ -43,11 +44,9 @@ def parse_head_text(text: str | int | None) -> int | tuple[int, ...] | None:
     """The page's head box: ``"9"`` -> 9, ``"3,9"`` -> (3, 9), ``"mean"``/``"all"`` -> None (all heads)."""
     if text is None or isinstance(text, int):
         return text
-    if text.strip().lower() in ("all", "mean"):
-        return None
     try:
-        return heads_from_text(text)
-    except ValueError:
+        return FIELDS["head"].parse("head", text)  # the field table's reading of --head / --set head=
+    except ConfigError:
         raise PnpOvssError(f"head takes an index, a comma list of indices or 'mean', got {text!r}") from None
 
 

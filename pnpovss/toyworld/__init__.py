@@ -22,24 +22,25 @@ Seeds rule
     BLIP trains on seed ``TRAIN_SEED_BASE + seed``, CLIP on ``TRAIN_SEED_BASE + 500_000 + seed``.
     BLIP's training-time probe reads evaluation seed 0.
 
-Shipped weights and how to reproduce them (one CPU thread each)
+Shipped weights and how to reproduce them (one CPU thread each; the training code lives in the
+repository's ``tools/toyworld/``, not in the installed package, so run these from a checkout's root)
     ``weights/blip``: ``BlipForImageTextRetrieval`` + ``BlipProcessor`` (load both with
     ``from_pretrained``); its ``training.json`` stores hyper-parameters and the measured
     localisation (best layer/head, pointing accuracy, mIoU) and ITM accuracy::
 
         # stage 1, from scratch (45 min; stopped by the time budget at step 2744)
-        python -m pnpovss.toyworld.train_blip --out stage1 \\
+        python -m tools.toyworld.train_blip --out stage1 \\
             --steps 4000 --seed 0 --max-minutes 45 --save-every 500
         # stage 2, from stage 1 on fresh training images (4000 steps, 46 min; heads re-fitted first)
-        python -m pnpovss.toyworld.train_blip --init stage1 --out stage2 \\
+        python -m tools.toyworld.train_blip --init stage1 --out stage2 \\
             --steps 4000 --seed 1 --max-minutes 58 --save-every 500 --vision-warmup-steps 0 \\
             --curriculum-steps 0 --warmup 100 --lr 2e-4
         # stage 3, from stage 2 on other fresh training images (3500 steps, 35 min)
-        python -m pnpovss.toyworld.train_blip --init stage2 --out stage3 \\
+        python -m tools.toyworld.train_blip --init stage2 --out stage3 \\
             --steps 3500 --seed 3 --max-minutes 40 --save-every 500 --vision-warmup-steps 0 \\
             --curriculum-steps 0 --warmup 100 --lr 1.5e-4
         # stage 4, from stage 3, word-token auxiliary loss weighted 4 instead of 2 (3500 steps, 40 min)
-        python -m pnpovss.toyworld.train_blip --init stage3 --out pnpovss/toyworld/weights/blip \\
+        python -m tools.toyworld.train_blip --init stage3 --out pnpovss/toyworld/weights/blip \\
             --steps 3500 --seed 5 --max-minutes 45 --save-every 500 --vision-warmup-steps 0 \\
             --curriculum-steps 0 --warmup 100 --lr 1.5e-4 --aux-weight 4
 
@@ -57,12 +58,12 @@ Shipped weights and how to reproduce them (one CPU thread each)
     ``weights/clip``: open_clip ``CLIP`` (``open_clip_config.json`` +
     ``open_clip_model.safetensors``, fp16), loaded by ``clip_model.load_toy_clip()``::
 
-        python -m pnpovss.toyworld.train_clip --out pnpovss/toyworld/weights/clip --steps 1500
+        python -m tools.toyworld.train_clip --out pnpovss/toyworld/weights/clip --steps 1500
 
     ITM convention (as in LAVIS): the first token ([CLS]) of ``input_ids`` is replaced by
     the ``[ENC]`` token id for image-text matching.
 
-``baselines.no_vlm_predict`` is the "no VLM" baseline (foreground by colour distance to the
+``tools/toyworld/baselines.py``'s ``no_vlm_predict`` is the "no VLM" baseline (foreground by colour distance to the
 border colour, labelled with one present class).
 """
 

@@ -208,8 +208,9 @@ def _article_phrase(colour: str, shape: str) -> str:
     return f"{article} {colour} {shape}"
 
 
-def caption_for(objects: list[tuple[str, str]], rng: np.random.Generator | None = None) -> str:
-    """Caption naming every (shape, colour) pair, e.g. 'a picture of a red circle and a blue star'."""
+def describe_objects(objects: list[tuple[str, str]], rng: np.random.Generator | None = None) -> str:
+    """A training caption naming every (shape, colour) pair, e.g. 'a picture of a red circle and a blue star'
+    (not the pipeline's caption, which is :func:`pnpovss.backbones.caption_for`)."""
     objs = list(objects)
     if rng is not None:
         objs = [objs[i] for i in rng.permutation(len(objs))]
@@ -273,7 +274,7 @@ def make_sample(seed: int, index: int, size: int = 96) -> Sample:
     labels = [s for i, s in enumerate(SHAPES) if i + 1 in present]
     # An object fully hidden by a same-class object above it is still "present"; keep only
     # objects whose class is in the mask (always true here, since visible >= threshold).
-    caption = caption_for(objects, rng)
+    caption = describe_objects(objects, rng)
     img = np.clip(image, 0, 255).astype(np.uint8)
     return Sample(img, mask, labels, objects, caption, seed, index, {"background": bg_kind})
 

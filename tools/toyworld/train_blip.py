@@ -13,7 +13,7 @@ object. Masks are never used in training; localisation must emerge. Objectives:
   This is image-level caption information, but answering it *at the word token* forces
   that token's cross-attention to look up its own object, which is what GradCAM reads.
 
-Run: ``python -m pnpovss.toyworld.train_blip --out DIR --steps N --seed S``.
+Run: ``python -m tools.toyworld.train_blip --out DIR --steps N --seed S``.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .world import COLOURS, SHAPES, TRAIN_SEED_BASE, Sample, caption_for, make_sample, vocabulary
+from pnpovss.gradcam import head_cams
+from pnpovss.hooks import capture_outputs
+from pnpovss.toyworld.world import COLOURS, SHAPES, TRAIN_SEED_BASE, Sample, describe_objects, make_sample, vocabulary
 
-IMAGE_MEAN = [0.5, 0.5, 0.5]
-IMAGE_STD = [0.25, 0.25, 0.25]
+from .pixels import TOY_MEAN, TOY_STD, to_pixels
+
 PROMPT_PREFIX = "a picture of "
 
 
@@ -137,14 +139,6 @@ def build_model(cfg: TrainConfig, vocab_size: int, tok):
     return BlipForImageTextRetrieval(config)
 
 
-def to_pixels(images: np.ndarray) -> torch.Tensor:
-    """(B,H,W,3) uint8 -> normalised float tensor, exactly what the saved processor does."""
-    x = torch.from_numpy(images).float().div_(255.0).permute(0, 3, 1, 2)
-    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 def encode(tok, texts: list[str], itm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenise; for ITM the first token becomes [ENC], as in LAVIS (the pipeline does too)."""
     enc = tok(texts, padding=True, return_tensors="pt")
@@ -177,7 +171,7 @@ def positive_caption(s: Sample, rng: np.random.Generator, prompt_prob: float) ->
     if len(objs) > 1 and rng.random() < 0.35:
         k = int(rng.integers(1, len(objs)))
         objs = [objs[i] for i in rng.choice(len(objs), k, replace=False)]
-    return caption_for(objs, rng)
+    return describe_objects(objs, rng)
 
 
 def negative_caption(s: Sample, rng: np.random.Generator, prompt_prob: float) -> str:
@@ -228,7 +222,7 @@ def negative_caption(s: Sample, rng: np.random.Generator, prompt_prob: float) ->
                 true_idx = [k for k, o in enumerate(new) if _object_true(o, s)]
                 if true_idx:
                     new.pop(int(true_idx[int(rng.integers(len(true_idx)))]))
-            return caption_for(new, rng)
+            return describe_objects(new, rng)
     return prompt_text([absent[0]] if absent else ["nothing"])
 
 
@@ -304,33 +298,17 @@ def class_token_positions(tok, ids: torch.Tensor, classes: list[str]) -> dict[st
     return out
 
 
-def gradcam_maps(model, tok, images: np.ndarray, class_lists: list[list[str]]) -> list[torch.Tensor]:
-    """Per layer, (B, heads, T, patches) GradCAM = A * relu(dS/dA) of the ITM match logit."""
+def gradcam_maps(model, tok, images: np.ndarray, class_lists: list[list[str]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per layer, (B, heads, T, patches) GradCAM of the ITM match logit (:func:`pnpovss.gradcam.head_cams`),
+    and the token ids. The attention probabilities are captured by hooks that live only for the forward."""
     model.eval()
-    store: dict[int, torch.Tensor] = {}
-    hooks = []
-    for L, layer in enumerate(model.text_encoder.encoder.layer):
-
-        def hook(_m, _inp, out, L=L):
-            out[1].retain_grad()
-            store[L] = out[1]
-
-        hooks.append(layer.crossattention.self.register_forward_hook(hook))
-    try:
-        ids, att = encode(tok, [prompt_text(c) for c in class_lists])
-        pix = to_pixels(images)
-        model.zero_grad(set_to_none=True)
-        out = model(input_ids=ids, pixel_values=pix, attention_mask=att, use_itm_head=True)
-        out.itm_score[:, 1].sum().backward()
-        cams = []
-        for L in range(len(store)):
-            A = store[L]
-            cams.append((A * A.grad.clamp(min=0))[..., 1:].detach())
-    finally:
-        for h in hooks:
-            h.remove()
-        model.zero_grad(set_to_none=True)
-    return cams, ids
+    modules = {L: layer.crossattention.self for L, layer in enumerate(model.text_encoder.encoder.layer)}
+    ids, att = encode(tok, [prompt_text(c) for c in class_lists])
+    with capture_outputs(modules) as store:
+        out = model(input_ids=ids, pixel_values=to_pixels(images), attention_mask=att, use_itm_head=True)
+    attns = [store[L] for L in range(len(modules))]
+    grads = torch.autograd.grad(out.itm_score[:, 1].sum(), attns)
+    return [head_cams(a.detach(), g) for a, g in zip(attns, grads)], ids
 
 
 def probe_localisation(model, tok, samples: list[Sample], threshold: float = 0.15) -> dict:
@@ -413,8 +391,8 @@ def save_checkpoint(model, tok, cfg: TrainConfig, out: str, extra: dict) -> None
     model.save_pretrained(tmp)
     ip = BlipImageProcessor(
         size={"height": cfg.image_size, "width": cfg.image_size},
-        image_mean=IMAGE_MEAN,
-        image_std=IMAGE_STD,
+        image_mean=TOY_MEAN,
+        image_std=TOY_STD,
         do_convert_rgb=True,
     )
     BlipProcessor(image_processor=ip, tokenizer=tok).save_pretrained(tmp)
@@ -473,107 +451,108 @@ def train(cfg: TrainConfig) -> dict:
     itm_set = [make_sample(0, cfg.probe_n + i, cfg.image_size) for i in range(2 * cfg.probe_n)]
     print(f"pool ready in {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
-    aux_hidden: dict[str, torch.Tensor] = {}
-    model.text_encoder.encoder.layer[cfg.aux_layer].register_forward_hook(lambda m, i, o: aux_hidden.__setitem__("h", o))
     history = []
     last_probe: dict = {}
     t_train = time.time()
-    for step in range(1, cfg.steps + 1):
-        model.train()
-        # progress is by steps or, under a wall-time budget, by time, so the LR anneals either way
-        progress = step / cfg.steps
-        if cfg.max_minutes > 0:
-            progress = max(progress, (time.time() - t_train) / (cfg.max_minutes * 60 - (t_train - t0)))
-        lr = cfg.lr * min(1.0, step / cfg.warmup) * (0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * 0.9 + 0.1)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        src = simple if step <= cfg.curriculum_steps and len(simple) >= cfg.batch else np.arange(len(pool))
-        idx = rng.choice(src, cfg.batch, replace=False)
-        batch = [pool[i] for i in idx]
-        imgs = pool_imgs[idx]
-        if rng.random() < 0.5:
-            imgs = imgs[:, :, ::-1].copy()  # horizontal flip: captions have no left/right
-        pix = to_pixels(imgs)
-        vis = model.vision_model(pixel_values=pix).last_hidden_state
+    # the auxiliary head reads this text layer's output; the hook lives only while training runs
+    with capture_outputs({"h": model.text_encoder.encoder.layer[cfg.aux_layer]}, select=lambda out: out) as aux_hidden:
+        for step in range(1, cfg.steps + 1):
+            model.train()
+            # progress is by steps or, under a wall-time budget, by time, so the LR anneals either way
+            progress = step / cfg.steps
+            if cfg.max_minutes > 0:
+                progress = max(progress, (time.time() - t_train) / (cfg.max_minutes * 60 - (t_train - t0)))
+            lr = cfg.lr * min(1.0, step / cfg.warmup) * (0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * 0.9 + 0.1)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            src = simple if step <= cfg.curriculum_steps and len(simple) >= cfg.batch else np.arange(len(pool))
+            idx = rng.choice(src, cfg.batch, replace=False)
+            batch = [pool[i] for i in idx]
+            imgs = pool_imgs[idx]
+            if rng.random() < 0.5:
+                imgs = imgs[:, :, ::-1].copy()  # horizontal flip: captions have no left/right
+            pix = to_pixels(imgs)
+            vis = model.vision_model(pixel_values=pix).last_hidden_state
 
-        loss_vis = torch.zeros(())
-        if cfg.vis_aux_weight > 0:
-            # MIL: a shape is present iff its best patch says so (max over patches). Unlike
-            # mean pooling (stayed at chance), this trains per-patch class evidence quickly.
-            present = torch.tensor([[float(c in s.labels) for c in SHAPES] for s in batch])
-            patch_logits = vis_aux(vis[:, 1:])
-            if cfg.vis_pool == "lse":
-                r = cfg.vis_lse_r
-                pooled = (torch.logsumexp(r * patch_logits, 1) - math.log(patch_logits.shape[1])) / r
-            else:
-                pooled = patch_logits.max(1).values
-            loss_vis = F.binary_cross_entropy_with_logits(pooled, present)
-        warm = step <= cfg.vision_warmup_steps
-        loss_itm = loss_aux = loss_itc = torch.zeros(())
-        logits = torch.zeros(1, 2)
-        target = torch.zeros(1, dtype=torch.long)
-        if not warm:
-            pos = [positive_caption(s, rng, cfg.prompt_prob) for s in batch]
-            neg = [negative_caption(s, rng, cfg.prompt_prob) for s in batch]
-            texts = pos + neg
-            samples2 = batch + batch
-            ids, att = encode(tok, texts)
-            img2 = torch.cat([vis, vis], 0)
-            h = model.text_encoder(
-                input_ids=ids, attention_mask=att, encoder_hidden_states=img2,
-                encoder_attention_mask=torch.ones(img2.shape[:2], dtype=torch.long),
-            ).last_hidden_state
-            logits = model.itm_head(h[:, 0])
-            target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long()
-            loss_itm = F.cross_entropy(logits, target)
+            loss_vis = torch.zeros(())
+            if cfg.vis_aux_weight > 0:
+                # MIL: a shape is present iff its best patch says so (max over patches). Unlike
+                # mean pooling (stayed at chance), this trains per-patch class evidence quickly.
+                present = torch.tensor([[float(c in s.labels) for c in SHAPES] for s in batch])
+                patch_logits = vis_aux(vis[:, 1:])
+                if cfg.vis_pool == "lse":
+                    r = cfg.vis_lse_r
+                    pooled = (torch.logsumexp(r * patch_logits, 1) - math.log(patch_logits.shape[1])) / r
+                else:
+                    pooled = patch_logits.max(1).values
+                loss_vis = F.binary_cross_entropy_with_logits(pooled, present)
+            warm = step <= cfg.vision_warmup_steps
+            loss_itm = loss_aux = loss_itc = torch.zeros(())
+            logits = torch.zeros(1, 2)
+            target = torch.zeros(1, dtype=torch.long)
+            if not warm:
+                pos = [positive_caption(s, rng, cfg.prompt_prob) for s in batch]
+                neg = [negative_caption(s, rng, cfg.prompt_prob) for s in batch]
+                texts = pos + neg
+                samples2 = batch + batch
+                ids, att = encode(tok, texts)
+                img2 = torch.cat([vis, vis], 0)
+                h = model.text_encoder(
+                    input_ids=ids, attention_mask=att, encoder_hidden_states=img2,
+                    encoder_attention_mask=torch.ones(img2.shape[:2], dtype=torch.long),
+                ).last_hidden_state
+                logits = model.itm_head(h[:, 0])
+                target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long()
+                loss_itm = F.cross_entropy(logits, target)
 
-            pb, pt, presence, colour_t, colour_m = aux_targets(tok, texts, ids, samples2)
-            loss_aux = torch.zeros(())
-            if len(pb):
-                a = aux(aux_hidden["h"][pb, pt])
-                loss_aux = F.binary_cross_entropy_with_logits(a[:, 0], presence)
-                if colour_m.sum() > 0:
-                    lc = -(colour_t * F.log_softmax(a[:, 1:], -1)).sum(-1)
-                    loss_aux = loss_aux + (lc * colour_m).sum() / colour_m.sum()
+                pb, pt, presence, colour_t, colour_m = aux_targets(tok, texts, ids, samples2)
+                loss_aux = torch.zeros(())
+                if len(pb):
+                    a = aux(aux_hidden["h"][pb, pt])
+                    loss_aux = F.binary_cross_entropy_with_logits(a[:, 0], presence)
+                    if colour_m.sum() > 0:
+                        lc = -(colour_t * F.log_softmax(a[:, 1:], -1)).sum(-1)
+                        loss_aux = loss_aux + (lc * colour_m).sum() / colour_m.sum()
 
-            loss_itc = torch.zeros(())
-            if cfg.itc_weight > 0:
-                tids, tatt = encode(tok, pos, itm=False)
-                th = model.text_encoder(input_ids=tids, attention_mask=tatt).last_hidden_state
-                tf = F.normalize(model.text_proj(th[:, 0]), dim=-1)
-                vf = F.normalize(model.vision_proj(vis[:, 0]), dim=-1)
-                sim = vf @ tf.t() / 0.07
-                same = torch.tensor([[float(set(a.labels) == set(b.labels)) for b in batch] for a in batch])
-                tgt = same / same.sum(1, keepdim=True)
-                loss_itc = 0.5 * (-(tgt * F.log_softmax(sim, 1)).sum(1).mean() - (tgt.t() * F.log_softmax(sim.t(), 1)).sum(1).mean())
-        heads_only = bool(cfg.init) and step <= cfg.head_warmup
-        model.requires_grad_(not heads_only)
-        loss = cfg.vis_aux_weight * loss_vis if warm else (
-            loss_itm + cfg.aux_weight * loss_aux + cfg.itc_weight * loss_itc + cfg.vis_aux_weight * loss_vis)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if step % 25 == 0 or step == 1:
-            acc = float((logits.argmax(-1) == target).float().mean())
-            print(f"step {step} loss {loss.item():.3f} itm {loss_itm.item():.3f} aux {loss_aux.item():.3f} itc {loss_itc.item():.3f} vis {loss_vis.item():.3f} acc {acc:.2f} lr {lr:.2e} t {time.time() - t0:.0f}s", flush=True)
-        done = step == cfg.steps or (cfg.max_minutes > 0 and time.time() - t0 > cfg.max_minutes * 60)
-        if cfg.probe_every and (step % cfg.probe_every == 0 or done):
-            pr = probe_localisation(model, tok, probe_set)
-            ia = itm_accuracy(model, tok, itm_set)
-            means = {k: v for k, v in pr["per_head"].items() if k.endswith("mean")}
-            last_probe = {"step": step, "itm_acc": ia, "best": pr["best"], "best_miou": pr["best_miou"],
-                          "best_pointing": pr["best_pointing"], "head_means": means, "per_head": pr["per_head"]}
-            history.append({k: v for k, v in last_probe.items() if k != "per_head"})
-            top = sorted(pr["per_head"].items(), key=lambda kv: -kv[1]["miou"])[:4]
-            print(f"PROBE step {step} itm_acc {ia:.3f} best {pr['best']} miou {pr['best_miou']:.3f} point {pr['best_pointing']:.3f} | "
-                  + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in top)
-                  + " | means " + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in means.items()), flush=True)
-            if cfg.save_every and (step % cfg.save_every == 0 or done):
-                save_checkpoint(model, tok, cfg, cfg.out, {"metrics": last_probe, "history": history, "steps_done": step,
-                                                           "wall_seconds": time.time() - t0, **previous})
-        if done:
-            break
+                loss_itc = torch.zeros(())
+                if cfg.itc_weight > 0:
+                    tids, tatt = encode(tok, pos, itm=False)
+                    th = model.text_encoder(input_ids=tids, attention_mask=tatt).last_hidden_state
+                    tf = F.normalize(model.text_proj(th[:, 0]), dim=-1)
+                    vf = F.normalize(model.vision_proj(vis[:, 0]), dim=-1)
+                    sim = vf @ tf.t() / 0.07
+                    same = torch.tensor([[float(set(a.labels) == set(b.labels)) for b in batch] for a in batch])
+                    tgt = same / same.sum(1, keepdim=True)
+                    loss_itc = 0.5 * (-(tgt * F.log_softmax(sim, 1)).sum(1).mean() - (tgt.t() * F.log_softmax(sim.t(), 1)).sum(1).mean())
+            heads_only = bool(cfg.init) and step <= cfg.head_warmup
+            model.requires_grad_(not heads_only)
+            loss = cfg.vis_aux_weight * loss_vis if warm else (
+                loss_itm + cfg.aux_weight * loss_aux + cfg.itc_weight * loss_itc + cfg.vis_aux_weight * loss_vis)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            if step % 25 == 0 or step == 1:
+                acc = float((logits.argmax(-1) == target).float().mean())
+                print(f"step {step} loss {loss.item():.3f} itm {loss_itm.item():.3f} aux {loss_aux.item():.3f} itc {loss_itc.item():.3f} vis {loss_vis.item():.3f} acc {acc:.2f} lr {lr:.2e} t {time.time() - t0:.0f}s", flush=True)
+            done = step == cfg.steps or (cfg.max_minutes > 0 and time.time() - t0 > cfg.max_minutes * 60)
+            if cfg.probe_every and (step % cfg.probe_every == 0 or done):
+                pr = probe_localisation(model, tok, probe_set)
+                ia = itm_accuracy(model, tok, itm_set)
+                means = {k: v for k, v in pr["per_head"].items() if k.endswith("mean")}
+                last_probe = {"step": step, "itm_acc": ia, "best": pr["best"], "best_miou": pr["best_miou"],
+                              "best_pointing": pr["best_pointing"], "head_means": means, "per_head": pr["per_head"]}
+                history.append({k: v for k, v in last_probe.items() if k != "per_head"})
+                top = sorted(pr["per_head"].items(), key=lambda kv: -kv[1]["miou"])[:4]
+                print(f"PROBE step {step} itm_acc {ia:.3f} best {pr['best']} miou {pr['best_miou']:.3f} point {pr['best_pointing']:.3f} | "
+                      + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in top)
+                      + " | means " + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in means.items()), flush=True)
+                if cfg.save_every and (step % cfg.save_every == 0 or done):
+                    save_checkpoint(model, tok, cfg, cfg.out, {"metrics": last_probe, "history": history, "steps_done": step,
+                                                               "wall_seconds": time.time() - t0, **previous})
+            if done:
+                break
+
     extra = {"metrics": last_probe, "history": history, "steps_done": step, "wall_seconds": time.time() - t0, **previous}
     save_checkpoint(model, tok, cfg, cfg.out, extra)
     shutil.rmtree(workdir, ignore_errors=True)

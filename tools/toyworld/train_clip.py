@@ -7,7 +7,7 @@ mean-colour images (caption "a picture of nothing"), so p(class | masked object)
 p(class | blank). Masks are used here only to make those masked inputs, as the reward
 model will see them; the BLIP localiser never sees masks.
 
-Run: ``python -m pnpovss.toyworld.train_clip --out DIR --steps N``.
+Run: ``python -m tools.toyworld.train_clip --out DIR --steps N``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .clip_model import CONFIG_NAME, WEIGHTS_NAME, build_clip, load_toy_clip
-from .world import SHAPES, TRAIN_SEED_BASE, Sample, caption_for, make_sample
+from pnpovss.toyworld.clip_model import CONFIG_NAME, WEIGHTS_NAME, build_clip, load_toy_clip
+from pnpovss.toyworld.world import SHAPES, TRAIN_SEED_BASE, Sample, describe_objects, make_sample
 
-CLIP_MEAN = [0.5, 0.5, 0.5]
-CLIP_STD = [0.25, 0.25, 0.25]
+from .pixels import TOY_MEAN, TOY_STD, to_pixels
+
 TEMPLATES = ("{}", "a picture of a {}", "a {}", "a photo of a {}")
 
 
@@ -69,15 +69,10 @@ def make_batch(pool: list[Sample], rng: np.random.Generator, batch: int) -> tupl
         else:
             images.append(s.image)
             if rng.random() < 0.5:
-                texts.append(caption_for(s.objects, rng))
+                texts.append(describe_objects(s.objects, rng))
             else:
                 texts.append("a picture of " + " ".join(s.labels))
     return np.stack(images), texts
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(images).float().div_(255.0).permute(0, 3, 1, 2)
-    return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
 
 @torch.no_grad()
@@ -90,7 +85,7 @@ def reward_check(model, tok, samples: list[Sample]) -> dict:
     for s in samples:
         for c in s.labels:
             imgs = np.stack([masked_object(s, c, True), np.broadcast_to(s.image.reshape(-1, 3).mean(0).astype(np.uint8), s.image.shape)])
-            vf = F.normalize(model.encode_image(to_tensor(imgs)), dim=-1)
+            vf = F.normalize(model.encode_image(to_pixels(imgs)), dim=-1)
             p = (100.0 * vf @ tf.t()).softmax(-1) if False else (model.logit_scale.exp() * vf @ tf.t()).softmax(-1)
             k = SHAPES.index(c)
             p_obj.append(float(p[0, k]))
@@ -108,7 +103,7 @@ def save(model, out: str, image_size: int, extra: dict) -> None:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp_clip_", dir=parent)
     os.chmod(tmp, 0o755)
-    cfg = {"model_cfg": model_config(image_size), "image_size": image_size, "mean": CLIP_MEAN, "std": CLIP_STD, **extra}
+    cfg = {"model_cfg": model_config(image_size), "image_size": image_size, "mean": TOY_MEAN, "std": TOY_STD, **extra}
     with open(os.path.join(tmp, CONFIG_NAME), "w") as f:
         json.dump(cfg, f, indent=1)
     state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
@@ -138,7 +133,7 @@ def train(out: str, steps: int, seed: int = 0, batch: int = 64, lr: float = 1e-3
         for g in opt.param_groups:
             g["lr"] = cur
         imgs, texts = make_batch(pool, rng, batch)
-        vf = F.normalize(model.encode_image(to_tensor(imgs)), dim=-1)
+        vf = F.normalize(model.encode_image(to_pixels(imgs)), dim=-1)
         tf = F.normalize(model.encode_text(tok(texts)), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * vf @ tf.t()
         same = torch.tensor([[float(a == b) for b in texts] for a in texts])

@@ -1,15 +1,21 @@
-"""Tiny models built from configs, for tests and benchmarks (no network, random weights).
+"""Models built from configs for tests and benchmarks (no network, random weights): the one
+place test builders live. Not part of the installed package.
 
-They are saved with ``save_pretrained`` so that tests load them back through the very same
-``from_pretrained`` path a user's hub id or directory takes.
+Tiny BLIP / BridgeTower models are saved with ``save_pretrained`` and the tiny CLIP as an open_clip
+local directory, so that tests load them back through the very same ``from_pretrained`` /
+:func:`pnpovss.reward.load_clip` path a user's hub id or directory takes. The full-size configs at
+the end are for random-weight speed benchmarks (``bench/speed.py``).
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 import torch
+
+from pnpovss.reward import OPENAI_MEAN, OPENAI_STD
 
 WORDS = (
     "a picture of photo the and with in on cat dog grass sky tree car person bird circle square "
@@ -82,8 +88,6 @@ def byte_bpe_tokenizer(words: list[str] | tuple[str, ...] = WORDS, vocab_size: i
     Byte-level BPE covers any string (the 256 byte symbols are in the vocab), so unknown class
     names still tokenise, into more pieces, exactly as with the real 50k-token vocab.
     """
-    import json
-
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import RobertaTokenizer
 
@@ -132,8 +136,6 @@ def build_tiny_bridgetower(
     pins the model's own small size and a valid layer, since the adapter's defaults are the
     paper's 770 px for the real checkpoint.
     """
-    import json
-
     from transformers import BridgeTowerForImageAndTextRetrieval, BridgeTowerImageProcessor, BridgeTowerProcessor
 
     out = Path(out_dir or tempfile.mkdtemp(prefix="tiny-bridgetower-"))
@@ -153,6 +155,35 @@ def build_tiny_bridgetower(
     processor.save_pretrained(out)
     preset = {"image_size": image_size, "layer": 1, "head": 0}
     (out / "pnpovss_preset.json").write_text(json.dumps({"config": preset}, indent=2) + "\n")
+    return out
+
+
+# ------------------------------------------------------------------------------------ CLIP (open_clip)
+
+def tiny_clip_config(image_size: int = 32, patch_size: int = 8, width: int = 32, embed_dim: int = 32) -> dict:
+    """open_clip ``model_cfg`` of a 1-layer ViT + 1-layer text transformer (SimpleTokenizer vocab)."""
+    return {
+        "embed_dim": embed_dim,
+        "vision_cfg": {"image_size": image_size, "patch_size": patch_size, "width": width, "layers": 1,
+                       "head_width": width // 2},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": width, "heads": 2, "layers": 1},
+    }
+
+
+def build_tiny_clip(out_dir: str | Path | None = None, *, seed: int = 0, **cfg: int) -> Path:
+    """Random-weight tiny CLIP written as an open_clip local directory; returns the directory."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    out = Path(out_dir or tempfile.mkdtemp(prefix="tiny-clip-"))
+    out.mkdir(parents=True, exist_ok=True)
+    model_cfg = tiny_clip_config(**cfg)
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**model_cfg).eval()
+    preprocess = {"size": model_cfg["vision_cfg"]["image_size"], "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
+                  "interpolation": "bicubic", "resize_mode": "shortest"}
+    (out / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
     return out
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .world import SHAPES
+from pnpovss.toyworld.world import SHAPES
 
 
 def no_vlm_predict(image: np.ndarray, classes: Sequence[str], threshold: float = 60.0) -> np.ndarray:
@@ -33,8 +33,8 @@ def no_vlm_predict(image: np.ndarray, classes: Sequence[str], threshold: float =
 def evaluate_no_vlm(seed: int = 0, n: int = 200, size: int = 96) -> float:
     """mIoU (0-1) of the baseline on evaluation seed ``seed`` (classes ordered by true area), from
     the same confusion-matrix metric as every other toy-world row."""
-    from ..metrics import ConfusionMatrix
-    from .world import make_sample
+    from pnpovss.metrics import ConfusionMatrix
+    from pnpovss.toyworld.world import make_sample
 
     cm = ConfusionMatrix(len(SHAPES) + 1)
     for i in range(n):

@@ -1,0 +1,72 @@
+"""What a segmentation returns: :class:`SegmentationResult`, the label map with its classes, score
+maps and presence decision, and the views of it a user asks for (overlay, heatmap, the JSON record)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .config import PipelineConfig
+from .errors import PnpOvssError
+from .presence import Presence
+from .visualize import overlay_image
+
+
+@dataclass
+class SegmentationResult:
+    """Output for one image. ``labels`` index into ``classes`` (background first when enabled)."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    """(K, h, w) per-label score maps after blur and normalisation (the CRF's input); (h, w) is the
+    image size, or the post-processing size of an image larger than ``postprocess_max_side``."""
+    classes: list[str]
+    image: np.ndarray
+    config: PipelineConfig
+    grid_maps: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+    """(C, gh, gw) combined GradCAM maps of the classes before post-processing."""
+    presence: Presence | None = None
+    """The presence decision over the candidate classes (None with ``keep_all``)."""
+
+    def __repr__(self) -> str:  # the arrays are megabytes: name their shapes, not their values
+        h, w = self.labels.shape
+        return f"SegmentationResult({w}x{h} image, classes={self.classes}, fractions={{{', '.join(f'{k!r}: {v:.3f}' for k, v in self.fractions().items())}}})"
+
+    def fractions(self) -> dict[str, float]:
+        counts = np.bincount(self.labels.ravel(), minlength=len(self.classes))
+        return {name: float(c) / self.labels.size for name, c in zip(self.classes, counts)}
+
+    def overlay(self, alpha: float = 0.5) -> Image.Image:
+        """The image with label colours blended in and a legend underneath."""
+        return overlay_image(self.image, self.labels, self.classes, alpha=alpha,
+                             skip_first=self.config.background)
+
+    def heatmap(self, name: str) -> Image.Image:
+        """One label's score map drawn over the image (pytorch-grad-cam's colour-map overlay)."""
+        from pytorch_grad_cam.utils.image import show_cam_on_image
+
+        if name not in self.classes:
+            raise PnpOvssError(f"no class {name!r}; classes are {', '.join(self.classes)}")
+        cam = self.scores[self.classes.index(name)]
+        if cam.shape != self.labels.shape:  # scores of a large image stay at the post-processing size
+            size = self.labels.shape[::-1]
+            cam = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
+        return Image.fromarray(show_cam_on_image(self.image.astype(np.float32) / 255.0, cam, use_rgb=True))
+
+    def to_json(self, image: str, model: str, candidates: Sequence[str], keep_all: bool) -> dict[str, Any]:
+        """The record ``pnpovss segment`` writes as NAME.json (the demo's download is the same)."""
+        return {
+            "image": image,
+            "model": model,
+            "candidates": list(candidates),
+            "keep_all": keep_all,
+            "classes": self.classes,
+            "presence": None if self.presence is None else self.presence.to_json(),
+            "presence_notes": [] if self.presence is None else self.presence.notes,
+            "size": list(self.labels.shape),
+            "fractions": self.fractions(),
+            "config": self.config.to_dict(),
+        }
