@@ -168,7 +168,7 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     from .config import load_preset, parse_assignments
     from .distributed import from_env, process_device, shutdown
     from .fileio import MAX_PIXELS
-    from .outputs import check_writable_dir, remove_stale_temps
+    from .outputs import remove_stale_temps
     from .pipeline import Segmenter, parse_classes, resolve_device
 
     if (classes is None) == (vocab is None):
@@ -199,7 +199,7 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     try:
         runner.check_same_inputs(paths, ctx)
         kept = {} if skip_bad else runner.check_images(job, ctx)  # bad input fails before the model loads
-        check_writable_dir(job.out, f"--out {job.out}")
+        runner.check_out_dir(job.out, ctx)
         source = model or DEFAULT_MODEL
         if ctx.is_main:
             click.echo(f"loading {source} ...", err=True)

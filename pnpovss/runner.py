@@ -38,7 +38,7 @@ import torch
 from .distributed import DistContext
 from .errors import ImageLoadError, PnpOvssError
 from .fileio import MAX_PIXELS, atomic_write_text, load_image
-from .outputs import file_digest, is_done, write_result
+from .outputs import check_writable_dir, file_digest, is_done, write_result
 
 log = logging.getLogger(__name__)
 SUMMARY_NAME = "pnpovss_run.json"
@@ -132,6 +132,37 @@ def check_images(job: FolderJob, dist: DistContext) -> dict[Path, Any]:
     if errors:
         raise ImageLoadError(errors[0][1])
     return kept
+
+
+def check_out_dir(out: Path, dist: DistContext) -> None:
+    """``--out`` must be writable before the model loads. One process: the check creates nothing
+    that stays. Under torchrun the processes must not check at once (one would remove the
+    directory it created while another writes its test file there): the main process checks
+    first, then every process creates the directory (kept) and checks it on its own machine."""
+    what = f"--out {out}"
+    if not dist.enabled:
+        check_writable_dir(out, what)
+        return
+
+    def error_of(check: Callable[[], None]) -> str | None:
+        try:
+            check()
+        except PnpOvssError as exc:
+            return str(exc)
+        return None
+
+    def create_and_check() -> None:
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PnpOvssError(f"{what}: cannot create {out} ({exc.strerror or type(exc).__name__}); "
+                               "choose another location") from None
+        check_writable_dir(out, what)
+
+    for check in (lambda: check_writable_dir(out, what) if dist.is_main else None, create_and_check):
+        errors = [e for e in dist.gather(error_of(check)) if e]
+        if errors:
+            raise PnpOvssError(errors[0])
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -335,5 +366,5 @@ def _segment(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Path, dict[s
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["FolderJob", "RunSummary", "SUMMARY_NAME", "check_images", "check_same_inputs", "check_summary_name",
-           "run"]
+__all__ = ["FolderJob", "RunSummary", "SUMMARY_NAME", "check_images", "check_out_dir", "check_same_inputs",
+           "check_summary_name", "run"]

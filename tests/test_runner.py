@@ -19,6 +19,7 @@ from PIL import Image
 from pnpovss import runner
 from pnpovss.cli import expand_inputs, main
 from pnpovss.distributed import DistContext
+from pnpovss.errors import PnpOvssError
 
 TOY = ["--model", "toy", "--vocab", "toyworld", "--batch-size", "1"]
 
@@ -76,6 +77,19 @@ def test_each_rank_writes_exactly_its_share_and_together_they_equal_one_process(
         assert set(units(two)) - before == {p.stem for p in paths[rank::2]}
         assert summary.segmented == len(paths[rank::2]) and summary.processes == 2
     assert units(two) == units(one) and len(units(one)) == 5
+
+
+def test_out_check_leaves_nothing_alone_and_keeps_the_directory_under_torchrun(tmp_path, monkeypatch):
+    """Under torchrun the processes must not create and remove --out at the same time (a run once
+    failed so): there the main process checks first and the directory is then created and kept."""
+    runner.check_out_dir(tmp_path / "a" / "out", DistContext())
+    assert not (tmp_path / "a").exists()
+    monkeypatch.setattr(DistContext, "gather", lambda self, obj: [obj])
+    runner.check_out_dir(tmp_path / "b" / "out", DistContext(1, 2, 1))
+    assert (tmp_path / "b" / "out").is_dir() and not list((tmp_path / "b" / "out").iterdir())
+    (tmp_path / "file").write_text("")
+    with pytest.raises(PnpOvssError, match="--out .*file/out: cannot"):
+        runner.check_out_dir(tmp_path / "file" / "out", DistContext(0, 2, 0))
 
 
 def test_workers_overlap_writes_the_same_files(toy_folder, tmp_path):
@@ -170,7 +184,8 @@ def test_interrupted_torchrun_run_resumes(toy_folder, tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
     _, stderr = proc.communicate()
     done = len(units(out))
-    assert ended is None and 3 <= done < 24, f"the kill came at {done} of 24 images (exit {ended}): {stderr[-2000:]}"
+    errors = [line for line in stderr.splitlines() if "Error" in line or "rror:" in line]
+    assert ended is None and 3 <= done < 24, f"the kill came at {done} of 24 images (exit {ended}): {errors[:10]}"
     assert not (out / runner.SUMMARY_NAME).exists()
     proc = torchrun([toy_folder, *TOY, "--out", out])
     _, stderr = finish(proc)
