@@ -86,43 +86,13 @@ def parse_batch_size(value: str) -> int | None:
     return size
 
 
-class _Decoded:
-    """Image paths seen as a sequence of decoded RGB arrays, decoded when sliced (one batch at a
-    time), with the run's pixel limit. The up-front check keeps the first image decoded, so a
-    single large image is decoded once."""
-
-    def __init__(self, paths: list[Path], max_pixels: int | None) -> None:
-        self.paths, self.max_pixels = paths, max_pixels
-        self._kept: dict[Path, Any] = {}
-        self._sizes: dict[Path, int] = {}
-
-    def check(self, path: Path) -> None:
-        from .fileio import load_image
-
-        rgb = load_image(path, max_pixels=self.max_pixels)
-        self._sizes[path] = rgb.shape[0] * rgb.shape[1]
-        if not self._kept:
-            self._kept[path] = rgb
-
-    def pixels(self, path: Path) -> int:
-        return self._sizes[path]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: slice) -> list:
-        from .fileio import load_image
-
-        return [self._kept.pop(p) if p in self._kept else load_image(p, max_pixels=self.max_pixels)
-                for p in self.paths[index]]
-
-
-def announce(seg: Any, device: str) -> dict[str, str]:
+def announce(seg: Any, device: str, quiet: bool = False) -> dict[str, str]:
     """Say once, on stderr, which device and precision run (``auto`` resolved); returns both for
     the output JSON."""
     precision = seg.precision()
     dev = str(seg.backbone.device)
-    click.echo(f"device: {dev}{' (auto)' if device == 'auto' else ''}, dtype: {precision.describe()}", err=True)
+    if not quiet:
+        click.echo(f"device: {dev}{' (auto)' if device == 'auto' else ''}, dtype: {precision.describe()}", err=True)
     return {"device": dev, "dtype": precision.name}
 
 
@@ -169,13 +139,18 @@ def main() -> None:
               help="Redo images whose outputs already exist with the same settings (they are skipped otherwise).")
 @click.option("--max-pixels", type=click.IntRange(min=0), default=None,
               help="Refuse images with more pixels (Pillow's decompression-bomb guard); 0 = no limit. [default: 178956970]")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes decoding the next images and post-processing (blur, CRF, PNG) finished ones while the "
+                   "model runs; 0: all in order in this process. Same files either way.")
+@click.option("--skip-bad", is_flag=True, default=False,
+              help="Skip unreadable images (listed with the reason in OUT/pnpovss_run.json) instead of stopping.")
 @_fail_cleanly
 def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, keep_all: bool, clip_name: str | None,
             out_dir: str, model: str | None, preset: str | None,
             image_size: int | None, layer: int | None, head: str | None, drop_iters: int | None,
             drop_k: int | None, halving: bool | None, threshold: float | None, background: bool | None,
             no_crf: bool, assignments: tuple[str, ...], device: str, dtype: str | None, batch_size: str,
-            overwrite: bool, max_pixels: int | None) -> None:
+            overwrite: bool, max_pixels: int | None, workers: int, skip_bad: bool) -> None:
     """Segment IMAGES (files, directories or globs) into the classes present among the candidates
     (--classes or --vocab).
 
@@ -183,14 +158,17 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     NAME.overlay.png and NAME.json (labels used, every candidate's presence score, config, pixel
     fraction per label) for each image into --out, the three as one unit. An image whose three files
     are already there from the same image content, model, candidates and settings is skipped, so an
-    interrupted run continues where it stopped when rerun.
-    """
-    from tqdm import tqdm
+    interrupted run continues where it stopped when rerun. OUT/pnpovss_run.json sums the run up.
 
+    Under `torchrun --nproc_per_node N -m pnpovss segment ...` each process segments every N-th
+    image into the same --out: the files equal a single-process run's.
+    """
+    from . import runner
     from .backbones import DEFAULT_MODEL
     from .config import load_preset, parse_assignments
-    from .fileio import MAX_PIXELS, load_image
-    from .outputs import check_writable_dir, file_digest, is_done, remove_stale_temps, write_result
+    from .distributed import from_env, process_device, shutdown
+    from .fileio import MAX_PIXELS
+    from .outputs import remove_stale_temps
     from .pipeline import Segmenter, parse_classes, resolve_device
 
     if (classes is None) == (vocab is None):
@@ -203,11 +181,10 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
         names = parse_classes(classes)
     settings = parse_assignments(assignments)
     paths = expand_inputs(images)
+    runner.check_summary_name(paths)
     limit = MAX_PIXELS if max_pixels is None else (max_pixels or None)
-    decoded = _Decoded(paths, limit)
-    for p in paths:  # fail on bad input before spending time on the model (the first one is kept)
-        decoded.check(p)
-    batch = parse_batch_size(batch_size)
+    job = runner.FolderJob(paths, names, Path(out_dir), keep_all, parse_batch_size(batch_size), workers, skip_bad,
+                           overwrite, limit)
     given = dict(image_size=image_size, layer=layer, drop_iters=drop_iters, drop_k=drop_k,
                  halving=halving, threshold=threshold, background=background, head=parse_head(head), dtype=dtype)
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None and v != "unset"}
@@ -218,39 +195,29 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     overrides = {**settings, **overrides}  # a named option wins over the same key given by --set
     if preset:
         load_preset(preset)  # a bad preset fails before the model loads
-    out = Path(out_dir)
-    check_writable_dir(out, f"--out {out}")
-    source = model or DEFAULT_MODEL
-    click.echo(f"loading {source} ...", err=True)
-    clip = None
-    if clip_name is not None:
-        from .reward import ClipScorer, load_clip
+    ctx = from_env(device)
+    try:
+        runner.check_same_inputs(paths, ctx)
+        kept = {} if skip_bad else runner.check_images(job, ctx)  # bad input fails before the model loads
+        runner.check_out_dir(job.out, ctx)
+        source = model or DEFAULT_MODEL
+        if ctx.is_main:
+            click.echo(f"loading {source} ...", err=True)
+        clip = None
+        if clip_name is not None:
+            from .reward import ClipScorer, load_clip
 
-        clip = ClipScorer(load_clip(clip_name, device=resolve_device(device)))
-    seg = Segmenter.from_pretrained(source, device=device, preset=preset, presence_clip=clip, **overrides)
-    ran = announce(seg, device)
-    remove_stale_temps(out)
-    settings_key = {"model": source, "candidates": names, "keep_all": keep_all, "config": seg.config.to_dict()}
-    keys = {p: {"image": str(p), "image_sha256": file_digest(p), **settings_key} for p in paths}
-    todo = paths if overwrite else [p for p in paths if not is_done(out, p.stem, keys[p])]
-    if len(todo) < len(paths):
-        click.echo(f"skipping {len(paths) - len(todo)} image(s) already segmented in {out} with these settings "
-                   "(--overwrite redoes them)", err=True)
-    paths = todo
-    bar = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr)
-    if len(paths) == 1 and decoded.pixels(paths[0]) > 4_000_000:  # no bar; ~10 s of work
-        click.echo(f"segmenting {paths[0]} ...", err=True)
-    done = 0
-    decoded.paths = paths
-    for results in seg.segment_stream(decoded, [names] * len(paths), batch, keep_all=keep_all):
-        chunk, done = paths[done : done + len(results)], done + len(results)
-        for path, res in zip(chunk, results):
-            meta = {**keys[path], **res.to_json(image=str(path), model=source, candidates=names, keep_all=keep_all),
-                    **ran}
-            write_result(out, path.stem, res.labels, res.overlay(), meta)
-        bar.update(len(chunk))
-    bar.close()
-    click.echo(f"wrote {3 * len(paths)} files to {out}", err=True)
+            clip = ClipScorer(load_clip(clip_name, device=resolve_device(process_device(device, ctx))))
+        seg = Segmenter.from_pretrained(source, device=process_device(device, ctx), preset=preset, presence_clip=clip,
+                                        **overrides)
+        ran = announce(seg, device, quiet=not ctx.is_main)
+        remove_stale_temps(job.out)
+        summary = runner.run(seg, job, ctx, model=source, ran=ran, kept=kept,
+                             echo=lambda line: click.echo(line, err=True))
+        if ctx.is_main:
+            click.echo(f"{summary.line()}\nwrote {3 * summary.segmented} files to {job.out}", err=True)
+    finally:
+        shutdown(ctx)
 
 
 # ------------------------------------------------------------------------------ eval / tune

@@ -54,6 +54,16 @@ class DistContext:
         if self.enabled:
             torch.distributed.barrier()
 
+    def gather(self, obj: object) -> list:
+        """``obj`` (any picklable value) of every process, in rank order; ``[obj]`` alone."""
+        if not self.enabled:
+            return [obj]
+        if torch.distributed.get_backend() == "nccl":
+            torch.cuda.set_device(self.local_rank)  # all_gather_object's tensors go to the current device
+        out: list = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
 
 def from_env(device: str = "cpu") -> DistContext:
     """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); a plain single

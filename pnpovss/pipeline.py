@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -173,6 +174,19 @@ class Segmenter:
     ) -> list[SegmentationResult]:
         """Several images in one forward/backward per pass. ``classes`` is one list for all images
         or one list per image (candidates, as in :meth:`segment`)."""
+        return [p.finish() for p in self.segment_batch_pending(images, classes, keep_all=keep_all, **overrides)]
+
+    def segment_batch_pending(
+        self,
+        images: Sequence[ImageInput],
+        classes: str | Sequence[str] | Sequence[Sequence[str]],
+        *,
+        keep_all: bool = False,
+        **overrides: Any,
+    ) -> list["PendingResult"]:
+        """:meth:`segment_batch` up to the network's output: each image's post-processing (blur,
+        CRF) is left to :meth:`PendingResult.finish`, which a worker process can run while the
+        network works on the next batch (:mod:`pnpovss.runner`)."""
         config = self.config.replace(**overrides) if overrides else self.config
         self.validate(config)
         if not len(images):
@@ -185,7 +199,7 @@ class Segmenter:
             per_image = [parse_classes(classes)] * len(images)  # type: ignore[arg-type]
         rgbs = [load_image(img) for img in images]
         pixels = self.backbone.preprocess(rgbs, self.image_size(config))
-        return self._finish(rgbs, pixels, self.encode(pixels, config), per_image, config, keep_all)
+        return self._finish(rgbs, pixels, self.encode(pixels, config), per_image, config, keep_all, defer=True)
 
     def segment_stream(
         self,
@@ -226,11 +240,19 @@ class Segmenter:
                                 lambda: precision.text_autocast(projections))
         return [m.float().cpu().numpy() for m in maps.class_maps]
 
-    def _finish(self, rgbs, pixels, embeds, classes, config, keep_all=True) -> list[SegmentationResult]:
+    def _finish(self, rgbs, pixels, embeds, classes, config, keep_all=True, defer=False) -> list:
+        """Results, or with ``defer`` :class:`PendingResult` s (finished already where the
+        recurrent presence check needed the labels)."""
         if keep_all:
-            return self._segment_known(rgbs, pixels, embeds, classes, config)
+            pending = self._pending_known(rgbs, pixels, embeds, classes, config)
+            return pending if defer else [p.finish() for p in pending]
         found = [detect(self.backbone, embeds[i : i + 1], names, config) for i, names in enumerate(classes)]
-        results = self._segment_known(rgbs, pixels, embeds, [p.kept for p in found], config)
+        pending = self._pending_known(rgbs, pixels, embeds, [p.kept for p in found], config)
+        for p, pres in zip(pending, found):
+            p.presence = pres
+        if not config.presence_rounds:
+            return pending if defer else [p.finish() for p in pending]
+        results = [p.finish() for p in pending]
         for _ in range(config.presence_rounds):  # the recurrent check: re-segment those whose set shrank
             redo = []
             for i, (res, pres) in enumerate(zip(results, found)):
@@ -255,10 +277,14 @@ class Segmenter:
                 results[i] = res
         for res, pres in zip(results, found):
             res.presence = pres
-        return results
+        return [PendingResult.of(r) for r in results] if defer else results
 
     def _segment_known(self, rgbs, pixels, embeds, classes, config) -> list[SegmentationResult]:
         """The PnP-OVSS pipeline with known class lists; an empty list gives an all-background image."""
+        return [p.finish() for p in self._pending_known(rgbs, pixels, embeds, classes, config)]
+
+    def _pending_known(self, rgbs, pixels, embeds, classes, config) -> list["PendingResult"]:
+        """:meth:`_segment_known` up to the class maps (the network's part)."""
         todo = [i for i, names in enumerate(classes) if names]
         maps: dict[int, np.ndarray] = {}
         if todo:
@@ -266,16 +292,42 @@ class Segmenter:
             sub = (pixels, embeds) if len(todo) == len(classes) else (pixels[index], embeds[index])
             maps = dict(zip(todo, self.class_grid_maps(*sub, [classes[i] for i in todo], config)))
         grid = self.backbone.grid(pixels.shape[-1])
-        results = []
+        pending = []
         for i, (rgb, names) in enumerate(zip(rgbs, classes)):
             cfg = config.for_caption(len(names))  # background_mode="reference" may add the channel
             label_names = ([BACKGROUND] if cfg.background else []) + list(names)
-            if i in maps:
-                gm = maps[i]
-                labels, scores = postprocess(gm, rgb, cfg)
-            else:  # nothing present (only reachable with a background channel)
-                gm = np.zeros((0, *grid), dtype=np.float32)
-                labels = np.zeros(rgb.shape[:2], dtype=np.int64)
-                scores = np.ones((1, *rgb.shape[:2]), dtype=np.float32)
-            results.append(SegmentationResult(labels, scores, label_names, rgb, cfg, gm))
-        return results
+            gm = maps[i] if i in maps else np.zeros((0, *grid), dtype=np.float32)
+            pending.append(PendingResult(rgb, label_names, cfg, gm, present=i in maps))
+        return pending
+
+
+@dataclass
+class PendingResult:
+    """One image's network output before its CPU post-processing: small and picklable (the image,
+    the (C, gh, gw) class maps, the settings), so a worker process can finish it."""
+
+    image: np.ndarray
+    classes: list[str]
+    config: PipelineConfig
+    grid_maps: np.ndarray
+    present: bool = True
+    """False: no class is present (only reachable with a background channel): all background."""
+    presence: Presence | None = None
+    result: SegmentationResult | None = None
+
+    @classmethod
+    def of(cls, res: SegmentationResult) -> "PendingResult":
+        """A result that is finished already."""
+        return cls(res.image, res.classes, res.config, res.grid_maps, presence=res.presence, result=res)
+
+    def finish(self) -> SegmentationResult:
+        """Upsampling, background, blur and CRF (:func:`~pnpovss.postprocess.postprocess`)."""
+        if self.result is None:
+            if self.present:
+                labels, scores = postprocess(self.grid_maps, self.image, self.config)
+            else:
+                labels = np.zeros(self.image.shape[:2], dtype=np.int64)
+                scores = np.ones((1, *self.image.shape[:2]), dtype=np.float32)
+            self.result = SegmentationResult(labels, scores, self.classes, self.image, self.config, self.grid_maps,
+                                             self.presence)
+        return self.result

@@ -29,7 +29,7 @@ def test_segment_writes_three_files_per_image(tiny_blip_dir, images, tmp_path):
               "--layer", 2, "--head", "0,1", "--drop-iters", 2, "--batch-size", 2)
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"im{i}.{kind}" for i in range(3) for kind in ("labels.png", "overlay.png", "json"))
+        [f"im{i}.{kind}" for i in range(3) for kind in ("labels.png", "overlay.png", "json")] + ["pnpovss_run.json"])
     meta = json.loads((out / "im1.json").read_text())
     assert meta["classes"] == ["background", "cat", "batman", "grass"]
     assert meta["config"]["head"] == [0, 1] and meta["config"]["drop_iters"] == 2
@@ -140,11 +140,13 @@ def test_rerun_skips_images_already_segmented_with_the_same_settings(tiny_blip_d
             "--head", 0]
     assert run(*base).exit_code == 0
     (out / "im1.json").unlink()  # as if the run had been stopped before image 1 was finished
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if not p.name.startswith("im1.")}
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name.startswith(("im0.", "im2."))}
     res = run(*base)
     assert res.exit_code == 0 and "skipping 2 image(s)" in res.output and "wrote 3 files" in res.output
     assert {n: (out / n).stat().st_mtime_ns for n in stamps} == stamps  # images 0 and 2 untouched
     assert (out / "im1.json").is_file()
+    assert json.loads((out / "pnpovss_run.json").read_text())["counts"] == {
+        "inputs": 3, "segmented": 1, "already_done": 2, "skipped": 0}
     res = run(*base, "--threshold", 0.3)  # other settings: everything is redone
     assert "skipping" not in res.output and json.loads((out / "im0.json").read_text())["config"]["threshold"] == 0.3
     res = run(*base, "--threshold", 0.3, "--overwrite")

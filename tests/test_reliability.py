@@ -131,7 +131,7 @@ def test_out_equal_to_input_directory_does_not_multiply(tiny_blip_dir, img):
     d = img.parent
     for _ in range(2):
         assert run(*seg_args(tiny_blip_dir, d, d, "--overwrite")).exit_code == 0
-    assert sorted(p.name for p in d.iterdir()) == ["a.json", "a.labels.png", "a.overlay.png", "a.png"]
+    assert sorted(p.name for p in d.iterdir()) == ["a.json", "a.labels.png", "a.overlay.png", "a.png", "pnpovss_run.json"]
 
 
 def test_existing_path_with_glob_characters(tiny_blip_dir, img, tmp_path):
@@ -191,7 +191,7 @@ def test_mixed_units_are_not_taken_as_done(tiny_blip_dir, img, tmp_path):
     from pnpovss.outputs import file_digest
 
     assert file_digest(out / "a.labels.png") == meta["sha256"]["labels"]
-    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.labels.png", "a.overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.labels.png", "a.overlay.png", "pnpovss_run.json"]
 
 
 def test_units_are_committed_under_the_directory_lock(tmp_path, monkeypatch):

@@ -1,0 +1,370 @@
+"""``pnpovss segment`` over many images: sharding under ``torchrun``, decoding and post-processing
+overlapped with the network, ``--skip-bad``, and the run summary ``OUT/pnpovss_run.json``.
+
+Sharding: every process expands the same inputs to the same sorted list and takes every N-th image
+(:meth:`~pnpovss.distributed.DistContext.shard`, as ``eval`` does). Each image's three files are
+written by the process that owns it with the atomic, content-keyed writes of :mod:`pnpovss.outputs`,
+so the output directory is the same file for file whatever the number of processes, and a rerun
+skips what any earlier run (of any size) finished.
+
+Overlap (``workers > 0``): a ``torch.utils.data.DataLoader`` with ``workers`` processes decodes the
+next images while the network runs, and a pool of ``workers`` processes finishes each batch
+(:meth:`~pnpovss.pipeline.PendingResult.finish`: upsampling, blur, CRF; then the overlay, PNG
+encoding and the write). Both run the same functions on the same inputs as the serial path
+(``workers=0``), so the files are identical.
+
+Progress: each process adds its finished images to a counter in torchrun's key-value store; the
+main process draws one bar from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import multiprocessing
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from .distributed import DistContext
+from .errors import ImageLoadError, PnpOvssError
+from .fileio import MAX_PIXELS, atomic_write_text, load_image
+from .outputs import check_writable_dir, file_digest, is_done, write_result
+
+log = logging.getLogger(__name__)
+SUMMARY_NAME = "pnpovss_run.json"
+_RUNS = itertools.count()
+"""Runs in this process so far: every process of a job counts the same, so the n-th run's store
+keys match across processes."""
+
+
+@dataclass
+class FolderJob:
+    """What to segment and how (the ``segment`` command's options that are not pipeline settings)."""
+
+    paths: list[Path]
+    classes: list[str]
+    out: Path
+    keep_all: bool = False
+    batch_size: int | None = None
+    """None: the first image alone, then batches sized to the memory it took."""
+    workers: int = 0
+    skip_bad: bool = False
+    overwrite: bool = False
+    max_pixels: int | None = MAX_PIXELS
+
+
+@dataclass
+class RunSummary:
+    """Counts over all processes; ``to_json`` is what ``OUT/pnpovss_run.json`` holds."""
+
+    inputs: int
+    segmented: int
+    already_done: int
+    skipped: list[dict[str, str]]
+    seconds: float
+    processes: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.segmented / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.settings, "processes": self.processes,
+                "counts": {"inputs": self.inputs, "segmented": self.segmented, "already_done": self.already_done,
+                           "skipped": len(self.skipped)},
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 4),
+                "skipped": self.skipped}
+
+    def line(self) -> str:
+        text = (f"segmented {self.segmented} image(s) in {self.seconds:.1f} s ({self.images_per_second:.2f} img/s, "
+                f"{self.processes} process{'es' if self.processes > 1 else ''})")
+        if self.already_done:
+            text += f"; {self.already_done} already done"
+        if self.skipped:
+            text += f"; skipped {len(self.skipped)} unreadable image(s), listed in {SUMMARY_NAME}"
+        return text
+
+
+# ------------------------------------------------------------------------------------ before the model
+def check_summary_name(paths: Sequence[Path]) -> None:
+    """An image named like the summary would overwrite it with its own NAME.json."""
+    for p in paths:
+        if p.stem + ".json" == SUMMARY_NAME:
+            raise PnpOvssError(f"{p}: its result {SUMMARY_NAME} would overwrite the run summary of the same name; "
+                               "rename the image")
+
+
+def check_same_inputs(paths: Sequence[Path], dist: DistContext) -> None:
+    """Every process must have expanded the inputs to the same list (a folder that differs between
+    machines would split the work wrongly)."""
+    digest = hashlib.sha1("\0".join(map(str, paths)).encode()).hexdigest()
+    if len(set(dist.gather(digest))) > 1:
+        raise PnpOvssError("the processes see different input images (a folder that differs between machines?); "
+                           "give every node the same inputs at the same paths")
+
+
+def check_images(job: FolderJob, dist: DistContext) -> dict[Path, Any]:
+    """Decode this process's share of the images before the model loads, so that a bad one stops
+    the whole run before anything is written (without ``--skip-bad``). Returns the first image
+    decoded, kept for its batch (a single large image is decoded once)."""
+    kept: dict[Path, Any] = {}
+    error = None
+    for p in dist.shard(job.paths):
+        try:
+            rgb = load_image(p, max_pixels=job.max_pixels)
+        except ImageLoadError as exc:
+            error = (job.paths.index(p), str(exc))
+            break
+        if not kept:
+            kept[p] = rgb
+    errors = sorted(e for e in dist.gather(error) if e is not None)
+    if errors:
+        raise ImageLoadError(errors[0][1])
+    return kept
+
+
+def check_out_dir(out: Path, dist: DistContext) -> None:
+    """``--out`` must be writable before the model loads. One process: the check creates nothing
+    that stays. Under torchrun the processes must not check at once (one would remove the
+    directory it created while another writes its test file there): the main process checks
+    first, then every process creates the directory (kept) and checks it on its own machine."""
+    what = f"--out {out}"
+    if not dist.enabled:
+        check_writable_dir(out, what)
+        return
+
+    def error_of(check: Callable[[], None]) -> str | None:
+        try:
+            check()
+        except PnpOvssError as exc:
+            return str(exc)
+        return None
+
+    def create_and_check() -> None:
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PnpOvssError(f"{what}: cannot create {out} ({exc.strerror or type(exc).__name__}); "
+                               "choose another location") from None
+        check_writable_dir(out, what)
+
+    for check in (lambda: check_writable_dir(out, what) if dist.is_main else None, create_and_check):
+        errors = [e for e in dist.gather(error_of(check)) if e]
+        if errors:
+            raise PnpOvssError(errors[0])
+
+
+# ------------------------------------------------------------------------------------ the run
+class _Images(torch.utils.data.Dataset):
+    """Decoded images of ``paths`` as ``(position, rgb, None)``, or ``(position, None, reason)``
+    for one that cannot be read."""
+
+    def __init__(self, paths: Sequence[Path], max_pixels: int | None, kept: dict[Path, Any]) -> None:
+        self.paths, self.max_pixels, self.kept = list(paths), max_pixels, kept
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, str | None]:
+        p = self.paths[i]
+        if p in self.kept:
+            return i, self.kept.pop(p), None
+        try:
+            return i, load_image(p, max_pixels=self.max_pixels), None
+        except ImageLoadError as exc:
+            return i, None, str(exc)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # the main process's network has the cores' threads
+
+
+def _context() -> Any:
+    """fork where the platform has it: workers start at once and share the imported modules
+    (they never touch a GPU)."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def finish_and_write(pending: Any, out: Path, stem: str, meta: dict[str, Any], image: str, model: str,
+                     classes: list[str], keep_all: bool, ran: dict[str, str]) -> None:
+    """Post-process one image and write its three files (runs in a worker process or inline)."""
+    res = pending.finish()
+    record = {**meta, **res.to_json(image=image, model=model, candidates=classes, keep_all=keep_all), **ran}
+    write_result(out, stem, res.labels, res.overlay(), record)
+
+
+class _Progress:
+    """Images finished over all processes: each adds its own to a counter in the job's store; the
+    main process polls it for its bar. Without a store (a plain process), the local count."""
+
+    def __init__(self, dist: DistContext, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.dist, self.total, self.mine = dist, total, 0
+        self.key = f"pnpovss/segment/{next(_RUNS)}"
+        self.store = None
+        if dist.enabled:
+            with contextlib.suppress(Exception):  # a private torch helper: fall back to local counts
+                self.store = torch.distributed.distributed_c10d._get_default_store()
+        self.bar = tqdm(total=total, unit="img", disable=not (enabled and dist.is_main and total >= 2),
+                        file=sys.stderr)
+
+    def add(self, n: int) -> None:
+        self.mine += n
+        count = self.store.add(self.key, n) if self.store is not None else self.mine
+        if self.dist.is_main:
+            self.bar.update(count - self.bar.n)
+
+    def finish(self) -> None:
+        """Say this process is done; the main process waits (drawing the bar) for the others."""
+        if self.store is not None:
+            self.store.add(self.key + "/finished", 1)
+            if self.dist.is_main:
+                while self.store.add(self.key + "/finished", 0) < self.dist.world_size:
+                    self.bar.update(self.store.add(self.key, 0) - self.bar.n)
+                    time.sleep(0.2)
+                self.bar.update(self.store.add(self.key, 0) - self.bar.n)
+            self.store = None  # hold no handle on torchrun's store past the run
+        self.bar.close()
+
+
+def run(seg: Any, job: FolderJob, dist: DistContext | None = None, *, model: str, ran: dict[str, str] | None = None,
+        kept: dict[Path, Any] | None = None, progress: bool = True,
+        echo: Callable[[str], None] = log.warning) -> RunSummary:
+    """Segment this process's share of ``job.paths`` with ``seg`` and write the results into
+    ``job.out``; under torchrun every process calls this and all return the job's summary (the
+    main process also writes it to ``OUT/pnpovss_run.json``). ``model``: the model's name as
+    recorded in each NAME.json; ``ran``: the device and dtype that ran; ``echo``: where the main
+    process's notices go (the CLI passes its stderr; default: this module's logger)."""
+    dist, ran, kept = dist or DistContext(), ran or {}, kept or {}
+    start = time.perf_counter()
+    settings = {"model": model, "candidates": job.classes, "keep_all": job.keep_all, "config": seg.config.to_dict()}
+    mine = dist.shard(job.paths)
+    skipped: list[dict[str, str]] = []
+    keys: dict[Path, dict[str, Any]] = {}
+    for p in mine:
+        try:
+            keys[p] = {"image": str(p), "image_sha256": file_digest(p), **settings}
+        except OSError as exc:
+            reason = ImageLoadError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})")
+            if not job.skip_bad:
+                raise reason from None
+            skipped.append({"path": str(p), "reason": str(reason)})
+    readable = [p for p in mine if p in keys]
+    todo = readable if job.overwrite else [p for p in readable if not is_done(job.out, p.stem, keys[p])]
+    counts = dist.gather((len(todo), len(readable) - len(todo)))
+    total, done_before = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if done_before and dist.is_main:
+        echo(f"skipping {done_before} image(s) already segmented in {job.out} with these settings "
+             "(--overwrite redoes them)")
+    if total == 1 and dist.is_main and todo and kept.get(todo[0]) is not None and \
+            kept[todo[0]].shape[0] * kept[todo[0]].shape[1] > 4_000_000:  # no bar; ~10 s of work
+        echo(f"segmenting {todo[0]} ...")
+    bar = _Progress(dist, total, progress)
+    segmented = 0
+    try:
+        for position, error in _segment(seg, job, todo, keys, kept, model, ran, bar):
+            if error is not None:
+                skipped.append({"path": str(todo[position]), "reason": error})
+            else:
+                segmented += 1
+    except BaseException:
+        bar.bar.close()
+        raise
+    bar.finish()
+    parts = dist.gather((segmented, skipped, time.perf_counter() - start))
+    order = {str(p): i for i, p in enumerate(job.paths)}
+    summary = RunSummary(
+        inputs=len(job.paths), segmented=sum(s for s, _, _ in parts), already_done=done_before,
+        skipped=sorted((s for _, sk, _ in parts for s in sk), key=lambda s: order[s["path"]]),
+        seconds=max(t for _, _, t in parts), processes=dist.world_size,
+        settings={**settings, **ran, "batch_size": job.batch_size or "auto", "workers": job.workers,
+                  "skip_bad": job.skip_bad, "overwrite": job.overwrite})
+    if dist.is_main:
+        atomic_write_text(Path(job.out) / SUMMARY_NAME, json.dumps(summary.to_json(), indent=2) + "\n")
+    return summary
+
+
+def _segment(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Path, dict[str, Any]], kept: dict[Path, Any],
+             model: str, ran: dict[str, str], bar: _Progress) -> Iterator[tuple[int, str | None]]:
+    """Yield ``(position in todo, None)`` for each image written and ``(position, reason)`` for each
+    skipped, in batches: decoding ahead in DataLoader workers and post-processing in a pool when
+    ``job.workers`` > 0, else everything in this process, in order."""
+    from .batching import PeakMemory, auto_batch_size
+
+    if not todo:
+        return
+    loader = torch.utils.data.DataLoader(
+        _Images(todo, job.max_pixels, kept), batch_size=None, shuffle=False, collate_fn=_as_is,
+        num_workers=job.workers, multiprocessing_context=_context() if job.workers else None)
+    pool = ProcessPoolExecutor(job.workers, mp_context=_context(), initializer=_worker_init) if job.workers else None
+    running: deque[tuple[list[int], list[Future]]] = deque()
+    size, sizing = job.batch_size or 1, job.batch_size is None
+    batch: list[tuple[int, Any]] = []
+
+    def flush() -> Iterator[tuple[int, str | None]]:
+        nonlocal size, sizing, batch
+        chunk, batch = batch, []
+        with PeakMemory(seg.backbone.device) if sizing else contextlib.nullcontext() as peak:
+            pending = seg.segment_batch_pending([rgb for _, rgb in chunk], [job.classes] * len(chunk),
+                                                keep_all=job.keep_all)
+        if sizing:
+            size, sizing = auto_batch_size(seg.backbone.device, peak.bytes), False
+        jobs = []
+        for (i, _), p in zip(chunk, pending):
+            path = todo[i]
+            args = (p, job.out, path.stem, keys[path], str(path), model, job.classes, job.keep_all, ran)
+            if pool is None:
+                finish_and_write(*args)
+            else:
+                jobs.append(pool.submit(finish_and_write, *args))
+        running.append(([i for i, _ in chunk], jobs))
+        while running and (pool is None or len(running) > 2 or all(f.done() for f in running[0][1])):
+            yield from collect()
+
+    def collect() -> Iterator[tuple[int, str | None]]:
+        positions, futures = running.popleft()
+        for f in futures:
+            f.result()  # a worker's exception surfaces here
+        bar.add(len(positions))
+        for i in positions:
+            yield i, None
+
+    try:
+        for i, rgb, error in loader:
+            if error is not None:
+                if not job.skip_bad:
+                    raise ImageLoadError(error)
+                bar.add(1)
+                yield i, error
+                continue
+            batch.append((i, rgb))
+            if len(batch) >= size:
+                yield from flush()
+        if batch:
+            yield from flush()
+        while running:
+            yield from collect()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+__all__ = ["FolderJob", "RunSummary", "SUMMARY_NAME", "check_images", "check_out_dir", "check_same_inputs",
+           "check_summary_name", "run"]
