@@ -322,9 +322,11 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
     from .metrics import iou_table
 
     if json_out:
+        from .distributed import env_is_main
         from .outputs import check_writable_dir
 
-        check_writable_dir(Path(json_out).parent, f"--json {json_out}")  # before the evaluation, not after it
+        if env_is_main():  # only rank 0 writes the JSON
+            check_writable_dir(Path(json_out).parent, f"--json {json_out}")  # before the evaluation, not after it
         if Path(json_out).is_dir():
             raise PnpOvssError(f"--json {json_out} is a directory; name a file")
     batch = parse_batch_size(batch_size)
@@ -402,7 +404,10 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
     all_classes = _protocol(labels, all_classes) == "all"
     if labels == "detect":
         raise PnpOvssError("tune --labels takes gt or all; to tune the presence stage use --reward tags")
-    check_writable_dir(Path(out_dir), f"--out {out_dir}")  # before the model and the maps, not after them
+    from .distributed import env_is_main
+
+    if env_is_main():  # only rank 0 writes the run
+        check_writable_dir(Path(out_dir), f"--out {out_dir}")  # before the model and the maps, not after them
     ctx = from_env(device)
     try:
         wseed = seed if world_seed is None else world_seed

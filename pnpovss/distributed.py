@@ -65,6 +65,13 @@ class DistContext:
         return out
 
 
+def env_is_main() -> bool:
+    """Whether this process is torchrun's rank 0 (or runs alone), readable before the process group
+    starts: checks that create and remove test files must run in one process only, or one removes
+    the directory another is writing its test file in."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def from_env(device: str = "cpu") -> DistContext:
     """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); a plain single
     process when WORLD_SIZE is absent or 1."""
