@@ -167,17 +167,17 @@ def test_torchrun_two_processes_equal_one_process(toy_folder, tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_torchrun_run_resumes(toy_folder, tmp_path):
-    """Two processes killed (SIGKILL, as a crash) once some images are written; the same command
+    """Two processes killed (SIGKILL, as a crash) once an image is written; the same command
     again segments only the rest, and the directory then equals a single-process run. Slow: two
     torchrun launches (~40 s on 2 shared cores)."""
     from pnpovss.toyworld.world import make_sample
 
-    for i in range(8, 24):  # more images: a wider window to interrupt in
+    for i in range(8, 40):  # more images: a window of seconds to interrupt in, even on a loaded machine
         Image.fromarray(make_sample(3, i).image).save(toy_folder / f"img{i}.png")
     out = tmp_path / "out"
     proc = torchrun([toy_folder, *TOY, "--out", out])
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None and len(list(out.glob("img*.json"))) < 3:
+    while time.monotonic() < deadline and proc.poll() is None and len(list(out.glob("img*.json"))) < 1:
         time.sleep(0.02)
     ended = proc.poll()
     with contextlib.suppress(ProcessLookupError):
@@ -185,13 +185,13 @@ def test_interrupted_torchrun_run_resumes(toy_folder, tmp_path):
     _, stderr = proc.communicate()
     done = len(units(out))
     errors = [line for line in stderr.splitlines() if "Error" in line or "rror:" in line]
-    assert ended is None and 3 <= done < 24, f"the kill came at {done} of 24 images (exit {ended}): {errors[:10]}"
+    assert ended is None and 1 <= done < 40, f"the kill came at {done} of 40 images (exit {ended}): {errors[:10]}"
     assert not (out / runner.SUMMARY_NAME).exists()
     proc = torchrun([toy_folder, *TOY, "--out", out])
     _, stderr = finish(proc)
     assert proc.returncode == 0, stderr[-3000:]
     summary = json.loads((out / runner.SUMMARY_NAME).read_text())
-    assert summary["counts"]["already_done"] >= done and summary["counts"]["segmented"] == 24 - summary["counts"]["already_done"]
+    assert summary["counts"]["already_done"] >= done and summary["counts"]["segmented"] == 40 - summary["counts"]["already_done"]
     assert f"skipping {summary['counts']['already_done']} image(s)" in stderr
     single = tmp_path / "single"
     assert run("segment", toy_folder, *TOY, "--out", single).exit_code == 0
