@@ -10,13 +10,15 @@ per image. A trial is then thresholding + CLIP forwards of the masked images.
 
 Salience DropOut in the search. The reference search (``Search()`` in the authors'
 ``pnp_get_attention_textloc_weaklysupervised_search*.py``) scores configurations on single-pass
-maps (``drop_iter=1``) and keeps DropOut for the final run. We do the same by default: unless the
-space contains ``drop_iters``, trials use single-pass maps straight from the cache, and the preset
-written keeps the base configuration's DropOut (default T=4, k=10). When the space does contain
-DropOut parameters, a trial with ``drop_iters > 1`` runs the real DropOut passes for each image
+maps (``drop_iter=1``) and keeps DropOut for the final run; so does a space without ``drop_iters``
+(``search/spaces/layer_head.json``, the earlier default): trials use single-pass maps straight from
+the cache, and the preset written keeps the base configuration's DropOut. The default space
+searches DropOut (off, or T = 4 with k = 5 or 10) and the saliency kind (both kinds come from the
+cache's one forward/backward), because the toy world shows they matter most. A trial with
+``drop_iters > 1`` runs the real DropOut passes for each image
 ((T-1) vision encodes + T forward/backward passes of its layer) and memoises the result per
-(image, layer, head, DropOut settings) in memory: the first trial of a new combination costs about
-one pipeline run per image, repeats are free.
+(image, saliency, layer, head, DropOut settings) in memory: the first trial of a new combination
+costs about one pipeline run per image, repeats are free.
 
 Resume. Every finished trial is appended to ``OUT/trace.jsonl`` (one ``write`` + flush + fsync
 per line). Proposals come from gradient-free-optimizers' ask/tell ``RandomSearchOptimizer``
