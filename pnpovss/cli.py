@@ -360,7 +360,8 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
 @click.option("--iters", type=click.IntRange(min=1), default=34, show_default=True,
               help="Trials, trial 0 being the base configuration.")
 @click.option("--space", type=click.Path(dir_okay=False), default=None,
-              help="Search-space JSON. [default: every layer, every head and their mean, threshold 0.05..0.5]")
+              help="Search-space JSON. [default: saliency, every layer, every head and their mean, threshold "
+                   "0.05..0.5, DropOut off or T=4 with k 5/10: search/spaces/default.json]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random search (and of the toy world).")
 @click.option("--world-seed", type=int, default=None, help="Toy-world seed when it should differ from --seed.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="tune-out", show_default=True,
@@ -369,8 +370,10 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
               help="open_clip model name, local open_clip directory, or 'toy'. [default: ViT-L-14-336; toyworld: toy]")
 @click.option("--clip-pretrained", default="openai", show_default=True, help="Pretrained tag or weights file for --clip NAME.")
 @click.option("--clip-template", default=None, help="CLIP prompt, e.g. 'a photo of a {}'. [default: the bare class name]")
-@click.option("--reward", type=click.Choice(["binary", "continuous", "tags"]), default="binary", show_default=True,
-              help="binary: the paper's win count; continuous: mean probability gain over the full class list; "
+@click.option("--reward", type=click.Choice(["contrast", "binary", "continuous", "tags"]), default="contrast", show_default=True,
+              help="contrast: log p(class inside its segment) - log p(class outside it) on the trial's own "
+                   "segmentation (pnpovss.reward_region; the default, measured in search/runs/toyworld); "
+                   "binary: the paper's win count; continuous: mean probability gain over the full class list; "
                    "tags: tune the class-presence stage (presence_threshold) by per-image tag F1 against the "
                    "image-level labels (no CLIP; default space search/spaces/presence.json).")
 @click.option("--reward-mask", type=click.Choice(["reference", "half"]), default="reference", show_default=True,
@@ -389,7 +392,7 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
          space: str | None, seed: int,
          world_seed: int | None, out_dir: str, clip_name: str | None, clip_pretrained: str,
          clip_template: str | None, reward: str, reward_mask: str, cache_dir: str | None, min_z: float) -> None:
-    """Label-free random search of layer, head and threshold with the CLIP masked-vs-blank reward.
+    """Label-free random search of saliency, layer, head, threshold and DropOut with a CLIP reward.
 
     Writes OUT/trace.jsonl (one line per finished trial), OUT/best.json (best so far; a preset for
     `segment --preset` and `eval --preset`). An interrupted run restarted with the same command
@@ -429,7 +432,8 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
             clip = load_clip(clip_source, clip_pretrained, device=str(seg.backbone.device))  # "auto" resolved
             template = clip_template or ds.clip_template or "{}"
             evaluator = RewardEvaluator(seg, ds, indices, ClipScorer(clip, template=template),
-                                        all_classes=all_classes, cache_dir=cache_dir, dist=ctx, mask_rule=reward_mask)
+                                        all_classes=all_classes, cache_dir=cache_dir, dist=ctx, mask_rule=reward_mask,
+                                        contrast=reward == "contrast")
             run_info.update(clip=clip.source, clip_template=template)
         best = run_search(evaluator, space_obj, iters=iters, seed=seed, out_dir=out_dir, reward=reward,
                           min_z=min_z, run_info=run_info)

@@ -10,13 +10,15 @@ per image. A trial is then thresholding + CLIP forwards of the masked images.
 
 Salience DropOut in the search. The reference search (``Search()`` in the authors'
 ``pnp_get_attention_textloc_weaklysupervised_search*.py``) scores configurations on single-pass
-maps (``drop_iter=1``) and keeps DropOut for the final run. We do the same by default: unless the
-space contains ``drop_iters``, trials use single-pass maps straight from the cache, and the preset
-written keeps the base configuration's DropOut (default T=4, k=10). When the space does contain
-DropOut parameters, a trial with ``drop_iters > 1`` runs the real DropOut passes for each image
+maps (``drop_iter=1``) and keeps DropOut for the final run; so does a space without ``drop_iters``
+(``search/spaces/layer_head.json``, the earlier default): trials use single-pass maps straight from
+the cache, and the preset written keeps the base configuration's DropOut. The default space
+searches DropOut (off, or T = 4 with k = 5 or 10) and the saliency kind (both kinds come from the
+cache's one forward/backward), because the toy world shows they matter most. A trial with
+``drop_iters > 1`` runs the real DropOut passes for each image
 ((T-1) vision encodes + T forward/backward passes of its layer) and memoises the result per
-(image, layer, head, DropOut settings) in memory: the first trial of a new combination costs about
-one pipeline run per image, repeats are free.
+(image, saliency, layer, head, DropOut settings) in memory: the first trial of a new combination
+costs about one pipeline run per image, repeats are free.
 
 Resume. Every finished trial is appended to ``OUT/trace.jsonl`` (one ``write`` + flush + fsync
 per line). Proposals come from gradient-free-optimizers' ask/tell ``RandomSearchOptimizer``
@@ -59,20 +61,30 @@ from .errors import ConfigError, PnpOvssError
 from .gradcam import head_cams, layer_attention_and_grad
 from .fileio import atomic_write_text
 from .pipeline import Segmenter
+from .postprocess import postprocess
 from .reward import MASK_RULES, MASK_SIGMA, REWARD_VERSION, REWARDS, ClipScorer, image_rewards, reward_masks
+from .reward_region import CONTRAST, TRIAL_CRF, image_contrast, segment_masks
 
 DEFAULT_THRESHOLDS = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
-DEFAULT_SPACE: dict[str, Any] = {"layer": "each", "head": "each+mean", "threshold": DEFAULT_THRESHOLDS}
-"""Every layer, every single head and the mean of all heads (BridgeTower's default and the toy
-model's are head means, and trial 0 must lie in the space), thresholds 0.05..0.5
-(``search/spaces/default.json``)."""
-MAP_PARAMS = ("layer", "head", "drop_iters", "drop_k", "halving", "drop_mode", "count_first_twice")
-"""Parameters that change the class maps."""
+LAYER_HEAD_SPACE: dict[str, Any] = {"layer": "each", "head": "each+mean", "threshold": DEFAULT_THRESHOLDS}
+"""The earlier default (``search/spaces/layer_head.json``): every layer, every single head and the
+mean of all heads (BridgeTower's default and the toy model's are head means, and trial 0 must lie in
+the space), thresholds 0.05..0.5; single-pass trials, the preset keeps the base DropOut."""
+DEFAULT_SPACE: dict[str, Any] = {"saliency": ["gradcam", "attention"], **LAYER_HEAD_SPACE,
+                                 "drop_iters": [1, 4], "drop_k": [5, 10]}
+"""Also the saliency kind and Salience DropOut (off, or T = 4 with k = 5 or 10), which the toy world
+shows matter most (``search/spaces/default.json``; measured in ``search/runs/toyworld``). DropOut
+trials run the real passes (about one pipeline run per image for each new combination)."""
+MAP_PARAMS = ("layer", "head", "drop_iters", "drop_k", "halving", "drop_mode", "count_first_twice", "saliency")
+"""Parameters that change the class maps (``saliency``: both kinds come from the cache's one
+forward/backward)."""
 MASK_PARAMS = ("threshold", "blur_sigma")
 """Parameters that change the reward's masks (``blur_sigma``, when searched, replaces the 0.04)."""
 DEFAULT_MIN_Z = 0.0
 """Significance a challenger needs over the base configuration (see :func:`run_search`)."""
 DROPOUT_PARAMS = ("drop_iters", "drop_k", "halving", "drop_mode", "count_first_twice")
+SALIENCIES = ("gradcam", "attention")
+"""Saliency kinds the map cache keeps for every image (one forward/backward gives both)."""
 TRACE_FILE, BEST_FILE, RUN_FILE = "trace.jsonl", "best.json", "run.json"
 TRACE_FORMAT = 2
 """2: every trial records ``z`` (paired z-score against trial 0)."""
@@ -179,6 +191,9 @@ def load_space(spec: str | os.PathLike[str] | Mapping[str, Any] | None, backbone
             except ConfigError as exc:
                 raise ConfigError(f"space: {exc}") from None
             backbone.check_config(cfg)
+        if spec is None:  # the default space always holds the base configuration (trial 0)
+            own = _canon(base.to_dict()[name])
+            vals = vals if own in vals else [*vals, own]
         values[name] = vals
     orphans = [n for n in DROPOUT_PARAMS if n in values and n != "drop_iters"]
     if orphans and "drop_iters" not in values:
@@ -205,18 +220,25 @@ class LayerHeadMaps:
         return sel.mean(axis=0).reshape(-1, *self.grid)
 
 
-def layer_head_maps(backbone: Backbone, embeds: torch.Tensor, text: Any, saliency: str, grid: tuple[int, int]) -> LayerHeadMaps:
-    """One forward + one backward for all layers of one image (batch of 1) -> :class:`LayerHeadMaps`."""
+def layer_head_maps(backbone: Backbone, embeds: torch.Tensor, text: Any, saliency: str, grid: tuple[int, int],
+                    also: Sequence[str] = ()) -> LayerHeadMaps | dict[str, LayerHeadMaps]:
+    """One forward + one backward for all layers of one image (batch of 1) -> :class:`LayerHeadMaps`.
+    With ``also`` (other saliency kinds), a dict saliency -> maps from the same forward/backward."""
     layers = list(range(1, backbone.num_layers + 1))
-    out = layer_attention_and_grad(backbone, embeds, text, layers, with_grad=saliency == "gradcam")
-    per_layer = []
-    for layer in layers:
-        cam = head_cams(*out[layer])[0]
-        per_layer.append(torch.stack([cam[:, pos].mean(dim=1) for pos in text.class_tokens[0]], dim=1))
-    maps = torch.stack(per_layer).float().cpu().numpy()  # (L, H, C, P)
-    scales = maps.max(axis=-1).astype(np.float32)
-    safe = np.where(scales > 0, scales, 1.0)
-    return LayerHeadMaps((maps / safe[..., None]).astype(np.float16), scales, grid)
+    kinds = [saliency, *[k for k in also if k != saliency]]
+    out = layer_attention_and_grad(backbone, embeds, text, layers, with_grad="gradcam" in kinds)
+    result = {}
+    for kind in kinds:
+        per_layer = []
+        for layer in layers:
+            attn, grad = out[layer]
+            cam = head_cams(attn, grad if kind == "gradcam" else None)[0]
+            per_layer.append(torch.stack([cam[:, pos].mean(dim=1) for pos in text.class_tokens[0]], dim=1))
+        maps = torch.stack(per_layer).float().cpu().numpy()  # (L, H, C, P)
+        scales = maps.max(axis=-1).astype(np.float32)
+        safe = np.where(scales > 0, scales, 1.0)
+        result[kind] = LayerHeadMaps((maps / safe[..., None]).astype(np.float16), scales, grid)
+    return result if also else result[saliency]
 
 
 def model_fingerprint(backbone: Backbone) -> str:
@@ -237,6 +259,8 @@ class MapCache:
         self.base = base
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._maps: dict[int, LayerHeadMaps] = {}
+        self._other: dict[tuple[int, str], LayerHeadMaps] = {}
+        """Maps of the saliency kinds other than the base's, from the same forward/backward."""
         self._dropout: dict[tuple, np.ndarray] = {}
         self._fingerprint = model_fingerprint(segmenter.backbone)
 
@@ -256,25 +280,32 @@ class MapCache:
     def add(self, index: int, image: np.ndarray, names: Sequence[str]) -> None:
         """Compute (or read from disk) the layer/head maps of image ``index``."""
         path = self._disk_path(image, names)
+        others = [k for k in SALIENCIES if k != self.base.saliency]
         if path is not None and path.is_file():
             try:
                 with np.load(path) as z:
-                    self._maps[index] = LayerHeadMaps(z["cams"], z["scales"], tuple(int(g) for g in z["grid"]))
+                    grid = tuple(int(g) for g in z["grid"])
+                    loaded = {k: LayerHeadMaps(z[f"cams_{k}"], z[f"scales_{k}"], grid) for k in others}
+                    self._maps[index] = LayerHeadMaps(z["cams"], z["scales"], grid)
+                self._other.update({(index, k): m for k, m in loaded.items()})
                 return
             except (OSError, KeyError, ValueError):
-                pass  # unreadable cache entry: recompute and overwrite it
+                pass  # unreadable (or older, base-saliency-only) cache entry: recompute and overwrite it
         bb = self.seg.backbone
         pixels = bb.preprocess([image], self.seg.image_size(self.base))
         text = bb.build_text(self.base.prompt, [list(names)])
         with self.seg.precision(self.base).text_autocast(bb.image_projections()):
-            maps = layer_head_maps(bb, self.seg.encode(pixels, self.base), text, self.base.saliency,
-                                   bb.grid(pixels.shape[-1]))
+            every = layer_head_maps(bb, self.seg.encode(pixels, self.base), text, self.base.saliency,
+                                    bb.grid(pixels.shape[-1]), also=others)
+        maps = every[self.base.saliency]
         self._maps[index] = maps
+        self._other.update({(index, k): every[k] for k in others})
         if path is not None:
             import io
 
             buf = io.BytesIO()
-            np.savez(buf, cams=maps.cams, scales=maps.scales, grid=np.asarray(maps.grid))
+            extra = {f"{n}_{k}": getattr(every[k], n) for k in others for n in ("cams", "scales")}
+            np.savez(buf, cams=maps.cams, scales=maps.scales, grid=np.asarray(maps.grid), **extra)
             from .fileio import atomic_write_bytes
 
             atomic_write_bytes(path, buf.getvalue())
@@ -284,8 +315,9 @@ class MapCache:
         """(C, gh, gw) maps of image ``index`` under ``config``; ``image`` is called only when DropOut
         passes must be run."""
         if config.drop_iters == 1:
-            return self._maps[index].class_maps(config.layer, config.heads_tuple())
-        key = (index, config.layer, config.heads_tuple(), *(getattr(config, k) for k in DROPOUT_PARAMS))
+            maps = self._maps[index] if config.saliency == self.base.saliency else self._other[(index, config.saliency)]
+            return maps.class_maps(config.layer, config.heads_tuple())
+        key = (index, config.saliency, config.layer, config.heads_tuple(), *(getattr(config, k) for k in DROPOUT_PARAMS))
         if key not in self._dropout:
             bb = self.seg.backbone
             pixels = bb.preprocess([image()], self.seg.image_size(config))
@@ -302,9 +334,12 @@ class RewardEvaluator:
 
     def __init__(self, segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], scorer: ClipScorer, *,
                  all_classes: bool = False, mask_sigma: float = MASK_SIGMA, cache_dir: str | None = None,
-                 dist: DistContext | None = None, mask_rule: str = MASK_RULES[0]) -> None:
+                 dist: DistContext | None = None, mask_rule: str = MASK_RULES[0], contrast: bool = False) -> None:
         if mask_rule not in MASK_RULES:
             raise PnpOvssError(f"reward mask rule must be one of {', '.join(MASK_RULES)}, got {mask_rule!r}")
+        self.contrast = contrast
+        if contrast:  # a third column; off by default, as it costs a second CLIP batch (the complements)
+            self.rewards = (*REWARDS, CONTRAST)
         self.seg, self.dataset, self.scorer = segmenter, dataset, scorer
         self.indices = list(indices)
         self.all_classes = all_classes
@@ -335,6 +370,8 @@ class RewardEvaluator:
             if labels:
                 self.cache.add(i, sample.image, entry["names"])
                 entry["clip"] = self.scorer.image_tensor(sample.image)
+                if self.contrast:  # segmented again by every trial
+                    entry["image"] = sample.image
             self._images[i] = entry
 
     def trial_config(self, params: Mapping[str, Any]) -> PipelineConfig:
@@ -343,10 +380,11 @@ class RewardEvaluator:
         return cfg if "drop_iters" in params else cfg.replace(drop_iters=1)
 
     def image_scores(self, params: Mapping[str, Any]) -> np.ndarray:
-        """(n_images, 2) float64 (binary, continuous) per image; rows of other processes are 0."""
+        """(n_images, len(rewards)) float64 (binary, continuous[, contrast]) per image; rows of other
+        processes are 0."""
         cfg = self.trial_config(params)
         sigma = cfg.blur_sigma if "blur_sigma" in params else self.mask_sigma
-        out = np.zeros((len(self.indices), 2), dtype=np.float64)
+        out = np.zeros((len(self.indices), len(self.rewards)), dtype=np.float64)
         for row, i in enumerate(self.indices):
             entry = self._images.get(i)
             if entry is None or not entry["labels"]:
@@ -355,7 +393,12 @@ class RewardEvaluator:
             rows = [entry["caption"].index(c) for c in entry["labels"]]
             masks = reward_masks(maps[rows], cfg.threshold, self.scorer.clip.image_size, sigma, self.mask_rule)
             emb = self.scorer.masked_embeddings(i, entry["clip"], masks)
-            out[row] = image_rewards(self.scorer, emb, [self._row[c] for c in entry["labels"]], self.text)
+            own = [self._row[c] for c in entry["labels"]]
+            out[row, :2] = image_rewards(self.scorer, emb, own, self.text)
+            if self.contrast:  # judged on the trial's own segmentation (pnpovss.reward_region)
+                labels, _ = postprocess(maps, entry["image"], cfg.replace(crf=TRIAL_CRF and cfg.crf))
+                seg = segment_masks(labels, rows, cfg.background, self.scorer.clip.image_size)
+                out[row, 2] = image_contrast(self.scorer, ("segment", i), entry["clip"], seg, own, self.text)
         return out
 
     def per_image(self, params: Mapping[str, Any]) -> np.ndarray:
@@ -366,12 +409,13 @@ class RewardEvaluator:
         return self.dist.all_reduce_sum(self.image_scores(params))
 
     def evaluate(self, params: Mapping[str, Any]) -> dict[str, float]:
-        """Both reward variants summed over all images."""
-        return totals(self.per_image(params))
+        """Every reward variant summed over all images."""
+        return totals(self.per_image(params), self.rewards)
 
     def run_info(self) -> dict[str, Any]:
         """What else defines a run of this objective (recorded in ``run.json``)."""
-        return {"mask_sigma": self.mask_sigma, "mask_rule": self.mask_rule, "logit_scale": self.scorer.logit_scale}
+        info = {"mask_sigma": self.mask_sigma, "mask_rule": self.mask_rule, "logit_scale": self.scorer.logit_scale}
+        return {**info, "rewards": list(self.rewards)} if self.contrast else info
 
 
 def totals(per_image: np.ndarray, names: Sequence[str] = REWARDS) -> dict[str, float]:
@@ -597,5 +641,5 @@ class _SearchState:
         save_preset(self.out / BEST_FILE, config, **meta)
 
 
-__all__ = ["DEFAULT_SPACE", "LayerHeadMaps", "MapCache", "RewardEvaluator", "SearchSpace", "TraceLog",
+__all__ = ["DEFAULT_SPACE", "LAYER_HEAD_SPACE", "LayerHeadMaps", "MapCache", "RewardEvaluator", "SearchSpace", "TraceLog",
            "layer_head_maps", "load_space", "run_search"]

@@ -17,7 +17,7 @@ from pnpovss.cli import main
 from pnpovss.datasets import load_dataset
 from pnpovss.errors import PnpOvssError
 from pnpovss.reward import ClipScorer, load_clip
-from pnpovss.search import DEFAULT_SPACE, MapCache, RewardEvaluator, TraceLog, load_space, run_search
+from pnpovss.search import DEFAULT_SPACE, LAYER_HEAD_SPACE, MapCache, RewardEvaluator, TraceLog, load_space, run_search
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,15 +35,21 @@ def evaluator(segmenter, toy, tiny_clip_dir):
 
 
 def test_default_space_file_matches_code(segmenter):
-    shipped = json.loads((REPO / "search" / "spaces" / "default.json").read_text())
-    shipped.pop("_comment")
-    assert shipped == DEFAULT_SPACE
+    for name, code in (("default", DEFAULT_SPACE), ("layer_head", LAYER_HEAD_SPACE)):
+        shipped = json.loads((REPO / "search" / "spaces" / f"{name}.json").read_text())
+        shipped.pop("_comment")
+        assert shipped == code
     space = load_space(None, segmenter.backbone, segmenter.config)
     assert space.values["layer"] == [1, 2, 3] and space.values["head"] == [0, 1, None]
-    assert space.values["threshold"][0] == 0.05 and space.size == 3 * 3 * 10
+    assert space.values["saliency"] == ["gradcam", "attention"] and space.values["drop_iters"] == [1, 4]
+    assert space.values["threshold"][0] == 0.05 and space.size == 2 * 3 * 3 * 10 * 2 * 2
     mean_base = load_space(None, segmenter.backbone, segmenter.config.replace(head=None))
-    assert mean_base.encode({"layer": 2, "head": None, "threshold": 0.15})  # a head-mean base lies in it
+    assert mean_base.encode({"saliency": "gradcam", "layer": 2, "head": None, "threshold": 0.15, "drop_iters": 4,
+                             "drop_k": 10})  # a head-mean base lies in it
     assert load_space({"head": "each"}, segmenter.backbone, segmenter.config).values["head"] == [0, 1]
+    # a base outside the default grid (here DropOut T = 2, k = 3) is added to the default space, not refused
+    odd = load_space(None, segmenter.backbone, segmenter.config.replace(drop_iters=2, drop_k=3))
+    assert odd.values["drop_iters"] == [1, 4, 2] and odd.values["drop_k"] == [5, 10, 3]
 
 
 def test_space_files(segmenter, tmp_path):
@@ -85,6 +91,42 @@ def test_cached_maps_equal_pipeline_single_pass(segmenter, toy, tmp_path, monkey
     cfg = segmenter.config.replace(drop_iters=2, drop_k=3)
     ref = segmenter.class_grid_maps(pixels, bb.encode_image(pixels), [names], cfg)[0]
     np.testing.assert_allclose(cache.class_maps(0, cfg, lambda: sample.image, names), ref, rtol=1e-5, atol=1e-9)
+
+
+def test_cache_keeps_both_saliency_kinds(segmenter, toy, tmp_path, monkeypatch):
+    """One forward/backward fills GradCAM and attention maps; the disk copy keeps both."""
+    sample = toy[2]
+    names = [toy.classes[c] for c in toy.image_labels(sample.label)]
+    cache = MapCache(segmenter, segmenter.config, cache_dir=tmp_path)
+    cache.add(0, sample.image, names)
+    bb = segmenter.backbone
+    pixels = bb.preprocess([sample.image], segmenter.image_size())
+    for saliency in ("attention", "gradcam"):
+        cfg = segmenter.config.replace(layer=1, head=None, drop_iters=1, saliency=saliency)
+        ref = segmenter.class_grid_maps(pixels, bb.encode_image(pixels), [names], cfg)[0] / 2
+        got = cache.class_maps(0, cfg, lambda: sample.image, names)
+        np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-3 * float(np.abs(ref).max() + 1e-30))
+    monkeypatch.setattr("pnpovss.search.layer_head_maps", lambda *a, **k: pytest.fail("recomputed"))
+    again = MapCache(segmenter, segmenter.config, cache_dir=tmp_path)
+    again.add(1, sample.image, names)
+    cfg = segmenter.config.replace(drop_iters=1, saliency="attention")
+    np.testing.assert_array_equal(again.class_maps(1, cfg, lambda: sample.image, names),
+                                  cache.class_maps(0, cfg, lambda: sample.image, names))
+    # DropOut maps are memoised per saliency kind too
+    drop = segmenter.config.replace(drop_iters=2, drop_k=3)
+    assert not np.array_equal(cache.class_maps(0, drop.replace(saliency="attention"), lambda: sample.image, names),
+                              cache.class_maps(0, drop, lambda: sample.image, names))
+
+
+def test_contrast_column_scores_the_trial_segmentation(segmenter, toy, tiny_clip_dir):
+    ev = RewardEvaluator(segmenter, toy, range(len(toy)), ClipScorer(load_clip(str(tiny_clip_dir))), contrast=True)
+    params = {"layer": 2, "head": 1, "threshold": 0.15, "saliency": "attention"}
+    scores = ev.evaluate(params)
+    assert set(scores) == {"binary", "continuous", "contrast"} and ev.evaluate(params) == scores
+    assert ev.run_info()["rewards"] == ["binary", "continuous", "contrast"]
+    plain = RewardEvaluator(segmenter, toy, range(len(toy)), ev.scorer)
+    assert "rewards" not in plain.run_info()  # runs recorded before the contrast reward still resume
+    assert {k: plain.evaluate(params)[k] for k in ("binary", "continuous")} == {k: scores[k] for k in ("binary", "continuous")}
 
 
 def test_trial_config_uses_single_pass_unless_dropout_is_searched(evaluator):

@@ -1,34 +1,40 @@
 #!/usr/bin/env bash
 # The recorded toy-world tuning run (toy BLIP + toy CLIP, one CPU thread). From the repo root:
-#   bash search/runs/toyworld/run.sh          (9 min on a quiet machine; ~35 min on a 2-core machine shared
-#                                             with other jobs; most of it the reward-correlation bench)
-# Tune on world seed 1 (label-free: only image-level labels reach the reward), evaluate on the
-# held-out world seed 2 and on the tuning images themselves. Resumable: rerun after an interruption.
+#   bash search/runs/toyworld/run.sh          (about 40 min on a 2-core machine shared with other jobs)
+# Tune label-free (only image-level labels reach the reward) on the images of world seeds 3 and 4,
+# each with its own random-search seed; evaluate every preset on the held-out world seed 7.
+# Per tuning seed: the default reward/space/selection (contrast, search/spaces/default.json, argmax),
+# the same trials selected with --min-z 2 (replayed, not recomputed), the paper's reward with argmax on
+# the same space (same seed and space: the same proposals), and the paper's reward with argmax on the
+# earlier default space (search/spaces/layer_head.json). Resumable: rerun after an interruption.
 set -euo pipefail
 D=search/runs/toyworld
-TUNE_IMAGES=${TUNE_IMAGES:-200}
+TUNE_SEEDS=${TUNE_SEEDS:-"3 4"}
+HELD_OUT=7
+TUNE_IMAGES=${TUNE_IMAGES:-100}
 EVAL_IMAGES=${EVAL_IMAGES:-300}
+ITERS=${ITERS:-60}
 COMMON=(--dataset toyworld --threads 1)
-TUNE=(tune "${COMMON[@]}" --seed 0 --world-seed 1 --images "$TUNE_IMAGES" --iters 34 --cache-dir "${CACHE_DIR:-/tmp/pnpovss-toy-cache}")
 
-evaluate() {  # evaluate PRESET_ARGS NAME: held-out seed 2 and the tuning images (seed 1)
-  pnpovss eval "${COMMON[@]}" --seed 2 --images "$EVAL_IMAGES" $1 --json "$D/eval_$2_seed2.json"
-  pnpovss eval "${COMMON[@]}" --seed 1 --images "$TUNE_IMAGES" $1 --json "$D/eval_$2_seed1.json"
+evaluate() {  # evaluate PRESET_ARGS NAME: held-out world seed 7
+  [ -f "$D/eval_$2_seed$HELD_OUT.json" ] || \
+    pnpovss eval "${COMMON[@]}" --seed "$HELD_OUT" --images "$EVAL_IMAGES" $1 --json "$D/eval_$2_seed$HELD_OUT.json"
 }
 
 evaluate "" default
-for rule in reference half; do   # the reward's mask rule: the reference code's (default) and ours (--reward-mask half)
-  P=$([ "$rule" = reference ] && echo "" || echo "${rule}_")
-  for reward in binary continuous; do
-    R="$P$reward"
-    pnpovss "${TUNE[@]}" --reward "$reward" --reward-mask "$rule" --out "$D/$R"   # the paper's argmax (--min-z 0, default)
-    mkdir -p "$D/${R}_minz2"                                                    # same trials, significance guard:
-    cp "$D/$R/run.json" "$D/$R/trace.jsonl" "$D/${R}_minz2/"                    # replayed, not recomputed
-    pnpovss "${TUNE[@]}" --reward "$reward" --reward-mask "$rule" --out "$D/${R}_minz2" --min-z 2
-    evaluate "--preset $D/$R/best.json" "$R"
-    evaluate "--preset $D/${R}_minz2/best.json" "${R}_minz2"
+for s in $TUNE_SEEDS; do
+  R=$D/seed$s
+  TUNE=(tune "${COMMON[@]}" --seed "$s" --world-seed "$s" --images "$TUNE_IMAGES" --cache-dir "${CACHE_DIR:-/tmp/pnpovss-toy-cache}")
+  pnpovss "${TUNE[@]}" --iters "$ITERS" --out "$R/contrast"                      # the defaults: contrast, argmax
+  mkdir -p "$R/contrast_minz2"                                                   # same trials, significance guard
+  cp "$R/contrast/run.json" "$R/contrast/trace.jsonl" "$R/contrast_minz2/"
+  pnpovss "${TUNE[@]}" --iters "$ITERS" --out "$R/contrast_minz2" --min-z 2
+  pnpovss "${TUNE[@]}" --iters "$ITERS" --reward binary --out "$R/binary"        # the paper's reward, argmax
+  pnpovss "${TUNE[@]}" --iters 34 --reward binary --space search/spaces/layer_head.json --out "$R/binary_layer_head"
+  for run in contrast contrast_minz2 binary binary_layer_head; do
+    evaluate "--preset $R/$run/best.json" "seed${s}_$run"
   done
 done
 
-python bench/reward_correlation.py --seed 1 --images "${CORR_IMAGES:-100}" --configs 32 --threads 1 \
+python bench/reward_correlation.py --seed 1 --images "${CORR_IMAGES:-60}" --configs 32 --threads 1 --diagnose \
   --json "$D/reward_correlation.json" > /dev/null
