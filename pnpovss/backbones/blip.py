@@ -166,13 +166,6 @@ def shared_image_attention(modules: Iterable[torch.nn.Module]):
     return swapped_forwards(modules, _shared_image_forward)
 
 
-BF16_CPU_MATMUL_ATTENTION_MAX_TOKENS = 1024
-"""Up to this many vision tokens (577 at 384 px), bf16 vision attention on a CPU is computed as
-two bf16 matmuls around a bf16 softmax: torch's fused CPU kernel in bf16 was slower than in fp32
-(20.3 vs 18.1 ms per BLIP-L layer at 577 tokens, one thread) and the matmul form took 13.0 ms. At
-2305 tokens (768 px) the fused kernel wins (284 vs 329 ms) and keeps the memory flat."""
-
-
 def _sdpa_forward(module: torch.nn.Module):
     """A BlipAttention forward computed with ``F.scaled_dot_product_attention`` (no probabilities)."""
 
@@ -180,11 +173,7 @@ def _sdpa_forward(module: torch.nn.Module):
         bsz, n, dim = hidden_states.shape
         qkv = module.qkv(hidden_states).reshape(bsz, n, 3, module.num_heads, dim // module.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        if q.dtype == torch.bfloat16 and q.device.type == "cpu" and n <= BF16_CPU_MATMUL_ATTENTION_MAX_TOKENS:
-            with torch.autocast("cpu", enabled=False):  # bf16 throughout, softmax included
-                ctx = torch.matmul(torch.matmul(q, k.transpose(-1, -2)).mul_(module.scale).softmax(-1), v)
-        else:
-            ctx = F.scaled_dot_product_attention(q, k, v, scale=module.scale)
+        ctx = F.scaled_dot_product_attention(q, k, v, scale=module.scale)
         return module.projection(ctx.transpose(1, 2).reshape(bsz, n, dim)), None
 
     return forward
