@@ -26,10 +26,10 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
 DTYPE_CHOICES = ("auto", *DTYPES)
 TEXT_REDUCED = False
 """Whether the text side (forward and GradCAM backward) runs in reduced precision too. Off, by
-measurement (README, "Reduced precision"): on the toy world (dev seed 0, 40 images) bf16 in the
-vision encoder alone left 99.95% of label pixels as in fp32, bf16 on the text side as well only
-99.4% (the gradient decides which patches are dropped), while the text side is a small part of
-the time on BLIP-large."""
+measurement (README, "Reduced precision"; ``bench/precision_parts.py``): on the toy world (dev seed
+0, 40 images) bf16 in the vision encoder and the image key/value projections left 99.97% of label
+pixels as in fp32, bf16 on the whole text side 99.67% (the gradient decides which patches are
+dropped), while the rest of the text side is a small part of the time on BLIP-large."""
 
 
 @lru_cache(maxsize=1)
