@@ -41,12 +41,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .defaults import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED
 from .errors import PnpOvssError
 from .postprocess import blur, threshold_maps, upsample
 from .toyworld.clip_model import DEFAULT_CLIP_DIR
 
-DEFAULT_CLIP = "ViT-L-14-336"
-DEFAULT_CLIP_PRETRAINED = "openai"
 LOGIT_SCALE = 100.0
 MASK_SIGMA = 0.04
 REWARDS = ("binary", "continuous")

@@ -7,11 +7,8 @@ written by the process that owns it with the atomic, content-keyed writes of :mo
 so the output directory is the same file for file whatever the number of processes, and a rerun
 skips what any earlier run (of any size) finished.
 
-Overlap (``workers > 0``): a ``torch.utils.data.DataLoader`` with ``workers`` processes decodes the
-next images while the network runs, and a pool of ``workers`` processes finishes each batch
-(:meth:`~pnpovss.pipeline.PendingResult.finish`: upsampling, blur, CRF; then the overlay, PNG
-encoding and the write). Both run the same functions on the same inputs as the serial path
-(``workers=0``), so the files are identical.
+Overlap (``workers > 0``): the batches themselves, with decoding and post-processing in worker
+processes, are :mod:`pnpovss.workers`.
 
 Progress: each process adds its finished images to a counter in torchrun's key-value store; the
 main process draws one bar from it.
@@ -24,21 +21,19 @@ import hashlib
 import itertools
 import json
 import logging
-import multiprocessing
 import sys
 import time
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from .distributed import DistContext
 from .errors import ImageLoadError, PnpOvssError
 from .fileio import MAX_PIXELS, atomic_write_text, load_image
-from .outputs import check_writable_dir, file_digest, is_done, write_result
+from .outputs import check_writable_dir, file_digest, is_done
+from .workers import finish_and_write, segment_in_batches  # noqa: F401  (finish_and_write: re-exported)
 
 log = logging.getLogger(__name__)
 SUMMARY_NAME = "pnpovss_run.json"
@@ -166,49 +161,6 @@ def check_out_dir(out: Path, dist: DistContext) -> None:
 
 
 # ------------------------------------------------------------------------------------ the run
-class _Images(torch.utils.data.Dataset):
-    """Decoded images of ``paths`` as ``(position, rgb, None)``, or ``(position, None, reason)``
-    for one that cannot be read."""
-
-    def __init__(self, paths: Sequence[Path], max_pixels: int | None, kept: dict[Path, Any]) -> None:
-        self.paths, self.max_pixels, self.kept = list(paths), max_pixels, kept
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, Any, str | None]:
-        p = self.paths[i]
-        if p in self.kept:
-            return i, self.kept.pop(p), None
-        try:
-            return i, load_image(p, max_pixels=self.max_pixels), None
-        except ImageLoadError as exc:
-            return i, None, str(exc)
-
-
-def _as_is(item: Any) -> Any:
-    return item
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)  # the main process's network has the cores' threads
-
-
-def _context() -> Any:
-    """fork where the platform has it: workers start at once and share the imported modules
-    (they never touch a GPU)."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else None)
-
-
-def finish_and_write(pending: Any, out: Path, stem: str, meta: dict[str, Any], image: str, model: str,
-                     classes: list[str], keep_all: bool, ran: dict[str, str]) -> None:
-    """Post-process one image and write its three files (runs in a worker process or inline)."""
-    res = pending.finish()
-    record = {**meta, **res.to_json(image=image, model=model, candidates=classes, keep_all=keep_all), **ran}
-    write_result(out, stem, res.labels, res.overlay(), record)
-
-
 class _Progress:
     """Images finished over all processes: each adds its own to a counter in the job's store; the
     main process polls it for its bar. Without a store (a plain process), the local count."""
@@ -279,7 +231,7 @@ def run(seg: Any, job: FolderJob, dist: DistContext | None = None, *, model: str
     bar = _Progress(dist, total, progress)
     segmented = 0
     try:
-        for position, error in _segment(seg, job, todo, keys, kept, model, ran, bar):
+        for position, error in segment_in_batches(seg, job, todo, keys, kept, model, ran, bar):
             if error is not None:
                 skipped.append({"path": str(todo[position]), "reason": error})
             else:
@@ -299,71 +251,6 @@ def run(seg: Any, job: FolderJob, dist: DistContext | None = None, *, model: str
     if dist.is_main:
         atomic_write_text(Path(job.out) / SUMMARY_NAME, json.dumps(summary.to_json(), indent=2) + "\n")
     return summary
-
-
-def _segment(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Path, dict[str, Any]], kept: dict[Path, Any],
-             model: str, ran: dict[str, str], bar: _Progress) -> Iterator[tuple[int, str | None]]:
-    """Yield ``(position in todo, None)`` for each image written and ``(position, reason)`` for each
-    skipped, in batches: decoding ahead in DataLoader workers and post-processing in a pool when
-    ``job.workers`` > 0, else everything in this process, in order."""
-    from .batching import PeakMemory, auto_batch_size
-
-    if not todo:
-        return
-    loader = torch.utils.data.DataLoader(
-        _Images(todo, job.max_pixels, kept), batch_size=None, shuffle=False, collate_fn=_as_is,
-        num_workers=job.workers, multiprocessing_context=_context() if job.workers else None)
-    pool = ProcessPoolExecutor(job.workers, mp_context=_context(), initializer=_worker_init) if job.workers else None
-    running: deque[tuple[list[int], list[Future]]] = deque()
-    size, sizing = job.batch_size or 1, job.batch_size is None
-    batch: list[tuple[int, Any]] = []
-
-    def flush() -> Iterator[tuple[int, str | None]]:
-        nonlocal size, sizing, batch
-        chunk, batch = batch, []
-        with PeakMemory(seg.backbone.device) if sizing else contextlib.nullcontext() as peak:
-            pending = seg.segment_batch_pending([rgb for _, rgb in chunk], [job.classes] * len(chunk),
-                                                keep_all=job.keep_all)
-        if sizing:
-            size, sizing = auto_batch_size(seg.backbone.device, peak.bytes), False
-        jobs = []
-        for (i, _), p in zip(chunk, pending):
-            path = todo[i]
-            args = (p, job.out, path.stem, keys[path], str(path), model, job.classes, job.keep_all, ran)
-            if pool is None:
-                finish_and_write(*args)
-            else:
-                jobs.append(pool.submit(finish_and_write, *args))
-        running.append(([i for i, _ in chunk], jobs))
-        while running and (pool is None or len(running) > 2 or all(f.done() for f in running[0][1])):
-            yield from collect()
-
-    def collect() -> Iterator[tuple[int, str | None]]:
-        positions, futures = running.popleft()
-        for f in futures:
-            f.result()  # a worker's exception surfaces here
-        bar.add(len(positions))
-        for i in positions:
-            yield i, None
-
-    try:
-        for i, rgb, error in loader:
-            if error is not None:
-                if not job.skip_bad:
-                    raise ImageLoadError(error)
-                bar.add(1)
-                yield i, error
-                continue
-            batch.append((i, rgb))
-            if len(batch) >= size:
-                yield from flush()
-        if batch:
-            yield from flush()
-        while running:
-            yield from collect()
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 __all__ = ["FolderJob", "RunSummary", "SUMMARY_NAME", "check_images", "check_out_dir", "check_same_inputs",

@@ -14,10 +14,9 @@ from typing import Callable
 
 import torch
 
+from ..defaults import DEFAULT_MODEL
 from ..errors import ModelLoadError
 from .base import Backbone, TextBatch, caption_for
-
-DEFAULT_MODEL = "Salesforce/blip-itm-large-flickr"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 ALIASES: dict[str, str] = {

@@ -1,0 +1,141 @@
+"""The batches of a ``pnpovss segment`` run: the network in this process, decoding and
+post-processing overlapped with it in worker processes.
+
+Overlap (``workers > 0``): a ``torch.utils.data.DataLoader`` with ``workers`` processes decodes the
+next images while the network runs, and a pool of ``workers`` processes finishes each batch
+(:meth:`~pnpovss.pipeline.PendingResult.finish`: upsampling, blur, CRF; then the overlay, PNG
+encoding and the write). Both run the same functions on the same inputs as the serial path
+(``workers=0``), so the files are identical. The job, its sharding and its summary are
+:mod:`pnpovss.runner`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import torch
+
+from .errors import ImageLoadError
+from .fileio import load_image
+from .outputs import write_result
+
+if TYPE_CHECKING:
+    from .runner import FolderJob
+
+
+class _Images(torch.utils.data.Dataset):
+    """Decoded images of ``paths`` as ``(position, rgb, None)``, or ``(position, None, reason)``
+    for one that cannot be read."""
+
+    def __init__(self, paths: Sequence[Path], max_pixels: int | None, kept: dict[Path, Any]) -> None:
+        self.paths, self.max_pixels, self.kept = list(paths), max_pixels, kept
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, str | None]:
+        p = self.paths[i]
+        if p in self.kept:
+            return i, self.kept.pop(p), None
+        try:
+            return i, load_image(p, max_pixels=self.max_pixels), None
+        except ImageLoadError as exc:
+            return i, None, str(exc)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # the main process's network has the cores' threads
+
+
+def _context() -> Any:
+    """fork where the platform has it: workers start at once and share the imported modules
+    (they never touch a GPU)."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def finish_and_write(pending: Any, out: Path, stem: str, meta: dict[str, Any], image: str, model: str,
+                     classes: list[str], keep_all: bool, ran: dict[str, str]) -> None:
+    """Post-process one image and write its three files (runs in a worker process or inline)."""
+    res = pending.finish()
+    record = {**meta, **res.to_json(image=image, model=model, candidates=classes, keep_all=keep_all), **ran}
+    write_result(out, stem, res.labels, res.overlay(), record)
+
+
+def segment_in_batches(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Path, dict[str, Any]],
+                       kept: dict[Path, Any], model: str, ran: dict[str, str],
+                       bar: Any) -> Iterator[tuple[int, str | None]]:
+    """Yield ``(position in todo, None)`` for each image written and ``(position, reason)`` for each
+    skipped, in batches: decoding ahead in DataLoader workers and post-processing in a pool when
+    ``job.workers`` > 0, else everything in this process, in order. ``bar.add(n)`` counts the
+    finished images (the run's progress over all processes)."""
+    from .batching import PeakMemory, auto_batch_size
+
+    if not todo:
+        return
+    loader = torch.utils.data.DataLoader(
+        _Images(todo, job.max_pixels, kept), batch_size=None, shuffle=False, collate_fn=_as_is,
+        num_workers=job.workers, multiprocessing_context=_context() if job.workers else None)
+    pool = ProcessPoolExecutor(job.workers, mp_context=_context(), initializer=_worker_init) if job.workers else None
+    running: deque[tuple[list[int], list[Future]]] = deque()
+    size, sizing = job.batch_size or 1, job.batch_size is None
+    batch: list[tuple[int, Any]] = []
+
+    def flush() -> Iterator[tuple[int, str | None]]:
+        nonlocal size, sizing, batch
+        chunk, batch = batch, []
+        with PeakMemory(seg.backbone.device) if sizing else contextlib.nullcontext() as peak:
+            pending = seg.segment_batch_pending([rgb for _, rgb in chunk], [job.classes] * len(chunk),
+                                                keep_all=job.keep_all)
+        if sizing:
+            size, sizing = auto_batch_size(seg.backbone.device, peak.bytes), False
+        jobs = []
+        for (i, _), p in zip(chunk, pending):
+            path = todo[i]
+            args = (p, job.out, path.stem, keys[path], str(path), model, job.classes, job.keep_all, ran)
+            if pool is None:
+                finish_and_write(*args)
+            else:
+                jobs.append(pool.submit(finish_and_write, *args))
+        running.append(([i for i, _ in chunk], jobs))
+        while running and (pool is None or len(running) > 2 or all(f.done() for f in running[0][1])):
+            yield from collect()
+
+    def collect() -> Iterator[tuple[int, str | None]]:
+        positions, futures = running.popleft()
+        for f in futures:
+            f.result()  # a worker's exception surfaces here
+        bar.add(len(positions))
+        for i in positions:
+            yield i, None
+
+    try:
+        for i, rgb, error in loader:
+            if error is not None:
+                if not job.skip_bad:
+                    raise ImageLoadError(error)
+                bar.add(1)
+                yield i, error
+                continue
+            batch.append((i, rgb))
+            if len(batch) >= size:
+                yield from flush()
+        if batch:
+            yield from flush()
+        while running:
+            yield from collect()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+__all__ = ["finish_and_write", "segment_in_batches"]
