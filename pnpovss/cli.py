@@ -438,10 +438,10 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
         best = run_search(evaluator, space_obj, iters=iters, seed=seed, out_dir=out_dir, reward=reward,
                           min_z=min_z, run_info=run_info)
         if ctx.is_main:
-            params = {k: best["params"][k] for k in space_obj.values}
-            others = ", ".join(f"{k} {v:.4g}" for k, v in best["rewards"].items())
-            click.echo(f"best trial {best['trial']}: {json.dumps(params)} reward {best['reward']:.4g} "
-                       f"({others}; z vs trial 0 {best['z'][reward]:.2f})")
+            params = {k: best.params[k] for k in space_obj.values}
+            others = ", ".join(f"{k} {v:.4g}" for k, v in best.rewards.items())
+            click.echo(f"best trial {best.trial}: {json.dumps(params)} reward {best.reward:.4g} "
+                       f"({others}; z vs trial 0 {best.z[reward]:.2f})")
             click.echo(f"preset: {Path(out_dir) / 'best.json'}  (pnpovss eval --preset {Path(out_dir) / 'best.json'} ...)")
     finally:
         shutdown(ctx)
