@@ -15,6 +15,7 @@ import numpy as np
 from ..backbones.base import Backbone
 from ..config import PipelineConfig
 from ..errors import ConfigError, PnpOvssError
+from ..preset_files import json_names, named_json, read_json
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 """Named spaces shipped with the package (``--space layer_head``); ``search/spaces`` in the
@@ -34,32 +35,14 @@ def canon(value: Any) -> Any:
 
 def list_spaces() -> list[str]:
     """Names of the search spaces shipped with the package, sorted."""
-    return sorted(p.stem for p in SPACES_DIR.glob("*.json"))
-
-
-def space_path(name_or_path: str | os.PathLike[str]) -> Path:
-    """A space file path, or the file of a named space. A file that exists wins over a name."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    if str(name_or_path) in list_spaces():
-        return SPACES_DIR / f"{name_or_path}.json"
-    if p.suffix != ".json" and p.parent == Path("."):
-        raise PnpOvssError(f"space {str(name_or_path)!r} is neither a file nor a named space; named spaces: "
-                           f"{', '.join(list_spaces())}")
-    return p
+    return json_names(SPACES_DIR)
 
 
 def read_space(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The raw JSON object of a named space or a space file, ``_comment`` keys dropped."""
-    p = space_path(name_or_path)
-    try:
-        raw = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise PnpOvssError(f"space file {p} does not exist (named spaces: {', '.join(list_spaces())})") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PnpOvssError(f"space file {p} is not readable JSON ({exc})") from None
-    return _entries(raw)
+    """The JSON object of a named space or a space file (a file that exists wins over a name),
+    ``_comment`` keys dropped."""
+    path = named_json(name_or_path, SPACES_DIR, "space")
+    return _entries(read_json(path, "space", f" (named spaces: {', '.join(list_spaces())})"))
 
 
 def _entries(raw: Any) -> dict[str, Any]:
