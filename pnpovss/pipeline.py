@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -18,10 +17,9 @@ from .config import PRESET_FILENAME, PipelineConfig, load_preset
 from .dropout import salience_dropout
 from .errors import PnpOvssError
 from .fileio import ImageInput, load_image
-from .postprocess import postprocess
 from .precision import Precision, resolve_precision
-from .presence import Presence, detect, recognised
-from .result import SegmentationResult  # noqa: F401  (also importable from here, as before)
+from .presence import Presence, detect, recurrent_check
+from .result import PendingResult, SegmentationResult  # noqa: F401  (also importable from here, as before)
 
 BACKGROUND = "background"
 
@@ -252,31 +250,13 @@ class Segmenter:
             p.presence = pres
         if not config.presence_rounds:
             return pending if defer else [p.finish() for p in pending]
-        results = [p.finish() for p in pending]
-        for _ in range(config.presence_rounds):  # the recurrent check: re-segment those whose set shrank
-            redo = []
-            for i, (res, pres) in enumerate(zip(results, found)):
-                if not pres.kept:
-                    continue
-                seen = recognised(self.presence_clip, res.image, res.labels, res.classes, pres.kept, pres.candidates)
-                if len(seen) < len(pres.kept):
-                    gone = [c for c in pres.kept if c not in seen]
-                    pres.dropped_by_check.append(gone)
-                    pres.notes.append(f"recurrent check round {len(pres.dropped_by_check)}: CLIP did not recognise "
-                                      f"the region of {', '.join(gone)}; dropped")
-                    if not seen and not config.background:  # every pixel needs a label: keep the best
-                        seen = [max(pres.kept, key=lambda c: pres.scores[pres.candidates.index(c)])]
-                    pres.kept = seen
-                    redo.append(i)
-            if not redo:
-                break
+
+        def resegment(redo: list[int]) -> list[SegmentationResult]:  # with the sets the check left
             index = torch.tensor(redo, device=pixels.device)
-            again = self._segment_known([rgbs[i] for i in redo], pixels[index], embeds[index],
-                                        [found[i].kept for i in redo], config)
-            for i, res in zip(redo, again):
-                results[i] = res
-        for res, pres in zip(results, found):
-            res.presence = pres
+            return self._segment_known([rgbs[i] for i in redo], pixels[index], embeds[index],
+                                       [found[i].kept for i in redo], config)
+
+        results = recurrent_check(self.presence_clip, [p.finish() for p in pending], found, config, resegment)
         return [PendingResult.of(r) for r in results] if defer else results
 
     def _segment_known(self, rgbs, pixels, embeds, classes, config) -> list[SegmentationResult]:
@@ -299,35 +279,3 @@ class Segmenter:
             gm = maps[i] if i in maps else np.zeros((0, *grid), dtype=np.float32)
             pending.append(PendingResult(rgb, label_names, cfg, gm, present=i in maps))
         return pending
-
-
-@dataclass
-class PendingResult:
-    """One image's network output before its CPU post-processing: small and picklable (the image,
-    the (C, gh, gw) class maps, the settings), so a worker process can finish it."""
-
-    image: np.ndarray
-    classes: list[str]
-    config: PipelineConfig
-    grid_maps: np.ndarray
-    present: bool = True
-    """False: no class is present (only reachable with a background channel): all background."""
-    presence: Presence | None = None
-    result: SegmentationResult | None = None
-
-    @classmethod
-    def of(cls, res: SegmentationResult) -> "PendingResult":
-        """A result that is finished already."""
-        return cls(res.image, res.classes, res.config, res.grid_maps, presence=res.presence, result=res)
-
-    def finish(self) -> SegmentationResult:
-        """Upsampling, background, blur and CRF (:func:`~pnpovss.postprocess.postprocess`)."""
-        if self.result is None:
-            if self.present:
-                labels, scores = postprocess(self.grid_maps, self.image, self.config)
-            else:
-                labels = np.zeros(self.image.shape[:2], dtype=np.int64)
-                scores = np.ones((1, *self.image.shape[:2]), dtype=np.float32)
-            self.result = SegmentationResult(labels, scores, self.classes, self.image, self.config, self.grid_maps,
-                                             self.presence)
-        return self.result

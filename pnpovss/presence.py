@@ -120,4 +120,40 @@ def recognised(scorer, rgb: np.ndarray, labels: np.ndarray, label_names: Sequenc
     return [c for c, good in zip(kept, ok.tolist()) if good]
 
 
-__all__ = ["CHUNK_SIZE", "Presence", "caption_fits", "detect", "presence_scores", "recognised", "select_classes"]
+def recurrent_check(scorer, results: list, found: Sequence[Presence], config: PipelineConfig,
+                    resegment: Callable[[list[int]], list]) -> list:
+    """Step 3 for a batch: up to ``config.presence_rounds`` rounds of dropping the kept classes
+    whose region CLIP does not recognise (:func:`recognised`), each round re-segmenting only the
+    images whose set shrank (``resegment(indices)`` -> their new results, segmented with
+    ``found[i].kept``), until no set changes. Updates ``found`` (``kept``, ``dropped_by_check``,
+    ``notes``) and returns the final results, each carrying its presence decision.
+
+    ``results`` are :class:`~pnpovss.result.SegmentationResult` s; ``scorer`` a
+    :class:`pnpovss.reward.ClipScorer`."""
+    results = list(results)
+    for _ in range(config.presence_rounds):
+        redo = []
+        for i, (res, pres) in enumerate(zip(results, found)):
+            if not pres.kept:
+                continue
+            seen = recognised(scorer, res.image, res.labels, res.classes, pres.kept, pres.candidates)
+            if len(seen) < len(pres.kept):
+                gone = [c for c in pres.kept if c not in seen]
+                pres.dropped_by_check.append(gone)
+                pres.notes.append(f"recurrent check round {len(pres.dropped_by_check)}: CLIP did not recognise "
+                                  f"the region of {', '.join(gone)}; dropped")
+                if not seen and not config.background:  # every pixel needs a label: keep the best
+                    seen = [max(pres.kept, key=lambda c: pres.scores[pres.candidates.index(c)])]
+                pres.kept = seen
+                redo.append(i)
+        if not redo:
+            break
+        for i, res in zip(redo, resegment(redo)):
+            results[i] = res
+    for res, pres in zip(results, found):
+        res.presence = pres
+    return results
+
+
+__all__ = ["CHUNK_SIZE", "Presence", "caption_fits", "detect", "presence_scores", "recognised", "recurrent_check",
+           "select_classes"]

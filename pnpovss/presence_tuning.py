@@ -21,12 +21,12 @@ from .distributed import DistContext
 from .metrics import tag_counts
 from .pipeline import Segmenter
 from .presence import caption_fits, select_classes
+from .search.space import read_space
 
 PRESENCE_PARAMS = ("presence_threshold",)
 """Pipeline fields the tagging objective sees."""
-DEFAULT_PRESENCE_SPACE: dict[str, Any] = {
-    "presence_threshold": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99]}
-"""``search/spaces/presence.json``."""
+DEFAULT_PRESENCE_SPACE: dict[str, Any] = read_space("presence")
+"""The named space ``presence`` (``pnpovss/search/spaces/presence.json``)."""
 
 
 def image_f1(kept: Sequence[int], labels: Sequence[int]) -> float:

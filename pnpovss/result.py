@@ -1,5 +1,6 @@
 """What a segmentation returns: :class:`SegmentationResult`, the label map with its classes, score
-maps and presence decision, and the views of it a user asks for (overlay, heatmap, the JSON record)."""
+maps and presence decision, and the views of it a user asks for (overlay, heatmap, the JSON record);
+:class:`PendingResult`, one before its post-processing (what a worker process finishes)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PIL import Image
 
 from .config import PipelineConfig
 from .errors import PnpOvssError
+from .postprocess import postprocess
 from .presence import Presence
 from .visualize import overlay_image
 
@@ -70,3 +72,35 @@ class SegmentationResult:
             "fractions": self.fractions(),
             "config": self.config.to_dict(),
         }
+
+
+@dataclass
+class PendingResult:
+    """One image's network output before its CPU post-processing: small and picklable (the image,
+    the (C, gh, gw) class maps, the settings), so a worker process can finish it."""
+
+    image: np.ndarray
+    classes: list[str]
+    config: PipelineConfig
+    grid_maps: np.ndarray
+    present: bool = True
+    """False: no class is present (only reachable with a background channel): all background."""
+    presence: Presence | None = None
+    result: SegmentationResult | None = None
+
+    @classmethod
+    def of(cls, res: SegmentationResult) -> "PendingResult":
+        """A result that is finished already."""
+        return cls(res.image, res.classes, res.config, res.grid_maps, presence=res.presence, result=res)
+
+    def finish(self) -> SegmentationResult:
+        """Upsampling, background, blur and CRF (:func:`~pnpovss.postprocess.postprocess`)."""
+        if self.result is None:
+            if self.present:
+                labels, scores = postprocess(self.grid_maps, self.image, self.config)
+            else:
+                labels = np.zeros(self.image.shape[:2], dtype=np.int64)
+                scores = np.ones((1, *self.image.shape[:2]), dtype=np.float32)
+            self.result = SegmentationResult(labels, scores, self.classes, self.image, self.config, self.grid_maps,
+                                             self.presence)
+        return self.result

@@ -47,3 +47,12 @@ def test_training_tools_live_in_the_repository():
     for path in ("tools/testing.py", "tools/toyworld/train_blip.py", "tools/toyworld/train_clip.py",
                  "tools/toyworld/baselines.py"):
         assert (ROOT / path).is_file(), path
+
+
+def test_named_presets_and_spaces_are_package_data():
+    """``--preset NAME`` and ``--space NAME`` read JSON shipped with the package."""
+    from setuptools.config.setupcfg import read_configuration
+
+    data = read_configuration(ROOT / "setup.cfg")["options"]["package_data"]["pnpovss"]
+    for pattern in ("presets/*.json", "search/spaces/*.json"):
+        assert pattern in data and list((ROOT / "pnpovss").glob(pattern)), pattern

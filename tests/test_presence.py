@@ -90,7 +90,7 @@ def test_batch_with_presence_equals_single_images(segmenter, rng):
 def test_recurrent_check_drops_unrecognised_classes_and_stops(segmenter, rng, monkeypatch):
     """A fake CLIP verdict that rejects the first kept class each time: every round re-segments
     without it, at most presence_rounds rounds, and nothing changes once every class passes."""
-    import pnpovss.pipeline as pipeline
+    import pnpovss.presence as presence
 
     calls = []
 
@@ -99,7 +99,7 @@ def test_recurrent_check_drops_unrecognised_classes_and_stops(segmenter, rng, mo
         assert list(label_names[1:]) == list(kept)  # judged on the segmentation of exactly the kept set
         return list(kept[1:]) if len(kept) > 1 else list(kept)
 
-    monkeypatch.setattr(pipeline, "recognised", reject_first)
+    monkeypatch.setattr(presence, "recognised", reject_first)
     img = (rng.random((30, 40, 3)) * 255).astype(np.uint8)
     names = ["cat", "dog", "sky", "tree"]
     seg = Segmenter(segmenter.backbone, segmenter.config, presence_clip=object())

@@ -205,10 +205,10 @@ def test_pending_results_pickle_and_finish_as_segment_batch(segmenter, rng, monk
     finished, since the check needs the labels)."""
     import pickle
 
-    import pnpovss.pipeline as pipeline
+    import pnpovss.presence as presence
     from pnpovss import Segmenter
 
-    monkeypatch.setattr(pipeline, "recognised", lambda clip, rgb, labels, names, kept, cands: list(kept[1:]) or list(kept))
+    monkeypatch.setattr(presence, "recognised", lambda clip, rgb, labels, names, kept, cands: list(kept[1:]) or list(kept))
     seg = Segmenter(segmenter.backbone, segmenter.config, presence_clip=object())
     imgs = [(rng.random((30 + i, 40, 3)) * 255).astype(np.uint8) for i in range(2)]
     names = ["cat", "dog", "sky"]

@@ -17,7 +17,8 @@ from pnpovss.cli import main
 from pnpovss.datasets import load_dataset
 from pnpovss.errors import PnpOvssError
 from pnpovss.reward import ClipScorer, load_clip
-from pnpovss.search import DEFAULT_SPACE, LAYER_HEAD_SPACE, MapCache, RewardEvaluator, TraceLog, load_space, run_search
+from pnpovss.search import (DEFAULT_SPACE, LAYER_HEAD_SPACE, MapCache, RewardEvaluator, TraceLog, Trial, list_spaces,
+                            load_space, run_search)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,11 +35,21 @@ def evaluator(segmenter, toy, tiny_clip_dir):
     return ev
 
 
-def test_default_space_file_matches_code(segmenter):
+def test_named_spaces_are_the_package_files_the_recorded_runs_name(segmenter):
+    """The package ships the named spaces; the recorded runs' ``search/spaces/NAME.json`` are the
+    same files, and a name or such a path loads the same space."""
+    assert list_spaces() == ["default", "dropout", "layer_head", "presence", "reference"]
     for name, code in (("default", DEFAULT_SPACE), ("layer_head", LAYER_HEAD_SPACE)):
         shipped = json.loads((REPO / "search" / "spaces" / f"{name}.json").read_text())
         shipped.pop("_comment")
-        assert shipped == code
+        assert shipped == code and list(shipped) == list(code)  # the order fixes the proposals
+    bb, cfg = segmenter.backbone, segmenter.config
+    for name in list_spaces():
+        if name != "presence":
+            assert load_space(name, bb, cfg) == load_space(REPO / "search" / "spaces" / f"{name}.json", bb, cfg)
+    assert load_space("layer_head", bb, cfg).values["layer"] == [1, 2, 3]
+    with pytest.raises(PnpOvssError, match="neither a file nor a named space; named spaces: default, dropout"):
+        load_space("nope", bb, cfg)
     space = load_space(None, segmenter.backbone, segmenter.config)
     assert space.values["layer"] == [1, 2, 3] and space.values["head"] == [0, 1, None]
     assert space.values["saliency"] == ["gradcam", "attention"] and space.values["drop_iters"] == [1, 4]
@@ -83,7 +94,7 @@ def test_cached_maps_equal_pipeline_single_pass(segmenter, toy, tmp_path, monkey
         got = cache.class_maps(0, cfg, lambda: sample.image, names)
         np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-3 * float(np.abs(ref).max() + 1e-30))
     # a second cache reads the disk copy without running the model
-    monkeypatch.setattr("pnpovss.search.layer_head_maps", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr("pnpovss.search.cache.layer_head_maps", lambda *a, **k: pytest.fail("recomputed"))
     again = MapCache(segmenter, segmenter.config, cache_dir=tmp_path)
     again.add(5, sample.image, names)
     assert np.array_equal(again._maps[5].cams, cache._maps[0].cams)
@@ -106,7 +117,7 @@ def test_cache_keeps_both_saliency_kinds(segmenter, toy, tmp_path, monkeypatch):
         ref = segmenter.class_grid_maps(pixels, bb.encode_image(pixels), [names], cfg)[0] / 2
         got = cache.class_maps(0, cfg, lambda: sample.image, names)
         np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-3 * float(np.abs(ref).max() + 1e-30))
-    monkeypatch.setattr("pnpovss.search.layer_head_maps", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr("pnpovss.search.cache.layer_head_maps", lambda *a, **k: pytest.fail("recomputed"))
     again = MapCache(segmenter, segmenter.config, cache_dir=tmp_path)
     again.add(1, sample.image, names)
     cfg = segmenter.config.replace(drop_iters=1, saliency="attention")
@@ -148,7 +159,7 @@ def test_selection_needs_significance_over_the_base(evaluator, segmenter, tmp_pa
     trace = TraceLog(tmp_path / "trace.jsonl").load()
     assert trace[0]["z"] == {"binary": 0.0, "continuous": 0.0}
     top = max(r["reward"] for r in trace)
-    assert argmax == next(r for r in trace if r["reward"] == top)  # min_z 0: the paper's argmax
+    assert argmax == Trial.from_json(next(r for r in trace if r["reward"] == top))  # min_z 0: the paper's argmax
     base = evaluator.per_image(trace[0]["params"])
     for r in trace[1:]:
         gain = evaluator.per_image(r["params"])[:, 0] - base[:, 0]
@@ -157,7 +168,7 @@ def test_selection_needs_significance_over_the_base(evaluator, segmenter, tmp_pa
     # re-selecting with another min_z replays the trace: no new evaluation
     monkeypatch.setattr(RewardEvaluator, "per_image", lambda *a: pytest.fail("re-evaluated"))
     strict = run_search(evaluator, space, iters=8, seed=1, out_dir=tmp_path, min_z=1e7, progress=False)
-    assert strict["trial"] == 0 and json.loads((tmp_path / "best.json").read_text())["min_z"] == 1e7
+    assert strict.trial == 0 and json.loads((tmp_path / "best.json").read_text())["min_z"] == 1e7
 
 
 def test_resume_after_interrupt_gives_the_same_trace(evaluator, segmenter, tmp_path, monkeypatch):
@@ -184,12 +195,55 @@ def test_resume_after_interrupt_gives_the_same_trace(evaluator, segmenter, tmp_p
         f.write(b'{"trial": 9, "par')  # a kill in the middle of a write
     best = run_search(evaluator, space, iters=10, seed=3, out_dir=tmp_path / "cut", progress=False)
     assert strip(TraceLog(trace).load()) == reference
-    assert best == full or strip([best]) == strip([full])
+    assert best == full or strip([best.to_json()]) == strip([full.to_json()])
     preset = json.loads((tmp_path / "cut" / "best.json").read_text())
-    assert preset["finished"] and preset["params"] == full["params"] and preset["reward"] == full["reward"]
+    assert preset["finished"] and preset["params"] == full.params and preset["reward"] == full.reward
     # the selection rule: the highest reward among trial 0 and the trials significant against it
     eligible = [r for r in reference if r["trial"] == 0 or r["z"][preset["reward_variant"]] >= preset["min_z"]]
     assert preset["reward"] == max(r["reward"] for r in eligible)
+
+
+RECORDED = sorted((REPO / "search" / "runs").glob("*/seed*/*/trace.jsonl"))
+RUN_KEYS = ("seed", "reward", "reward_version", "trace_format", "space", "base_config")
+"""What :func:`run_search` itself puts into ``run.json``; the rest comes from the caller and the objective."""
+
+
+def test_trial_records_keep_the_trace_line_format():
+    """Every recorded trace line is a :class:`Trial` written back byte for byte."""
+    assert len(RECORDED) == 8
+    for path in RECORDED:
+        for line in path.read_text().splitlines():
+            assert json.dumps(Trial.from_json(json.loads(line)).to_json(), sort_keys=True) == line
+    with pytest.raises(PnpOvssError, match="lacks reward, z"):
+        Trial.from_json({"trial": 0, "params": {}, "rewards": {}})
+
+
+@pytest.mark.parametrize("trace", RECORDED, ids=lambda p: "/".join(p.parts[-3:-1]))
+def test_recorded_runs_replay_to_their_best_json(trace, tmp_path):
+    """A recorded run restarted with its own settings replays every trial (no evaluation) and
+    writes its ``best.json`` again byte for byte: the on-disk formats and the selection are unchanged."""
+    from types import SimpleNamespace
+
+    from pnpovss import PipelineConfig
+    from pnpovss.distributed import DistContext
+    from pnpovss.search import SearchSpace
+
+    run = json.loads((trace.parent / "run.json").read_text())
+    best = json.loads((trace.parent / "best.json").read_text())
+    for name in ("run.json", "trace.jsonl"):
+        (tmp_path / name).write_bytes((trace.parent / name).read_bytes())
+    first = json.loads(trace.read_text().splitlines()[0])
+    evaluator = SimpleNamespace(rewards=tuple(first["rewards"]), dist=DistContext(), run_info=dict,
+                                base=PipelineConfig().replace(**run["base_config"]),
+                                per_image=lambda params: pytest.fail("a recorded trial was evaluated again"))
+    named = next(sp for sp in (DEFAULT_SPACE, LAYER_HEAD_SPACE) if set(sp) == set(run["space"]))
+    space = SearchSpace({k: run["space"][k] for k in named})  # run.json sorts the keys; their order fixes proposals
+    got = run_search(evaluator, space, iters=best["iters"], seed=run["seed"], out_dir=tmp_path,
+                     reward=run["reward"], min_z=best["min_z"], progress=False,
+                     run_info={k: v for k, v in run.items() if k not in RUN_KEYS})
+    assert got.trial == best["trial"] and got.params == best["params"]
+    assert (tmp_path / "best.json").read_bytes() == (trace.parent / "best.json").read_bytes()
+    assert (tmp_path / "trace.jsonl").read_bytes() == trace.read_bytes()
 
 
 def test_refuses_to_mix_runs(evaluator, segmenter, tmp_path):
@@ -212,9 +266,9 @@ def test_best_json_is_a_preset(evaluator, segmenter, tiny_blip_dir, tmp_path):
     space = load_space({"layer": [1, 2], "threshold": [0.15, 0.3]}, segmenter.backbone, segmenter.config)
     best = run_search(evaluator, space, iters=4, seed=0, out_dir=tmp_path, progress=False)
     cfg = load_preset(tmp_path / "best.json")
-    assert cfg["layer"] == best["params"]["layer"] and cfg["drop_iters"] == 4  # DropOut kept at the base value
+    assert cfg["layer"] == best.params["layer"] and cfg["drop_iters"] == 4  # DropOut kept at the base value
     seg = Segmenter.from_pretrained(str(tiny_blip_dir), preset=tmp_path / "best.json")
-    assert seg.config.threshold == best["params"]["threshold"]
+    assert seg.config.threshold == best.params["threshold"]
 
 
 TUNE_ARGS = ["--dataset", "toyworld", "--images", "3", "--iters", "12", "--seed", "5", "--threads", "1"]

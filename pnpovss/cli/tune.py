@@ -20,7 +20,8 @@ from .common import _fail_cleanly, announce, load_for_dataset, protocol
 @click.option("--iters", type=click.IntRange(min=1), default=34, show_default=True,
               help="Trials, trial 0 being the base configuration.")
 @click.option("--space", type=click.Path(dir_okay=False), default=None,
-              help="Search-space JSON. [default: saliency, every layer, every head and their mean, threshold "
+              help="Search space: a name from pnpovss/search/spaces (default, layer_head, reference, dropout, presence) "
+                   "or a JSON file. [default: saliency, every layer, every head and their mean, threshold "
                    "0.05..0.5, DropOut off or T=4 with k 5/10: search/spaces/default.json]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random search (and of the toy world).")
 @click.option("--world-seed", type=int, default=None, help="Toy-world seed when it should differ from --seed.")
@@ -98,10 +99,10 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
         best = run_search(evaluator, space_obj, iters=iters, seed=seed, out_dir=out_dir, reward=reward,
                           min_z=min_z, run_info=run_info)
         if ctx.is_main:
-            params = {k: best["params"][k] for k in space_obj.values}
-            others = ", ".join(f"{k} {v:.4g}" for k, v in best["rewards"].items())
-            click.echo(f"best trial {best['trial']}: {json.dumps(params)} reward {best['reward']:.4g} "
-                       f"({others}; z vs trial 0 {best['z'][reward]:.2f})")
+            params = {k: best.params[k] for k in space_obj.values}
+            others = ", ".join(f"{k} {v:.4g}" for k, v in best.rewards.items())
+            click.echo(f"best trial {best.trial}: {json.dumps(params)} reward {best.reward:.4g} "
+                       f"({others}; z vs trial 0 {best.z[reward]:.2f})")
             click.echo(f"preset: {Path(out_dir) / 'best.json'}  (pnpovss eval --preset {Path(out_dir) / 'best.json'} ...)")
     finally:
         shutdown(ctx)

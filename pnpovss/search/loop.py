@@ -1,0 +1,158 @@
+"""The search loop: random search proposals, each trial scored by the objective, recorded and
+selected; resumable and multi-process.
+
+Resume. Every finished trial is appended to ``OUT/trace.jsonl`` (:mod:`pnpovss.search.trace`).
+Proposals come from gradient-free-optimizers' ask/tell ``RandomSearchOptimizer`` seeded with
+``--seed``; trial 0 is the base configuration (the defaults), given to the optimizer as its
+``initial_evaluations``. Random search proposals depend only on its seeded generator, never on
+scores, so a restarted run re-creates the optimizer, replays the recorded trials through ask/tell
+(checking that each proposal equals the recorded one, which also catches a changed seed or space)
+and continues with the first unrecorded trial: the final trace equals an uninterrupted run's. A
+truncated last line (a kill mid-write) is dropped. ``OUT/run.json`` records what defines the run;
+restarting in the same ``OUT`` with different settings is refused.
+
+Selection. The paper keeps the trial of highest reward (``min_z=0``, the default). Over a few
+hundred images the rewards of good configurations can differ by less than their noise, so that
+argmax risks a winner's curse (measured in ``search/runs/toyworld``). Every trial therefore also
+records the paired z-score of its per-image rewards against the base configuration (trial 0);
+with ``min_z > 0`` (``--min-z 2`` is the option we measured) a trial only becomes the best if that
+z-score reaches ``min_z``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..config import save_preset
+from ..errors import PnpOvssError
+from ..reward import REWARD_VERSION
+from .evaluator import RewardEvaluator
+from .space import SearchSpace, canon
+from .stats import paired_z, totals
+from .trace import BEST_FILE, TRACE_FILE, TRACE_FORMAT, TraceLog, Trial, check_run, exclusive
+
+DEFAULT_MIN_Z = 0.0
+"""Significance a challenger needs over the base configuration (see :func:`run_search`)."""
+
+
+def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, seed: int, out_dir: str | os.PathLike[str],
+               reward: str = "binary", min_z: float = DEFAULT_MIN_Z, run_info: Mapping[str, Any] | None = None,
+               progress: bool = True) -> Trial:
+    """Random search for ``iters`` trials (trial 0 = the base configuration), resuming whatever
+    ``out_dir`` already holds. Returns the best trial; ``best.json`` is a preset.
+
+    A trial becomes the best when its reward beats the best so far *and* its per-image rewards beat
+    the base configuration's by a paired z-score of at least ``min_z`` (0: the paper's plain
+    argmax). ``min_z`` only selects among recorded trials, so it may change between restarts."""
+    from gradient_free_optimizers.ask_tell import RandomSearchOptimizer
+    from tqdm import tqdm
+
+    if reward not in evaluator.rewards:
+        raise PnpOvssError(f"reward must be one of {', '.join(evaluator.rewards)}, got {reward!r}")
+    if iters < 1:
+        raise PnpOvssError(f"--iters must be >= 1, got {iters}")
+    dist = evaluator.dist
+    out = Path(out_dir)
+    main = dist.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    info = canon({**(run_info or {}), "seed": seed, "reward": reward, "reward_version": REWARD_VERSION,
+                  "trace_format": TRACE_FORMAT,
+                  "space": space.values, "base_config": evaluator.base.to_dict(), **evaluator.run_info()})
+    with exclusive(out, main):
+        check_run(out, info, write=main)
+        log = TraceLog(out / TRACE_FILE)
+        trace = log.load(repair=main)
+        dist.barrier()
+        state = _SearchState(evaluator, log, trace, reward, min_z, out, info, main)
+        evaluator.progress = progress
+        first = state.trial(0, space.params_of(evaluator.base))  # builds the map cache if it must run
+        assert state.best is not None
+        bar = tqdm(total=iters, initial=max(1, min(len(trace), iters)), unit="trial", desc="tune",
+                   disable=not (progress and main), file=sys.stderr)
+        opt = RandomSearchOptimizer(space.gfo(), initial_evaluations=[(space.encode(first.params), first.reward)],
+                                    random_state=seed)
+        bar.set_postfix(best=state.best.reward)
+        for t in range(1, iters):
+            params = space.decode(opt.ask(1)[0])
+            rec = state.trial(t, params)
+            opt.tell([rec.reward])
+            if t >= len(trace):
+                bar.update(1)
+                bar.set_postfix(best=state.best.reward)
+        bar.close()
+        state.write_best(final=True, iters=iters)
+    return state.best
+
+
+class _SearchState:
+    """Trial bookkeeping shared by fresh and replayed trials."""
+
+    def __init__(self, evaluator: RewardEvaluator, log: TraceLog, trace: list[dict], reward: str, min_z: float,
+                 out: Path, info: dict, main: bool) -> None:
+        self.evaluator, self.log, self.trace, self.reward, self.min_z = evaluator, log, trace, reward, min_z
+        self.out, self.info, self.main = out, info, main
+        self.best: Trial | None = None
+        self.memo: dict[str, Trial] = {}
+        self.base_params: dict | None = None
+        self._base_images: np.ndarray | None = None
+
+    def base_images(self) -> np.ndarray:
+        """Per-image rewards of trial 0 (recomputed once after a resume: deterministic)."""
+        if self._base_images is None:
+            assert self.base_params is not None
+            self._base_images = self.evaluator.per_image(self.base_params)
+        return self._base_images
+
+    def trial(self, t: int, params: dict) -> Trial:
+        params = canon(params)
+        key = json.dumps(params, sort_keys=True)
+        if t < len(self.trace):
+            rec = self.trace[t]
+            if rec.get("trial") != t or rec.get("params") != params:
+                raise PnpOvssError(
+                    f"{self.log.path} trial {t} has params {rec.get('params')} but this run proposes {params}; "
+                    "it was written by a different search; use another --out"
+                )
+            trial = Trial.from_json(rec, where=f"{self.log.path} trial {t}")
+        else:
+            t0 = time.perf_counter()
+            repeat = key in self.memo
+            if repeat:
+                rewards, z = self.memo[key].rewards, self.memo[key].z
+            else:
+                images = self.evaluator.per_image(params)
+                if t == 0:
+                    self._base_images = images
+                names = self.evaluator.rewards
+                rewards, z = totals(images, names), paired_z(images, self.base_images(), names)
+            trial = Trial(trial=t, params=params, reward=rewards[self.reward], rewards=rewards, z=z, repeat=repeat,
+                          seconds=round(time.perf_counter() - t0, 4))
+            if self.main:
+                self.log.append(trial.to_json())
+        if t == 0:
+            self.base_params = params
+        self.memo.setdefault(key, trial)
+        if self.best is None or (trial.reward > self.best.reward and trial.z[self.reward] >= self.min_z):
+            self.best = trial
+            self.write_best()
+        return trial
+
+    def write_best(self, final: bool = False, iters: int | None = None) -> None:
+        if not self.main:
+            return
+        assert self.best is not None
+        best = self.best
+        config = self.evaluator.base.replace(**best.params)
+        meta = {"params": best.params, "reward": best.reward, "rewards": best.rewards, "z": best.z,
+                "trial": best.trial, "reward_variant": self.reward, "min_z": self.min_z, "run": self.info,
+                "finished": final, "iters": iters}
+        save_preset(self.out / BEST_FILE, config, **meta)
