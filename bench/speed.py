@@ -52,9 +52,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from pnpovss import PipelineConfig
+from pnpovss import PipelineConfig, Segmenter
 from pnpovss.backbones.base import Backbone, TextBatch
-from pnpovss.dropout import mask_patches, pool_classes, salience_dropout, select_patches
+from pnpovss.dropout import mask_patches, pool_classes, select_patches
 from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad
 from pnpovss.hooks import capture_outputs
 from pnpovss.precision import resolve_precision
@@ -173,11 +173,9 @@ def reference_pattern(backbone: Backbone, pixels: torch.Tensor, text: TextBatch,
 
 
 def pnpovss(backbone: Backbone, pixels: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> tuple[Maps, Dropped]:
-    """What ``Segmenter`` runs before post-processing, in ``cfg.dtype``."""
-    precision = resolve_precision(cfg.dtype, pixels.device)
-    with precision.vision_autocast():
-        embeds = backbone.encode_image(pixels)
-    out = salience_dropout(backbone, pixels, embeds, text, cfg, precision.vision_autocast, precision.text_autocast)
+    """What ``Segmenter`` runs before post-processing, in ``cfg.dtype`` (its own methods)."""
+    seg = Segmenter(backbone, cfg)
+    out = seg.dropout_maps(pixels, seg.encode(pixels, cfg), text, cfg)
     return [m.flatten(1) for m in out.class_maps], out.dropped
 
 

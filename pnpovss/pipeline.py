@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from .backbones import DEFAULT_MODEL, Backbone, load_backbone, resolve_source
+from .backbones.base import TextBatch
 from .config import PRESET_FILENAME, PipelineConfig, load_preset
-from .dropout import salience_dropout
+from .dropout import DropoutMaps, salience_dropout
 from .errors import PnpOvssError
 from .fileio import ImageInput, load_image
 from .precision import Precision, resolve_precision
@@ -232,11 +233,16 @@ class Segmenter:
     ) -> list[np.ndarray]:
         """GradCAM + Salience DropOut only: per image the (C, gh, gw) combined class maps."""
         text = self.backbone.build_text(config.prompt, classes)
+        return [m.float().cpu().numpy() for m in self.dropout_maps(pixels, embeds, text, config).class_maps]
+
+    def dropout_maps(self, pixels: torch.Tensor, embeds: torch.Tensor, text: TextBatch,
+                     config: PipelineConfig) -> DropoutMaps:
+        """:func:`~pnpovss.dropout.salience_dropout` in ``config``'s precision (vision encoder and
+        the image key/value projections reduced, the GradCAM forward/backward fp32)."""
         precision = self.precision(config)
         projections = self.backbone.image_projections()
-        maps = salience_dropout(self.backbone, pixels, embeds, text, config, precision.vision_autocast,
+        return salience_dropout(self.backbone, pixels, embeds, text, config, precision.vision_autocast,
                                 lambda: precision.text_autocast(projections))
-        return [m.float().cpu().numpy() for m in maps.class_maps]
 
     def _finish(self, rgbs, pixels, embeds, classes, config, keep_all=True, defer=False) -> list:
         """Results, or with ``defer`` :class:`PendingResult` s (finished already where the

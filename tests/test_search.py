@@ -81,13 +81,18 @@ def test_space_files(segmenter, tmp_path):
         load_space({"threshold": [0.3]}, bb, cfg).encode({"threshold": 0.15})
 
 
-def test_cached_maps_equal_pipeline_single_pass(segmenter, toy, tmp_path, monkeypatch):
-    sample = toy[1]
+def _cached_sample(segmenter, toy, index, cache_dir):
+    """Toy sample ``index`` in a fresh map cache (as entry 0): (sample, names, cache, backbone, pixels)."""
+    sample = toy[index]
     names = [toy.classes[c] for c in toy.image_labels(sample.label)]
-    cache = MapCache(segmenter, segmenter.config, cache_dir=tmp_path)
+    cache = MapCache(segmenter, segmenter.config, cache_dir=cache_dir)
     cache.add(0, sample.image, names)
     bb = segmenter.backbone
-    pixels = bb.preprocess([sample.image], segmenter.image_size())
+    return sample, names, cache, bb, bb.preprocess([sample.image], segmenter.image_size())
+
+
+def test_cached_maps_equal_pipeline_single_pass(segmenter, toy, tmp_path, monkeypatch):
+    sample, names, cache, bb, pixels = _cached_sample(segmenter, toy, 1, tmp_path)
     for layer, head in [(1, 0), (2, 1), (2, (0, 1)), (3, None)]:
         cfg = segmenter.config.replace(layer=layer, head=head, drop_iters=1)
         ref = segmenter.class_grid_maps(pixels, bb.encode_image(pixels), [names], cfg)[0] / 2  # pass 0 counted twice
@@ -106,12 +111,7 @@ def test_cached_maps_equal_pipeline_single_pass(segmenter, toy, tmp_path, monkey
 
 def test_cache_keeps_both_saliency_kinds(segmenter, toy, tmp_path, monkeypatch):
     """One forward/backward fills GradCAM and attention maps; the disk copy keeps both."""
-    sample = toy[2]
-    names = [toy.classes[c] for c in toy.image_labels(sample.label)]
-    cache = MapCache(segmenter, segmenter.config, cache_dir=tmp_path)
-    cache.add(0, sample.image, names)
-    bb = segmenter.backbone
-    pixels = bb.preprocess([sample.image], segmenter.image_size())
+    sample, names, cache, bb, pixels = _cached_sample(segmenter, toy, 2, tmp_path)
     for saliency in ("attention", "gradcam"):
         cfg = segmenter.config.replace(layer=1, head=None, drop_iters=1, saliency=saliency)
         ref = segmenter.class_grid_maps(pixels, bb.encode_image(pixels), [names], cfg)[0] / 2
