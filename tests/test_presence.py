@@ -14,6 +14,7 @@ from pnpovss.cli import main
 from pnpovss.datasets import load_vocabulary
 from pnpovss.postprocess import postprocess
 from pnpovss.presence import Presence, presence_scores, select_classes
+from pnpovss.toyworld import SHAPES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,15 +176,21 @@ def test_segment_command_filters_the_candidates_offline(tmp_path):
     assert res.exit_code == 0, res.output
     meta = json.loads((tmp_path / "all" / "shapes.json").read_text())
     assert meta["keep_all"] and meta["presence"] is None and len(meta["classes"]) == 7
+    # the toy model's own six shapes are its default candidates
+    res = CliRunner().invoke(main, ["segment", str(ROOT / "examples" / "shapes.png"), "--model", "toy",
+                                    "--out", str(tmp_path / "default")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "default" / "shapes.labels.png").read_bytes() == (out / "shapes.labels.png").read_bytes()
+    assert set(json.loads((tmp_path / "default" / "shapes.json").read_text())["presence"]) == set(SHAPES)
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--vocab", "nonsense"], "neither a dataset name"),
-    (["--classes", "a", "--vocab", "voc"], "one of the two"),
-    ([], "one of the two"),
+    (["--model", "toy", "--vocab", "nonsense"], "neither a dataset name"),
+    (["--model", "toy", "--classes", "a", "--vocab", "voc"], "one of the two"),
+    ([], "one of the two"),  # the default (hub) model has no default vocabulary; refused before loading it
 ])
 def test_segment_vocabulary_errors_are_one_line(tmp_path, args, message):
-    res = CliRunner().invoke(main, ["segment", str(ROOT / "examples" / "shapes.png"), "--model", "toy",
+    res = CliRunner().invoke(main, ["segment", str(ROOT / "examples" / "shapes.png"),
                                     "--out", str(tmp_path / "o"), *args])
     assert res.exit_code != 0 and message in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()

@@ -62,10 +62,13 @@ def _named_overrides(image_size: int | None, layer: int | None, head: str | None
     return overrides
 
 
-def _candidates(classes: str | None, vocab: str | None) -> list[str]:
-    """``--classes`` or ``--vocab`` (exactly one) -> the candidate class names."""
+def _candidates(classes: str | None, vocab: str | None, model: str | None = None) -> list[str]:
+    """``--classes`` or ``--vocab`` (exactly one) -> the candidate class names. The shipped toy
+    model knows only its world's six shapes, so with ``--model toy`` they are the default."""
     from ..pipeline import parse_classes
 
+    if classes is None and vocab is None and model == "toy":
+        vocab = "toyworld"
     if (classes is None) == (vocab is None):
         raise PnpOvssError("give the candidate classes with --classes \"a,b,c\" or --vocab NAME|FILE (one of the two)")
     if vocab is not None:
@@ -116,7 +119,8 @@ def _run(job: Any, model: str | None, preset: str | None, clip_name: str | None,
                    'are segmented (--keep-all: every one).')
 @click.option("--vocab", default=None, metavar="NAME|FILE",
               help="Candidate classes from a dataset's vocabulary (voc, context, coco-object, coco-stuff, ade20k, "
-                   "toyworld, ...) or a class-name file (one class per line), instead of --classes.")
+                   "toyworld, ...) or a class-name file (one class per line), instead of --classes. "
+                   "[default with --model toy: toyworld]")
 @click.option("--keep-all", is_flag=True, default=False,
               help="Put every given class into the caption (the paper's protocol: the classes are known to be there).")
 @click.option("--clip", "clip_name", default=None,
@@ -161,7 +165,7 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     from .. import runner
     from ..config import load_preset, parse_assignments
 
-    names = _candidates(classes, vocab)
+    names = _candidates(classes, vocab, model)
     settings = parse_assignments(assignments)
     paths = expand_inputs(images)
     runner.check_summary_name(paths)
