@@ -26,7 +26,7 @@ from ..errors import PnpOvssError
 from ..pipeline import Segmenter
 from ..postprocess import postprocess
 from ..reward import MASK_RULES, MASK_SIGMA, REWARDS, ClipScorer, image_rewards, reward_masks
-from ..reward_region import CONTRAST, TRIAL_CRF, image_contrast, segment_masks
+from ..reward_region import CONTRAST, image_contrast, segment_masks
 from .cache import MapCache
 from .stats import totals
 
@@ -101,7 +101,7 @@ class RewardEvaluator:
             own = [self._row[c] for c in entry["labels"]]
             out[row, :2] = image_rewards(self.scorer, emb, own, self.text)
             if self.contrast:  # judged on the trial's own segmentation (pnpovss.reward_region)
-                labels, _ = postprocess(maps, entry["image"], cfg.replace(crf=TRIAL_CRF and cfg.crf))
+                labels, _ = postprocess(maps, entry["image"], cfg)
                 seg = segment_masks(labels, rows, cfg.background, self.scorer.clip.image_size)
                 out[row, 2] = image_contrast(self.scorer, ("segment", i), entry["clip"], seg, own, self.text)
         return out
