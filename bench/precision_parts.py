@@ -1,6 +1,6 @@
 """Which parts of the pipeline can run in bf16: the full toy-world pipeline in fp32, with bf16 in
-the vision encoder and the image key/value projections (what ``dtype="bf16"`` does), and with bf16 on the text side too (its
-forward and the GradCAM backward). Prints JSON: per setting the fraction of label pixels equal to
+the vision encoder and the image key/value projections (what ``dtype="bf16"`` does), and with bf16
+on the text side too (its forward and the GradCAM backward). Prints JSON: per setting the fraction of label pixels equal to
 fp32's and the largest class-map difference relative to that image's fp32 map maximum. A dev-seed
 measurement that chose ``pnpovss.precision.TEXT_REDUCED``; not a test.
 
