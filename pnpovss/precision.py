@@ -66,7 +66,7 @@ class Precision:
         return DTYPES[self.name]
 
     def describe(self) -> str:
-        parts = "vision and text" if self.text or self.name == "fp32" else "vision encoder only"
+        parts = "vision and text" if self.text or self.name == "fp32" else "vision encoder and image key/value projections"
         return self.name + ("" if self.name == "fp32" else f" ({parts})") + (f"; {self.note}" if self.note else "")
 
     def _autocast(self, enabled: bool) -> ContextManager:

@@ -164,7 +164,7 @@ def test_segment_dtype_and_auto_device_recorded(tiny_blip_dir, tmp_path):
               "--layer", 2, "--head", 0, "--dtype", "bf16")
     assert res.exit_code == 0, res.output
     expected_dev = "cuda:0" if torch.cuda.is_available() else "cpu"
-    assert f"device: {expected_dev} (auto), dtype: bf16 (vision encoder only)" in res.output
+    assert f"device: {expected_dev} (auto), dtype: bf16 (vision encoder and image key/value projections)" in res.output
     meta = json.loads((tmp_path / "o" / "a.json").read_text())
     assert meta["dtype"] == "bf16" and meta["device"] == expected_dev and meta["config"]["dtype"] == "bf16"
 

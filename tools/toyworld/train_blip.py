@@ -82,6 +82,12 @@ class TrainConfig:
     object needs the evidence) or ``lse`` (log-mean-exp at ``vis_lse_r``: a soft max that rewards
     every patch of the object for carrying it, so a word's attention can spread over the object)."""
     vis_lse_r: float = 5.0
+    presence_prob: float = 0.0
+    """Share of a batch's caption pairs replaced by single-class prompts (``a picture of X``): the
+    positive names a present shape, the negative an absent one. This is the presence stage's query."""
+    confusable: str = ""
+    """Shape pairs the model mixes up, e.g. ``triangle:cross``; in those single-class pairs the absent
+    shape is, half the time, the partner of a present one (a hard negative for presence)."""
 
 
 # ---------------------------------------------------------------- tokenizer / model
@@ -224,6 +230,29 @@ def negative_caption(s: Sample, rng: np.random.Generator, prompt_prob: float) ->
                     new.pop(int(true_idx[int(rng.integers(len(true_idx)))]))
             return describe_objects(new, rng)
     return prompt_text([absent[0]] if absent else ["nothing"])
+
+
+def confusable_pairs(spec: str) -> dict[str, list[str]]:
+    """``"a:b,c:d"`` -> each shape's confusable partners (both directions)."""
+    out: dict[str, list[str]] = {}
+    for pair in filter(None, (x.strip() for x in spec.split(","))):
+        a, b = pair.split(":")
+        if a not in SHAPES or b not in SHAPES:
+            raise SystemExit(f"--confusable {spec!r}: {pair!r} is not two of {', '.join(SHAPES)}")
+        out.setdefault(a, []).append(b)
+        out.setdefault(b, []).append(a)
+    return out
+
+
+def presence_pair(s: Sample, rng: np.random.Generator, partners: dict[str, list[str]]) -> tuple[str, str] | None:
+    """(positive, negative) single-class prompts for ``s``, or None when every shape is present."""
+    absent = [x for x in SHAPES if x not in s.labels]
+    if not absent:
+        return None
+    hard = [p for c in s.labels for p in partners.get(c, []) if p in absent]
+    pool = hard if hard and rng.random() < 0.5 else absent
+    pos = s.labels[int(rng.integers(len(s.labels)))]
+    return prompt_text([pos]), prompt_text([pool[int(rng.integers(len(pool)))]])
 
 
 def _object_true(o: tuple[str, str], s: Sample) -> bool:
@@ -377,6 +406,36 @@ def itm_accuracy(model, tok, samples: list[Sample], seed: int = 12345) -> float:
     return float((pred == np.array(labels)).mean())
 
 
+@torch.no_grad()
+def presence_auc(model, tok, samples: list[Sample]) -> dict[str, float]:
+    """ROC AUC of the ITM match probability of ``a picture of X`` for present vs absent X: per
+    shape, and pooled over shapes (``all``), as the presence stage uses it."""
+    model.eval()
+    vis = model.vision_model(pixel_values=to_pixels(np.stack([s.image for s in samples]))).last_hidden_state
+    ids, att = encode(tok, [prompt_text([c]) for c in SHAPES])
+    probs = []
+    for v in vis:
+        img = v[None].expand(len(SHAPES), -1, -1)
+        h = model.text_encoder(input_ids=ids, attention_mask=att, encoder_hidden_states=img,
+                               encoder_attention_mask=torch.ones(img.shape[:2], dtype=torch.long)).last_hidden_state
+        probs.append(model.itm_head(h[:, 0]).softmax(-1)[:, 1])
+    p = torch.stack(probs).numpy()
+    y = np.array([[c in s.labels for c in SHAPES] for s in samples])
+    out = {c: _auc(p[:, k], y[:, k]) for k, c in enumerate(SHAPES)}
+    out["all"] = _auc(p.ravel(), y.ravel())
+    return out
+
+
+def _auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Probability that a random positive outscores a random negative (ties count half)."""
+    pos, neg = score[positive], score[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None]).mean()
+    ties = (pos[:, None] == neg[None]).mean()
+    return float(greater + 0.5 * ties)
+
+
 # ---------------------------------------------------------------- saving
 
 
@@ -451,6 +510,7 @@ def train(cfg: TrainConfig) -> dict:
     itm_set = [make_sample(0, cfg.probe_n + i, cfg.image_size) for i in range(2 * cfg.probe_n)]
     print(f"pool ready in {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
+    partners = confusable_pairs(cfg.confusable)
     history = []
     last_probe: dict = {}
     t_train = time.time()
@@ -493,6 +553,11 @@ def train(cfg: TrainConfig) -> dict:
             if not warm:
                 pos = [positive_caption(s, rng, cfg.prompt_prob) for s in batch]
                 neg = [negative_caption(s, rng, cfg.prompt_prob) for s in batch]
+                for i, s in enumerate(batch):
+                    if cfg.presence_prob > 0 and rng.random() < cfg.presence_prob:
+                        pair = presence_pair(s, rng, partners)
+                        if pair:
+                            pos[i], neg[i] = pair
                 texts = pos + neg
                 samples2 = batch + batch
                 ids, att = encode(tok, texts)
@@ -539,11 +604,13 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.probe_every and (step % cfg.probe_every == 0 or done):
                 pr = probe_localisation(model, tok, probe_set)
                 ia = itm_accuracy(model, tok, itm_set)
+                pa = presence_auc(model, tok, itm_set)
                 means = {k: v for k, v in pr["per_head"].items() if k.endswith("mean")}
                 last_probe = {"step": step, "itm_acc": ia, "best": pr["best"], "best_miou": pr["best_miou"],
-                              "best_pointing": pr["best_pointing"], "head_means": means, "per_head": pr["per_head"]}
+                              "best_pointing": pr["best_pointing"], "presence_auc": pa, "head_means": means, "per_head": pr["per_head"]}
                 history.append({k: v for k, v in last_probe.items() if k != "per_head"})
                 top = sorted(pr["per_head"].items(), key=lambda kv: -kv[1]["miou"])[:4]
+                print(f"PROBE step {step} presence auc " + " ".join(f"{k}:{v:.3f}" for k, v in pa.items()), flush=True)
                 print(f"PROBE step {step} itm_acc {ia:.3f} best {pr['best']} miou {pr['best_miou']:.3f} point {pr['best_pointing']:.3f} | "
                       + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in top)
                       + " | means " + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in means.items()), flush=True)

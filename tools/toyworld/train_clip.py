@@ -114,17 +114,24 @@ def save(model, out: str, image_size: int, extra: dict) -> None:
 
 
 def train(out: str, steps: int, seed: int = 0, batch: int = 64, lr: float = 1e-3, pool_n: int = 3000,
-          image_size: int = 96, threads: int = 1, max_minutes: float = 0.0) -> dict:
+          image_size: int = 96, threads: int = 1, max_minutes: float = 0.0, probe_every: int = 0, init: str = "", probe_n: int = 120) -> dict:
     from open_clip.tokenizer import SimpleTokenizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.Generator(np.random.PCG64([seed, 11]))
     t0 = time.time()
-    model = build_clip(model_config(image_size))
+    previous: dict = {}
+    if init:  # a further stage from a saved model, on a fresh training pool (another seed)
+        model = load_toy_clip(init)[0]
+        with open(os.path.join(init, CONFIG_NAME)) as f:
+            old = json.load(f)
+        previous = {"stages": old.get("stages", []) + [{k: old.get(k) for k in ("training", "metrics")}]}
+    else:
+        model = build_clip(model_config(image_size))
     tok = SimpleTokenizer(context_length=32)
     pool = [make_sample(TRAIN_SEED_BASE + 500_000 + seed, i, image_size) for i in range(pool_n)]
-    held = [make_sample(0, i, image_size) for i in range(40)]
+    held = [make_sample(0, i, image_size) for i in range(probe_n)]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     warm = max(1, min(100, steps // 10))
     for step in range(1, steps + 1):
@@ -143,13 +150,15 @@ def train(out: str, steps: int, seed: int = 0, batch: int = 64, lr: float = 1e-3
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == 1:
-            print(f"step {step} loss {loss.item():.3f} t {time.time() - t0:.0f}s", flush=True)
+            print(f"step {step} loss {loss.item():.3f} lr {cur:.2e} t {time.time() - t0:.0f}s", flush=True)
+        if probe_every and step % probe_every == 0:
+            print(f"probe step {step}:", reward_check(model, tok, held), flush=True)
         if max_minutes and time.time() - t0 > max_minutes * 60:
             break
     metrics = reward_check(model, tok, held)
     print("reward check (eval seed 0):", metrics, flush=True)
-    extra = {"training": {"steps": step, "seed": seed, "batch": batch, "lr": lr, "pool": pool_n,
-                          "wall_seconds": time.time() - t0}, "metrics": metrics}
+    extra = {"training": {"steps": step, "seed": seed, "batch": batch, "lr": lr, "pool": pool_n, "init": init,
+                          "wall_seconds": time.time() - t0}, "metrics": metrics, **previous}
     save(model, out, image_size, extra)
     return extra
 
@@ -164,8 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pool", type=int, default=3000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-minutes", type=float, default=0.0)
+    p.add_argument("--probe-every", type=int, default=0, help="print the reward check every N steps")
+    p.add_argument("--init", default="", help="continue from this saved toy CLIP directory")
     a = p.parse_args(argv)
-    train(a.out, a.steps, a.seed, a.batch, a.lr, a.pool, threads=a.threads, max_minutes=a.max_minutes)
+    train(a.out, a.steps, a.seed, a.batch, a.lr, a.pool, threads=a.threads, max_minutes=a.max_minutes,
+          probe_every=a.probe_every, init=a.init)
     load_toy_clip(a.out)  # fail loudly if the written directory does not load back
 
 
