@@ -311,7 +311,11 @@ def write_preset(model: str, result: dict, command: str) -> Path:
 
     path = Path(resolve_source(model)) / PRESET_FILENAME
     preset = result["preset"]
-    doc = {"config": result["preset"], "selected_by": command + " (step 1: GradCAM, one pass, default blur + CRF, "
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    # the presence settings (chosen by --presence-sweep) stay; layer, head and drop_k are replaced
+    kept = {k: v for k, v in old.get("config", {}).items() if k.startswith("presence_")}
+    doc = {"config": {**result["preset"], **kept}, **({"presence": old["presence"]} if "presence" in old else {}),
+           "selected_by": command + " (step 1: GradCAM, one pass, default blur + CRF, "
            "every layer x (each head, head mean); step 2: the full default pipeline at that layer/head for "
            f"drop_k in {list(DROP_K_CHOICES)}; best mIoU on development seed {result['seed']})",
            "sweep_miou": {"layer_head": result["miou_by_layer_head"][sweep_cell(preset["layer"], preset["head"])],
@@ -321,40 +325,57 @@ def write_preset(model: str, result: dict, command: str) -> Path:
 
 
 PRESENCE_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+CLIP_RATIOS = (0.0005, 0.001, 0.002, 0.005, 0.01)
+"""``presence_clip_ratio`` values of the second-opinion sweep (at ``CLIP_THRESHOLDS``)."""
+CLIP_THRESHOLDS = (0.5, 0.8, 0.9)
 
 
 def presence_sweep(model: str, seed: int, images: int, size: int, **overrides) -> dict:
-    """Choose ``presence_threshold`` on a development seed: mIoU of the default pipeline and tag
-    F1 with all six shapes as candidates, for each threshold in ``PRESENCE_THRESHOLDS`` (and, at
-    the threshold of best tag F1, 1 and 2 rounds of the recurrent CLIP check)."""
-    seg = Segmenter.from_pretrained(model, presence_clip=toy_presence_clip(), **overrides)
-    cms = {t: ConfusionMatrix(len(CLASSES)) for t in PRESENCE_THRESHOLDS}
-    kept: dict[float, list[list[str]]] = {t: [] for t in PRESENCE_THRESHOLDS}
+    """Choose the presence settings on a development seed: mIoU of the default pipeline and tag F1
+    with all six shapes as candidates, for each ``presence_threshold`` in ``PRESENCE_THRESHOLDS``
+    (ITM alone: ``by_threshold``) and for each (threshold, ``presence_clip_ratio``) of CLIP's second
+    opinion (``by_threshold_and_clip_ratio``, ``presence_confident`` as configured); then, at the
+    best-F1 setting, 1 and 2 rounds of the recurrent CLIP check."""
+    from pnpovss.presence import clip_opinion, select_classes
+
+    clip = toy_presence_clip()
+    seg = Segmenter.from_pretrained(model, presence_clip=clip, **overrides)
+    confident = seg.config.presence_confident
+    grid = [(t, 0.0) for t in PRESENCE_THRESHOLDS] + [(t, r) for t in CLIP_THRESHOLDS for r in CLIP_RATIOS]
+    cms = {g: ConfusionMatrix(len(CLASSES)) for g in grid}
+    kept: dict[tuple, list[list[str]]] = {g: [] for g in grid}
     samples = [make_sample(seed, i, size) for i in range(images)]
     for s in progress(samples, f"presence sweep seed {seed}"):
-        scores = seg.detect_classes(s.image, list(SHAPES)).scores
+        scores = seg.detect_classes(s.image, list(SHAPES), presence_clip_ratio=0.0).scores
+        opinion = clip_opinion(clip, s.image, SHAPES).tolist()
         done: dict[tuple, np.ndarray] = {}
-        for t, cm in cms.items():
-            names = tuple(c for c, p in zip(SHAPES, scores) if p >= t)
+        for (t, r), cm in cms.items():
+            names = tuple(select_classes(list(SHAPES), scores, t, background=True, clip=opinion, clip_ratio=r,
+                                         confident=confident)[0])
             if names not in done:
                 res = seg.segment(s.image, list(names), keep_all=True) if names else None
                 done[names] = np.zeros_like(s.mask, dtype=np.int64) if res is None else to_global(res.labels, res.classes)
             cm.update(done[names], s.mask.astype(np.int64))
-            kept[t].append(list(names))
+            kept[t, r].append(list(names))
     truths = [list(s.labels) for s in samples]
-    table = {str(t): {"miou": round(cm.summary(CLASSES)["miou"], 2), **tag_scores(kept[t], truths)}
-             for t, cm in cms.items()}
-    best = max(PRESENCE_THRESHOLDS, key=lambda t: table[str(t)]["f1"])  # the stage's own task: tagging
+    cell = {g: {"miou": round(cm.summary(CLASSES)["miou"], 2), **tag_scores(kept[g], truths)} for g, cm in cms.items()}
+    best = max(grid, key=lambda g: cell[g]["f1"])  # the stage's own task: tagging
     rounds = {}
-    for r in (1, 2):
+    for n in (1, 2):
         cm, sets = ConfusionMatrix(len(CLASSES)), []
         for s in samples:
-            res = seg.segment(s.image, list(SHAPES), presence_threshold=best, presence_rounds=r)
+            res = seg.segment(s.image, list(SHAPES), presence_threshold=best[0], presence_clip_ratio=best[1],
+                              presence_rounds=n)
             cm.update(to_global(res.labels, res.classes), s.mask.astype(np.int64))
             sets.append(res.presence.kept)
-        rounds[str(r)] = {"miou": round(cm.summary(CLASSES)["miou"], 2), **tag_scores(sets, truths)}
-    return {"seed": seed, "images": images, "by_threshold": table, "best_threshold_f1": best,
-            "best_threshold_miou": max(PRESENCE_THRESHOLDS, key=lambda t: table[str(t)]["miou"]),
+        rounds[str(n)] = {"miou": round(cm.summary(CLASSES)["miou"], 2), **tag_scores(sets, truths)}
+    plain = [g for g in grid if g[1] == 0.0]
+    return {"seed": seed, "images": images, "presence_confident": confident,
+            "by_threshold": {str(t): cell[t, r] for t, r in plain},
+            "by_threshold_and_clip_ratio": {f"{t}/{r}": cell[t, r] for t, r in grid if r > 0},
+            "best_threshold_f1": max(plain, key=lambda g: cell[g]["f1"])[0],
+            "best_threshold_miou": max(plain, key=lambda g: cell[g]["miou"])[0],
+            "best_f1": {"presence_threshold": best[0], "presence_clip_ratio": best[1]},
             "recurrent_at_best_f1": rounds}
 
 

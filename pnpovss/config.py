@@ -104,7 +104,21 @@ class PipelineConfig:
     presence_rounds: int = 0
     """Recurrent presence check (CLIP-as-RNN's idea): after segmenting, drop the kept classes whose
     region CLIP does not recognise (masked vs blank, as the tuning reward) and segment again, at most
-    this many rounds. 0 = off. Needs a CLIP model (``Segmenter.presence_clip`` / ``--clip``)."""
+    this many rounds. 0 = off. Needs a CLIP model (``presence_clip_model``)."""
+    presence_clip_ratio: float = 0.0
+    """CLIP's second opinion on the uncertain candidates (``pnpovss.presence``, step 2): a candidate
+    whose ITM probability reached ``presence_threshold`` but not ``presence_confident`` is dropped
+    when CLIP, shown the whole image, gives it less than this fraction of the probability of its
+    best candidate (softmax over the candidates). 0 = off (the default: unmeasured on real
+    checkpoints); the toy model's preset sets 0.002, chosen on toy-world development seeds 0 and 1."""
+    presence_confident: float = 0.99
+    """ITM probability at or above which a candidate is kept without CLIP's second opinion."""
+    presence_clip_model: str | None = None
+    """The CLIP of the second opinion and the recurrent check, when no scorer is passed in code
+    (``Segmenter(presence_clip=...)``): an open_clip model name (its default pretrained tag), a
+    local open_clip directory, or ``toy``. Loaded on first use. ``--clip`` sets it."""
+    presence_clip_template: str = "a photo of a {}."
+    """CLIP's text prompt for a class name (``{}``), for the loaded ``presence_clip_model``."""
     align_corners: bool = True
     """Bilinear upsampling of the grid maps with ``align_corners=True`` (reference segmentation
     script); False centres each patch on its pixels (this package's earlier default; an option)."""

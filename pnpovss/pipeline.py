@@ -73,14 +73,17 @@ class Segmenter:
 
     Classes are *candidates* by default: :mod:`pnpovss.presence` keeps those the model finds in
     the image before segmenting (``keep_all=True`` puts every given class into the caption, as the
-    paper does). The optional recurrent presence check (``presence_rounds``) needs a CLIP scorer
-    in ``presence_clip`` (a :class:`pnpovss.reward.ClipScorer`).
+    paper does). CLIP's second opinion (``presence_clip_ratio``) and the recurrent presence check
+    (``presence_rounds``) need a CLIP: the config's ``presence_clip_model`` (loaded on first use), or a
+    :class:`pnpovss.reward.ClipScorer` passed as ``presence_clip``.
     """
 
     def __init__(self, backbone: Backbone, config: PipelineConfig | None = None, presence_clip=None) -> None:
         self.backbone = backbone
         self.config = config or PipelineConfig().replace(**backbone.pipeline_defaults)
         self.presence_clip = presence_clip
+        self._clip = None
+        self._clip_key: tuple[str, str] | None = None
         self._cache_key: str | None = None
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -96,7 +99,8 @@ class Segmenter:
     ) -> "Segmenter":
         """Load a backbone (hub id, local directory or ``toy``) and settle the configuration:
         defaults < the model directory's ``pnpovss_preset.json`` < ``preset`` < ``overrides``.
-        ``presence_clip``: a :class:`pnpovss.reward.ClipScorer` for the recurrent presence check.
+        ``presence_clip``: a :class:`pnpovss.reward.ClipScorer` for the presence stage (instead of
+        the config's ``presence_clip_model``).
         ``device="auto"``: CUDA when available, else CPU; ``dtype=`` (a config field) sets the precision."""
         PipelineConfig().replace(**overrides)  # bad values fail before a slow model load
         user_preset = load_preset(preset) if preset is not None else {}
@@ -117,10 +121,32 @@ class Segmenter:
     def validate(self, config: PipelineConfig) -> None:
         """Fail early, with the model's real ranges, on a layer/head/size this model does not have."""
         self.backbone.check_config(config, self.image_size(config))
-        if config.presence_rounds and self.presence_clip is None:
-            raise PnpOvssError("presence_rounds > 0 needs a CLIP model for the recurrent check: pass --clip NAME "
-                               "(API: Segmenter.presence_clip = ClipScorer(load_clip(...))), or set presence_rounds=0")
+        if (config.presence_rounds or config.presence_clip_ratio) and self.presence_clip is None \
+                and config.presence_clip_model is None:
+            raise PnpOvssError("presence_rounds > 0 or presence_clip_ratio > 0 needs a CLIP model: pass --clip NAME "
+                               "(--set presence_clip_model=NAME; API: Segmenter(presence_clip=ClipScorer(...))), or set "
+                               "presence_rounds=0 presence_clip_ratio=0")
+        if "{}" not in config.presence_clip_template:
+            raise PnpOvssError(f"presence_clip_template must contain '{{}}' where the class name goes, "
+                               f"got {config.presence_clip_template!r}")
         self.precision(config)
+
+    def clip_scorer(self, config: PipelineConfig | None = None):
+        """The CLIP scorer of the presence stage: ``presence_clip`` when given in code, else the
+        config's ``presence_clip_model``, loaded on first use (once per name and template)."""
+        config = config or self.config
+        if self.presence_clip is not None:
+            return self.presence_clip
+        if config.presence_clip_model is None:
+            return None
+        key = (config.presence_clip_model, config.presence_clip_template)
+        if self._clip_key != key:
+            from .reward import ClipScorer, load_clip
+
+            self._clip = ClipScorer(load_clip(config.presence_clip_model, device=self.backbone.device),
+                                    template=config.presence_clip_template)
+            self._clip_key = key
+        return self._clip
 
     def precision(self, config: PipelineConfig | None = None) -> Precision:
         """What ``config.dtype`` means on this model's device (``auto`` resolved, with a note when
@@ -159,9 +185,12 @@ class Segmenter:
         config = self.config.replace(**overrides) if overrides else self.config
         self.validate(config)
         names = parse_classes(classes)
-        self.set_image(image, config)
+        rgb = self.set_image(image, config)
         assert self._cache is not None
-        return detect(self.backbone, self._cache[1], names, config)
+        return detect(self.backbone, self._cache[1], names, config, scorer=self._opinion_scorer(config), rgb=rgb)
+
+    def _opinion_scorer(self, config: PipelineConfig):
+        return self.clip_scorer(config) if config.presence_clip_ratio > 0 else None
 
     def segment_batch(
         self,
@@ -250,7 +279,9 @@ class Segmenter:
         if keep_all:
             pending = self._pending_known(rgbs, pixels, embeds, classes, config)
             return pending if defer else [p.finish() for p in pending]
-        found = [detect(self.backbone, embeds[i : i + 1], names, config) for i, names in enumerate(classes)]
+        scorer = self._opinion_scorer(config)
+        found = [detect(self.backbone, embeds[i : i + 1], names, config, scorer=scorer, rgb=rgbs[i])
+                 for i, names in enumerate(classes)]
         pending = self._pending_known(rgbs, pixels, embeds, [p.kept for p in found], config)
         for p, pres in zip(pending, found):
             p.presence = pres
@@ -262,7 +293,7 @@ class Segmenter:
             return self._segment_known([rgbs[i] for i in redo], pixels[index], embeds[index],
                                        [found[i].kept for i in redo], config)
 
-        results = recurrent_check(self.presence_clip, [p.finish() for p in pending], found, config, resegment)
+        results = recurrent_check(self.clip_scorer(config), [p.finish() for p in pending], found, config, resegment)
         return [PendingResult.of(r) for r in results] if defer else results
 
     def _segment_known(self, rgbs, pixels, embeds, classes, config) -> list[SegmentationResult]:

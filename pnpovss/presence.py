@@ -9,8 +9,12 @@ passes a dataset's whole vocabulary; this stage turns that list into the caption
    tokens the pipeline encodes anyway (pass 0, cached by :class:`~pnpovss.Segmenter`). Captions
    go in chunks; on BLIP the chunk's queries attend to one copy of the image's keys and values
    (``blip.shared_image_attention``), projected once per chunk, not once per candidate.
-2. **Select** the candidates whose probability reaches ``presence_threshold``; at most as many as
-   the caption can hold (the best-scoring ones, with a note); none passing means an all-background
+2. **Select** the candidates whose probability reaches ``presence_threshold``. Optionally
+   (``presence_clip_ratio``) CLIP gives a second opinion on the uncertain ones, those below
+   ``presence_confident``: shown the whole image, it must give such a candidate at least that
+   fraction of its best candidate's probability (softmax over the candidates), else it is dropped.
+   A relative rule, so it reads the same for 6 or 150 candidates. At most as many as the caption
+   can hold (the best-scoring ones, with a note); none passing means an all-background
    image, or, without a background channel, the best-scoring class (every pixel needs a label).
 3. **Recurrent check** (optional, ``presence_rounds``; CLIP-as-RNN's idea with the tuning reward's
    machinery): segment with the kept classes, ask CLIP whether each class's region looks more like
@@ -49,9 +53,17 @@ class Presence:
     """Why the selection differs from the plain threshold (caption capacity, no class present...)."""
     dropped_by_check: list[list[str]] = field(default_factory=list)
     """Classes the recurrent check removed, one list per round that removed any."""
+    clip_scores: list[float] | None = None
+    """CLIP's whole-image probability of each candidate (softmax over the candidates), when its
+    second opinion was asked (``presence_clip_ratio`` > 0)."""
 
     def to_json(self) -> dict[str, dict[str, float | bool]]:
-        return {c: {"score": round(float(s), 6), "kept": c in self.kept} for c, s in zip(self.candidates, self.scores)}
+        out: dict[str, dict[str, float | bool]] = {}
+        for i, (c, s) in enumerate(zip(self.candidates, self.scores)):
+            out[c] = {"score": round(float(s), 6), "kept": c in self.kept}
+            if self.clip_scores is not None:
+                out[c]["clip"] = round(float(self.clip_scores[i]), 6)
+        return out
 
 
 def presence_scores(backbone: Backbone, image_embeds: torch.Tensor, classes: Sequence[str], prompt: str,
@@ -64,17 +76,48 @@ def presence_scores(backbone: Backbone, image_embeds: torch.Tensor, classes: Seq
     return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
+def clip_opinion(scorer, rgb: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
+    """(C,) CLIP's zero-shot probability of each candidate for the whole image: softmax over the
+    candidates at the model's own learned logit scale (100 for OpenAI's CLIP; the reward's fixed
+    scale would be far sharper on a model trained to another one, such as the toy CLIP's 17.8).
+
+    ``scorer`` is a :class:`pnpovss.reward.ClipScorer`."""
+    text = scorer.text_embeddings([[c] for c in candidates])
+    image = scorer.embed(scorer.image_tensor(rgb)[None])
+    learned = getattr(scorer.clip.model, "logit_scale", None)
+    scale = float(learned.exp()) if isinstance(learned, torch.Tensor) else scorer.logit_scale
+    return torch.softmax(scale * image @ text.T, dim=-1)[0].cpu().numpy().astype(np.float64)
+
+
+def second_opinion(classes: Sequence[str], scores: Sequence[float], passing: list[int], clip: Sequence[float],
+                   ratio: float, confident: float) -> tuple[list[int], list[str]]:
+    """``passing`` without the uncertain candidates (ITM score below ``confident``) that CLIP gives
+    less than ``ratio`` times its best candidate's probability; and a note naming them."""
+    floor = ratio * max(clip)
+    vetoed = [i for i in passing if scores[i] < confident and clip[i] < floor]
+    if not vetoed:
+        return passing, []
+    names = ", ".join(f"{classes[i]} (ITM {scores[i]:.3f}, CLIP {clip[i] / max(clip):.2g} of its best)" for i in vetoed)
+    return [i for i in passing if i not in vetoed], [
+        f"CLIP's second opinion dropped {names}: below presence_confident {confident:g} and under "
+        f"presence_clip_ratio {ratio:g} of CLIP's best candidate"]
+
+
 def select_classes(classes: Sequence[str], scores: Sequence[float], threshold: float, *, background: bool,
-                   fits: Callable[[list[str]], bool] = lambda _names: True) -> tuple[list[str], list[str]]:
-    """(kept classes in candidate order, notes). ``fits(names)`` says whether a caption can hold them."""
+                   fits: Callable[[list[str]], bool] = lambda _names: True, clip: Sequence[float] | None = None,
+                   clip_ratio: float = 0.0, confident: float = 1.0) -> tuple[list[str], list[str]]:
+    """(kept classes in candidate order, notes). ``fits(names)`` says whether a caption can hold them;
+    ``clip``: CLIP's probabilities of the candidates, for the second opinion (:func:`second_opinion`)."""
     order = sorted(range(len(classes)), key=lambda i: -scores[i])
     passing = [i for i in order if scores[i] >= threshold]
     notes = []
+    if clip is not None and clip_ratio > 0:
+        passing, notes = second_opinion(classes, scores, passing, clip, clip_ratio, confident)
     if not passing:
         if background:
-            return [], [f"no candidate reached presence_threshold {threshold:g}: the image is all background"]
+            return [], notes + [f"no candidate passed presence_threshold {threshold:g}: the image is all background"]
         passing = order[:1]
-        notes.append(f"no candidate reached presence_threshold {threshold:g}; kept the best-scoring "
+        notes.append(f"no candidate passed presence_threshold {threshold:g}; kept the best-scoring "
                      f"{classes[order[0]]!r} (no background channel: every pixel needs a label)")
     chosen: list[int] = []
     for i in passing:
@@ -88,12 +131,20 @@ def select_classes(classes: Sequence[str], scores: Sequence[float], threshold: f
 
 
 def detect(backbone: Backbone, image_embeds: torch.Tensor, classes: Sequence[str], config: PipelineConfig,
-           chunk_size: int = CHUNK_SIZE) -> Presence:
-    """Steps 1-2 for one image."""
+           chunk_size: int = CHUNK_SIZE, *, scorer=None, rgb: np.ndarray | None = None) -> Presence:
+    """Steps 1-2 for one image; ``scorer`` (a :class:`pnpovss.reward.ClipScorer`) and ``rgb`` are
+    needed when ``config.presence_clip_ratio`` > 0."""
     scores = presence_scores(backbone, image_embeds, classes, config.prompt, chunk_size)
+    clip = None
+    if config.presence_clip_ratio > 0:
+        if scorer is None or rgb is None:
+            raise ValueError("presence_clip_ratio > 0 needs the CLIP scorer and the image")
+        clip = clip_opinion(scorer, rgb, classes).tolist()
     kept, notes = select_classes(list(classes), scores.tolist(), config.presence_threshold,
-                                 background=config.background, fits=caption_fits(backbone, config.prompt))
-    return Presence(list(classes), scores.tolist(), kept, notes)
+                                 background=config.background, fits=caption_fits(backbone, config.prompt),
+                                 clip=clip, clip_ratio=config.presence_clip_ratio,
+                                 confident=config.presence_confident)
+    return Presence(list(classes), scores.tolist(), kept, notes, clip_scores=clip)
 
 
 def caption_fits(backbone: Backbone, prompt: str) -> Callable[[list[str]], bool]:
@@ -155,5 +206,5 @@ def recurrent_check(scorer, results: list, found: Sequence[Presence], config: Pi
     return results
 
 
-__all__ = ["CHUNK_SIZE", "Presence", "caption_fits", "detect", "presence_scores", "recognised", "recurrent_check",
-           "select_classes"]
+__all__ = ["CHUNK_SIZE", "Presence", "caption_fits", "clip_opinion", "detect", "presence_scores", "recognised", "recurrent_check",
+           "second_opinion", "select_classes"]

@@ -13,7 +13,7 @@ from pnpovss import PnpOvssError, Segmenter
 from pnpovss.cli import main
 from pnpovss.datasets import load_vocabulary
 from pnpovss.postprocess import postprocess
-from pnpovss.presence import Presence, presence_scores, select_classes
+from pnpovss.presence import Presence, clip_opinion, presence_scores, select_classes
 from pnpovss.toyworld import SHAPES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,60 @@ def test_selection_threshold_capacity_and_nothing_present():
     assert kept == [] and "all background" in notes[0]
     kept, notes = select_classes(names, scores, 0.99, background=False)
     assert kept == ["b"] and "best-scoring" in notes[0]
+
+
+def test_second_opinion_drops_only_uncertain_candidates_clip_rejects():
+    """CLIP vetoes a candidate only below presence_confident and under the ratio of its best."""
+    names, scores = ["a", "b", "c", "d"], [0.995, 0.95, 0.9, 0.2]
+    clip = [0.0001, 0.0001, 0.5, 0.4998]
+    kept, notes = select_classes(names, scores, 0.5, background=True, clip=clip, clip_ratio=0.01, confident=0.99)
+    assert kept == ["a", "c"]  # a: confident, kept whatever CLIP says; b: uncertain, 0.0002 of CLIP's best
+    assert len(notes) == 1 and "second opinion dropped b " in notes[0]
+    assert select_classes(names, scores, 0.5, background=True, clip=clip, clip_ratio=0.0, confident=0.99)[0] == [
+        "a", "b", "c"]  # ratio 0: off
+    assert select_classes(names, scores, 0.5, background=True, clip=clip, clip_ratio=0.01, confident=0.9)[0] == [
+        "a", "b", "c"]  # all confident
+    kept, notes = select_classes(["b", "x"], [0.95, 0.1], 0.5, background=True, clip=[1e-5, 1 - 1e-5],
+                                 clip_ratio=0.01, confident=0.99)
+    assert kept == [] and "second opinion" in notes[0] and "all background" in notes[1]
+
+
+def test_clip_opinion_is_clips_own_zero_shot_softmax(tiny_clip_dir, rng):
+    """Against a direct computation: softmax over the candidates at the model's learned scale."""
+    from pnpovss.reward import ClipScorer, load_clip
+
+    scorer = ClipScorer(load_clip(str(tiny_clip_dir)), template="a photo of a {}.")
+    img = (rng.random((30, 40, 3)) * 255).astype(np.uint8)
+    names = ["cat", "dog", "sky"]
+    got = clip_opinion(scorer, img, names)
+    model = scorer.clip.model
+    with torch.no_grad():
+        image = torch.nn.functional.normalize(model.encode_image(scorer.image_tensor(img)[None]), dim=-1)
+        text = torch.nn.functional.normalize(
+            model.encode_text(scorer.clip.tokenizer([f"a photo of a {n}." for n in names])), dim=-1)
+        ref = torch.softmax(model.logit_scale.exp() * image @ text.T, dim=-1)[0].numpy()
+    assert np.allclose(got, ref, atol=1e-6) and got.sum() == pytest.approx(1.0)
+
+
+def test_second_opinion_in_the_segmenter_loads_the_configured_clip(segmenter, tiny_clip_dir, rng):
+    seg = Segmenter(segmenter.backbone, segmenter.config)
+    img = (rng.random((30, 40, 3)) * 255).astype(np.uint8)
+    names = ["cat", "dog", "sky"]
+    with pytest.raises(PnpOvssError, match="needs a CLIP model"):
+        seg.segment(img, names, presence_clip_ratio=0.5)
+    res = seg.segment(img, names, presence_threshold=0.0, presence_confident=1.0, presence_clip_ratio=0.5,
+                      presence_clip_model=str(tiny_clip_dir))
+    pres = res.presence
+    assert pres.clip_scores is not None and sum(pres.clip_scores) == pytest.approx(1.0)
+    assert pres.kept == [c for c, p in zip(names, pres.clip_scores) if p >= 0.5 * max(pres.clip_scores)]
+    assert all("clip" in v for v in pres.to_json().values())
+    assert res.classes == ["background", *pres.kept]
+    first = seg.clip_scorer(seg.config.replace(presence_clip_model=str(tiny_clip_dir)))
+    assert seg.clip_scorer(seg.config.replace(presence_clip_model=str(tiny_clip_dir))) is first  # loaded once
+    assert seg.detect_classes(img, names, presence_threshold=0.0, presence_confident=1.0, presence_clip_ratio=0.5,
+                              presence_clip_model=str(tiny_clip_dir)).kept == pres.kept
+    with pytest.raises(PnpOvssError, match="presence_clip_template must contain"):
+        seg.segment(img, names, presence_clip_template="a photo")
 
 
 def test_keep_all_is_the_papers_pipeline(segmenter, rng):
@@ -169,6 +223,7 @@ def test_segment_command_filters_the_candidates_offline(tmp_path):
     assert meta["classes"] == ["background", "circle", "star"] and not meta["keep_all"]
     assert set(meta["presence"]) == {"circle", "square", "triangle", "star", "cross", "heart"}
     assert [c for c, v in meta["presence"].items() if v["kept"]] == ["circle", "star"]
+    assert all("clip" in v for v in meta["presence"].values())  # the toy preset asks CLIP's second opinion
     assert min(meta["presence"][c]["score"] for c in ("circle", "star")) > max(
         v["score"] for c, v in meta["presence"].items() if c not in ("circle", "star"))
     res = CliRunner().invoke(main, ["segment", str(ROOT / "examples" / "shapes.png"), "--model", "toy",
@@ -262,7 +317,7 @@ def test_tune_tags_command_writes_a_presence_preset(tmp_path):
     trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
     assert best["config"]["presence_threshold"] == best["params"]["presence_threshold"]
     assert best["rewards"]["tags"] == max(t["rewards"]["tags"] for t in trace)
-    assert trace[0]["params"] == {"presence_threshold": 0.9}  # trial 0: the default
+    assert trace[0]["params"] == {"presence_threshold": 0.5}  # trial 0: the toy model's preset
     res = CliRunner().invoke(main, ["tune", "--dataset", "toyworld", "--reward", "tags", "--images", "2",
                                     "--out", str(tmp_path / "x"), "--space", str(ROOT / "search" / "spaces" / "default.json")])
     assert res.exit_code != 0 and "cannot be searched" in res.output

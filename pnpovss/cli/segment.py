@@ -95,13 +95,9 @@ def _run(job: Any, model: str | None, preset: str | None, clip_name: str | None,
         source = model or DEFAULT_MODEL
         if ctx.is_main:
             click.echo(f"loading {source} ...", err=True)
-        clip = None
         if clip_name is not None:
-            from ..reward import ClipScorer, load_clip
-
-            clip = ClipScorer(load_clip(clip_name, device=resolve_device(process_device(device, ctx))))
-        seg = Segmenter.from_pretrained(source, device=process_device(device, ctx), preset=preset, presence_clip=clip,
-                                        **overrides)
+            overrides = {**overrides, "presence_clip_model": clip_name}
+        seg = Segmenter.from_pretrained(source, device=process_device(device, ctx), preset=preset, **overrides)
         ran = announce(seg, device, quiet=not ctx.is_main)
         remove_stale_temps(job.out)
         summary = runner.run(seg, job, ctx, model=source, ran=ran, kept=kept,
@@ -124,8 +120,8 @@ def _run(job: Any, model: str | None, preset: str | None, clip_name: str | None,
 @click.option("--keep-all", is_flag=True, default=False,
               help="Put every given class into the caption (the paper's protocol: the classes are known to be there).")
 @click.option("--clip", "clip_name", default=None,
-              help="CLIP for the recurrent presence check (--set presence_rounds=N): open_clip name, local "
-                   "directory, or 'toy'.")
+              help="CLIP for the presence stage's second opinion (presence_clip_ratio) and recurrent check "
+                   "(presence_rounds): open_clip name, local directory, or 'toy' (sets presence_clip_model).")
 @click.option("--out", "out_dir", default="pnpovss-out", show_default=True, type=click.Path(file_okay=False),
               help="Output directory.")
 @opt.model
