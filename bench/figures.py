@@ -396,13 +396,14 @@ def draw_speed(args: argparse.Namespace):
 
 
 # ----------------------------------------------------------------------------------- 4. presence
-KEPT, DROPPED = "#2e7d32", "#bdbdbd"
+KEPT, DROPPED, VETOED = "#2e7d32", "#bdbdbd", "#e65100"
 
 
 def draw_presence(args: argparse.Namespace):
     """Figure 4: per image (the stages figure's), each of the six shapes as a candidate: its ITM
-    match probability (log-odds axis, so 0.99 and 0.999 stay apart), kept or dropped at the
-    threshold, and a tick on the shapes really in the image."""
+    match probability (log-odds axis, so 0.99 and 0.999 stay apart), kept, dropped at the
+    threshold, or dropped by CLIP's second opinion (between the threshold and presence_confident),
+    CLIP's share of its best candidate beside each bar, and a tick on the shapes really in the image."""
     plt = matplotlib_pyplot()
     from matplotlib.patches import Patch
 
@@ -410,7 +411,8 @@ def draw_presence(args: argparse.Namespace):
     from pnpovss.toyworld.world import SHAPES
 
     seg = Segmenter.from_pretrained("toy")
-    threshold = seg.config.presence_threshold
+    threshold, confident = seg.config.presence_threshold, seg.config.presence_confident
+    second = seg.config.presence_clip_ratio > 0
     samples = stage_samples(args.seed, args.images, args.size)
     fig, axes = plt.subplots(len(samples), 2, figsize=(7.5, 1.9 * len(samples) + 0.6),
                              gridspec_kw={"width_ratios": [1, 3.2]}, squeeze=False)
@@ -421,21 +423,28 @@ def draw_presence(args: argparse.Namespace):
         ax_img.set_axis_off()
         ax_img.set_title(f"seed {sample.seed}, image {sample.index}", fontsize=8)
         y = np.arange(len(SHAPES))[::-1]
-        ax.barh(y, logit(np.asarray(pres.scores)) - logit(1e-4), left=logit(1e-4), height=0.65,
-                color=[KEPT if c in pres.kept else DROPPED for c in SHAPES])
+        colour = [KEPT if c in pres.kept else VETOED if threshold <= p < confident and second else DROPPED
+                  for c, p in zip(SHAPES, pres.scores)]
+        ax.barh(y, logit(np.asarray(pres.scores)) - logit(1e-4), left=logit(1e-4), height=0.65, color=colour)
         ax.axvline(logit(threshold), color="black", linestyle="--", linewidth=1)
-        for yi, c, score in zip(y, SHAPES, pres.scores):
-            ax.text(logit(1e-4) + 0.1, yi, f"{score:.3f}", va="center", fontsize=7)
+        if second:
+            ax.axvline(logit(confident), color="black", linestyle=":", linewidth=1)
+        for i, (yi, score) in enumerate(zip(y, pres.scores)):
+            share = f"   CLIP {pres.clip_scores[i] / max(pres.clip_scores):.2g}" if pres.clip_scores else ""
+            ax.text(logit(1e-4) + 0.1, yi, f"{score:.3f}{share}", va="center", fontsize=7)
         ax.set_yticks(y, [f"{c}  ✓" if c in sample.labels else c for c in SHAPES], fontsize=8)
         ticks = [1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]
         ax.set_xticks([logit(t) for t in ticks], [f"{t:g}" for t in ticks], fontsize=7)
         ax.set_xlim(logit(1e-4), logit(1 - 1e-4))
     axes[-1, 1].set_xlabel("ITM match probability of \"a picture of <class>\" (log-odds axis)", fontsize=8)
-    fig.legend(handles=[Patch(color=KEPT, label="kept (in the caption)"), Patch(color=DROPPED, label="dropped"),
-                        plt.Line2D([], [], color="black", linestyle="--", label=f"presence_threshold {threshold:g}")],
-               loc="lower center", ncol=3, fontsize=8, frameon=False)
+    handles = [Patch(color=KEPT, label="kept (in the caption)"), Patch(color=DROPPED, label="dropped"),
+               plt.Line2D([], [], color="black", linestyle="--", label=f"presence_threshold {threshold:g}")]
+    if second:
+        handles[2:2] = [Patch(color=VETOED, label=f"dropped by CLIP (share < {seg.config.presence_clip_ratio:g})")]
+        handles.append(plt.Line2D([], [], color="black", linestyle=":", label=f"presence_confident {confident:g}"))
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Class presence: all six shapes as candidates (✓ = really in the image)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.1 if second else 0.06, 1, 1))
     return fig
 
 

@@ -11,6 +11,10 @@ Rows (seconds per image, median of ``--repeats`` after one warm-up):
   presence_150_per_caption the same 150 with the image tokens repeated per caption (what a backbone
                            without shared image attention pays: the image keys/values projected once
                            per caption)
+  clip_opinion_150         CLIP's second opinion (``presence_clip_ratio``) over the 150: one whole-image
+                           forward of a full-size open_clip ViT-B-16 (random weights) against the 150
+                           candidates' text embeddings, which are computed once per candidate list
+                           (their one-off cost: ``clip_text_150``)
 ``ratio`` = presence seconds / pipeline seconds (the issue's budget: at most 0.5 at 150 classes).
 """
 
@@ -34,7 +38,7 @@ from pnpovss import PipelineConfig  # noqa: E402
 from pnpovss.backbones.base import Backbone  # noqa: E402
 from pnpovss.datasets import load_vocabulary  # noqa: E402
 from pnpovss.dropout import salience_dropout  # noqa: E402
-from pnpovss.presence import CHUNK_SIZE, presence_scores  # noqa: E402
+from pnpovss.presence import CHUNK_SIZE, clip_opinion, presence_scores  # noqa: E402
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -45,6 +49,19 @@ def timed(fn, repeats: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def random_clip():
+    """A full-size open_clip ViT-B-16 with random weights (no download), as the presence stage's scorer."""
+    import open_clip
+
+    from pnpovss.reward import ClipModel, ClipScorer
+
+    model = open_clip.create_model("ViT-B-16", pretrained=None).eval()
+    cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+    clip = ClipModel(model, open_clip.get_tokenizer("ViT-B-16"), 224, tuple(cfg.get("mean", (0.481, 0.458, 0.408))),
+                     tuple(cfg.get("std", (0.269, 0.261, 0.276))), "ViT-B-16 (random weights)")
+    return ClipScorer(clip, template="a photo of a {}.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"pipeline": timed(pipeline, args.repeats)}
     for name, vocab in (("presence_20", voc), ("presence_150", ade)):
         rows[name] = timed(lambda v=vocab: presence_scores(backbone, embeds, v, cfg.prompt), args.repeats)
+    scorer = random_clip()
+    rgb = bench_images(1)[0]
+    rows["clip_text_150"] = timed(lambda: (scorer._text.clear(), scorer.text_embeddings([[c] for c in ade])), args.repeats)
+    rows["clip_opinion_150"] = timed(lambda: clip_opinion(scorer, rgb, ade), args.repeats)
     backbone.broadcasts_image = False  # the generic path: image tokens repeated for every caption
     backbone.match_probability = functools.partial(Backbone.match_probability, backbone)
     rows["presence_150_per_caption"] = timed(lambda: presence_scores(backbone, embeds, ade, cfg.prompt), args.repeats)

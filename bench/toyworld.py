@@ -238,8 +238,8 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         "rows": {name: cm.summary(CLASSES) for name, cm in rows.items()
                  if name not in OPTIONS and name not in AGREEMENT_ROWS},
         "tags": {name: tag_scores(sets, truths) for name, sets in kept.items()},
-        "presence": {"presence_threshold": base.presence_threshold, "recurrent_rounds": 2,
-                     "recurrent_clip": "toy"},
+        "presence": {"presence_threshold": base.presence_threshold, "presence_clip_ratio": base.presence_clip_ratio,
+                     "presence_confident": base.presence_confident, "recurrent_rounds": 2, "clip": "toy"},
         "options": {**{name: {"overrides": OPTIONS[name], **rows[name].summary(CLASSES)} for name in OPTIONS},
                     f"full_batch{BATCH}": {"overrides": {}, "batch": BATCH, **rows[f"full_batch{BATCH}"].summary(CLASSES)}},
         "pixel_agreement_with_full": {name: round(a / n, 5) for name, (a, n) in agree.items() if n},

@@ -85,7 +85,7 @@ def clip_opinion(scorer, rgb: np.ndarray, candidates: Sequence[str]) -> np.ndarr
     text = scorer.text_embeddings([[c] for c in candidates])
     image = scorer.embed(scorer.image_tensor(rgb)[None])
     learned = getattr(scorer.clip.model, "logit_scale", None)
-    scale = float(learned.exp()) if isinstance(learned, torch.Tensor) else scorer.logit_scale
+    scale = float(learned.detach().exp()) if isinstance(learned, torch.Tensor) else scorer.logit_scale
     return torch.softmax(scale * image @ text.T, dim=-1)[0].cpu().numpy().astype(np.float64)
 
 
