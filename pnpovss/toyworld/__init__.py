@@ -51,7 +51,7 @@ repository's ``tools/toyworld/``, not in the installed package, so run these fro
     other, with the auxiliary weight left at 2 (training seed 4), scored 69.8 / 62.6 ``full`` mIoU
     against 72.6 / 66.4 on development seeds 0 / 5 (each with its own swept preset) and was not
     kept. A stage-2 variant with log-sum-exp pooling in the patch-level loss (``--vis-pool lse``)
-    scored 45.1 against 50.5 ``full`` mIoU on development seed 0 and was not kept. The pipeline
+    scored 45.1 against 50.5 ``full`` mIoU on development seed 0 and was not kept.
     A fifth stage (from stage 4, training seed 6, 2150 of 2500 steps at lr 1e-4) mixed in
     single-class prompt pairs with triangle <-> cross hard negatives (``--presence-prob 0.3
     --confusable triangle:cross``) to sharpen presence; the presence AUC of those two shapes did not
