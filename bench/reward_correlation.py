@@ -5,7 +5,8 @@
 Draws ``--configs`` distinct random configurations from the search space (``--space``; default:
 tune's default space: saliency, layer, head, threshold, DropOut), scores each with every reward
 variant exactly as ``pnpovss tune`` does (``binary``: the paper's; ``continuous``; ``contrast``:
-region vs complement on the trial's own segmentation, :mod:`pnpovss.reward_region`) and with the
+region vs complement, and ``boundary``: just inside vs just outside the edge, both on the trial's own
+segmentation, :mod:`pnpovss.reward_region`) and with the
 true mIoU on the same images, and reports Spearman's rank correlation of each variant with
 
 * ``miou``: what ``pnpovss eval --preset`` gives for that configuration (full pipeline), and
@@ -13,8 +14,8 @@ true mIoU on the same images, and reports Spearman's rank correlation of each va
   ``miou`` when DropOut is in the space).
 
 ``binary`` and ``continuous`` are computed under every reward mask rule (``reference``, the
-default, and ``half``; see :mod:`pnpovss.reward`); ``contrast`` does not use those masks, so it is
-the same under both. ``spearman`` covers all configurations, ``spearman_usable`` the usable ones
+default, and ``half``; see :mod:`pnpovss.reward`); ``contrast`` and ``boundary`` do not use those
+masks, so they are the same under both. ``spearman`` covers all configurations, ``spearman_usable`` the usable ones
 (at least half of the labelled classes' single-pass maps keep a patch after the threshold: maps not
 empty), ``spearman_without_last_layer`` leaves out the last layer (the earlier record's split).
 
@@ -37,15 +38,17 @@ import torch
 from scipy.stats import spearmanr
 
 from pnpovss import Segmenter
+from pnpovss.backbones import source_label
 from pnpovss.datasets import load_dataset
 from pnpovss.evaluate import caption_class_ids, evaluate
 from pnpovss.fileio import atomic_write_text
 from pnpovss.metrics import ConfusionMatrix
 from pnpovss.postprocess import postprocess, threshold_maps, upsample
 from pnpovss.reward import MASK_RULES, ClipScorer, load_clip
+from pnpovss.reward_region import REGION_REWARDS
 from pnpovss.search import RewardEvaluator, load_space
 
-VARIANTS = ("binary", "continuous", "contrast")
+VARIANTS = ("binary", "continuous", *REGION_REWARDS)
 
 
 def sample_configs(space, count: int, seed: int) -> list[dict]:
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset("toyworld", seed=args.seed, images=args.images)
     seg = Segmenter.from_pretrained(args.model, preset=args.preset, background=True)
     scorer = ClipScorer(load_clip(args.clip), template=ds.clip_template or "{}")
-    ev = RewardEvaluator(seg, ds, range(len(ds)), scorer, contrast=True)
+    ev = RewardEvaluator(seg, ds, range(len(ds)), scorer, region=tuple(REGION_REWARDS))
     ev.build(progress=False)
     space = load_space(args.space, seg.backbone, seg.config)
     rows = []
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     last = [r for r in rows if r["params"].get("layer", seg.config.layer) != seg.backbone.num_layers]
     usable = [r for r in rows if r["nonempty"] >= 0.5]
     result = {
-        "dataset": ds.describe(), "model": seg.backbone.source, "clip": scorer.clip.source,
+        "dataset": ds.describe(), "model": source_label(seg.backbone.source), "clip": scorer.clip.source,
         "base_config": seg.config.to_dict(), "space": space.values, "configs": len(rows),
         "mask_rules": list(MASK_RULES), "variants": list(VARIANTS),
         "spearman": {rule: correlations(rows, rule) for rule in MASK_RULES},

@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .datasets.base import SegDataset, SegSample
+from .backbones import source_label
 from .distributed import DistContext
 from .errors import PnpOvssError
 from .fileio import atomic_write_text
@@ -186,7 +187,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     protocol = label_protocol(labels, all_classes)
     meta = {**dataset.describe(), "labels": protocol, "all_classes": protocol == "all", "processes": dist.world_size,
             "config": segmenter.config.replace(**dataset.pipeline_settings()).to_dict(),
-            "model": segmenter.backbone.source}
+            "model": source_label(segmenter.backbone.source)}
     cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, unscored_labels(segmenter, dataset))
     start = time.perf_counter()
     mine = dist.shard(list(indices))

@@ -129,15 +129,23 @@ def test_cache_keeps_both_saliency_kinds(segmenter, toy, tmp_path, monkeypatch):
                               cache.class_maps(0, drop, lambda: sample.image, names))
 
 
-def test_contrast_column_scores_the_trial_segmentation(segmenter, toy, tiny_clip_dir):
-    ev = RewardEvaluator(segmenter, toy, range(len(toy)), ClipScorer(load_clip(str(tiny_clip_dir))), contrast=True)
+def test_region_columns_score_the_trial_segmentation(segmenter, toy, tiny_clip_dir):
+    scorer = ClipScorer(load_clip(str(tiny_clip_dir)))
+    ev = RewardEvaluator(segmenter, toy, range(len(toy)), scorer, region=("contrast", "boundary"))
     params = {"layer": 2, "head": 1, "threshold": 0.15, "saliency": "attention"}
     scores = ev.evaluate(params)
-    assert set(scores) == {"binary", "continuous", "contrast"} and ev.evaluate(params) == scores
-    assert ev.run_info()["rewards"] == ["binary", "continuous", "contrast"]
-    plain = RewardEvaluator(segmenter, toy, range(len(toy)), ev.scorer)
-    assert "rewards" not in plain.run_info()  # runs recorded before the contrast reward still resume
+    assert set(scores) == {"binary", "continuous", "contrast", "boundary"} and ev.evaluate(params) == scores
+    assert scores["boundary"] != scores["contrast"]
+    # each column is the same whichever others are asked for (a run's rewards do not depend on them)
+    for name in ("contrast", "boundary"):
+        one = RewardEvaluator(segmenter, toy, range(len(toy)), scorer, region=(name,))
+        assert one.run_info()["rewards"] == ["binary", "continuous", name]
+        assert one.evaluate(params) == {k: scores[k] for k in ("binary", "continuous", name)}
+    plain = RewardEvaluator(segmenter, toy, range(len(toy)), scorer)
+    assert "rewards" not in plain.run_info()  # runs recorded before the region rewards still resume
     assert {k: plain.evaluate(params)[k] for k in ("binary", "continuous")} == {k: scores[k] for k in ("binary", "continuous")}
+    with pytest.raises(PnpOvssError, match="unknown region reward 'edge'; choose from contrast, boundary"):
+        RewardEvaluator(segmenter, toy, range(len(toy)), scorer, region=("edge",))
 
 
 def test_trial_config_uses_single_pass_unless_dropout_is_searched(evaluator):
@@ -210,7 +218,7 @@ RUN_KEYS = ("seed", "reward", "reward_version", "trace_format", "space", "base_c
 
 def test_trial_records_keep_the_trace_line_format():
     """Every recorded trace line is a :class:`Trial` written back byte for byte."""
-    assert len(RECORDED) == 8
+    assert len(RECORDED) == 12  # search/runs/toyworld: 2 tuning seeds x 6 selections
     for path in RECORDED:
         for line in path.read_text().splitlines():
             assert json.dumps(Trial.from_json(json.loads(line)).to_json(), sort_keys=True) == line

@@ -3,12 +3,13 @@ the per-stage benchmark runs end to end on a few images."""
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from pnpovss import Segmenter
-from pnpovss.backbones import ALIASES, resolve_source
+from pnpovss.backbones import ALIASES, resolve_source, source_label
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +23,19 @@ def test_toy_alias_is_a_saved_pretrained_directory_with_its_preset():
     assert seg.backbone.grid(seg.image_size()) == (12, 12)
     same = Segmenter.from_pretrained(str(path))  # the directory itself, as a user would pass it
     assert same.config == seg.config
+
+
+def test_records_name_the_toy_model_by_its_alias(tmp_path):
+    """The package's toy model sits at another absolute path in every checkout: records (run.json,
+    eval JSON) name it ``toy``, so a recorded run resumes from any clone; other sources stay as given."""
+    path = resolve_source("toy")
+    assert source_label(path) == "toy" and source_label(str(Path(path) / ".." / "blip")) == "toy"
+    copy = tmp_path / "blip"
+    shutil.copytree(path, copy)
+    assert source_label(str(copy)) == str(copy)  # a copy is another model directory
+    assert source_label("Salesforce/blip-itm-large-coco") == "Salesforce/blip-itm-large-coco"
+    recorded = [json.loads(p.read_text()) for p in ROOT.glob("search/runs/*/**/run.json")]
+    assert recorded and {r["model"] for r in recorded} == {"toy"}
 
 
 def test_toy_model_segments_the_example():
@@ -48,7 +62,6 @@ def load_bench():
 
 
 def test_sweep_writes_the_preset_it_measured_best(tmp_path):
-    import shutil
 
     model = tmp_path / "toy"
     shutil.copytree(resolve_source("toy"), model)

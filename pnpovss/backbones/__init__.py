@@ -56,6 +56,17 @@ def resolve_source(source: str) -> str:
     return source
 
 
+def source_label(source: str) -> str:
+    """How records name a model: the alias when ``source`` is the local directory an alias points to
+    (the toy model inside the package sits at a different absolute path in every checkout, so a
+    recorded run must not name that path), else ``source`` itself."""
+    if os.path.isdir(source):
+        for name, target in ALIASES.items():
+            if os.path.isdir(target) and os.path.samefile(source, target):
+                return name
+    return source
+
+
 def model_type_of(source: str) -> str:
     """Read ``model_type`` from a local config.json, or from the hub config of an id."""
     if os.path.isdir(source):
@@ -121,4 +132,5 @@ def load_backbone(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu
             hf_logging.enable_progress_bar()
 
 
-__all__ = ["Backbone", "TextBatch", "BACKBONES", "ALIASES", "DEFAULT_MODEL", "load_backbone", "resolve_source", "caption_for"]
+__all__ = ["Backbone", "TextBatch", "BACKBONES", "ALIASES", "DEFAULT_MODEL", "load_backbone", "resolve_source",
+           "source_label", "caption_for"]

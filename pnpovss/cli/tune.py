@@ -31,9 +31,11 @@ from .common import _fail_cleanly, announce, load_for_dataset, protocol
               help=f"open_clip model name, local open_clip directory, or 'toy'. [default: {DEFAULT_CLIP}; toyworld: toy]")
 @click.option("--clip-pretrained", default=DEFAULT_CLIP_PRETRAINED, show_default=True, help="Pretrained tag or weights file for --clip NAME.")
 @click.option("--clip-template", default=None, help="CLIP prompt, e.g. 'a photo of a {}'. [default: the bare class name]")
-@click.option("--reward", type=click.Choice(["contrast", "binary", "continuous", "tags"]), default="contrast", show_default=True,
-              help="contrast: log p(class inside its segment) - log p(class outside it) on the trial's own "
-                   "segmentation (pnpovss.reward_region; the default, measured in search/runs/toyworld); "
+@click.option("--reward", type=click.Choice(["boundary", "contrast", "binary", "continuous", "tags"]), default="boundary",
+              show_default=True,
+              help="boundary: log p(class just inside its segment's edge) - log p(class just outside it), on the "
+                   "trial's own segmentation (pnpovss.reward_region; the default, measured in search/runs/toyworld); "
+                   "contrast: log p(class inside its segment) - log p(class outside it); "
                    "binary: the paper's win count; continuous: mean probability gain over the full class list; "
                    "tags: tune the class-presence stage (presence_threshold) by per-image tag F1 against the "
                    "image-level labels (no CLIP; default space search/spaces/presence.json).")
@@ -61,6 +63,8 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
     """
     from ..distributed import from_env, process_device, shutdown
     from ..reward import DEFAULT_CLIP, ClipScorer, load_clip
+    from ..reward_region import REGION_REWARDS
+    from ..backbones import source_label
     from ..search import RewardEvaluator, load_space, run_search
 
     from ..outputs import check_writable_dir
@@ -80,7 +84,7 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
         if ctx.is_main:
             announce(seg, device)
         run_info = {"dataset": ds.describe(), "root": str(getattr(ds, "root", "")), "images": len(indices),
-                    "all_classes": all_classes, "model": seg.backbone.source}
+                    "all_classes": all_classes, "model": source_label(seg.backbone.source)}
         if reward == "tags":
             from ..presence_tuning import DEFAULT_PRESENCE_SPACE, PRESENCE_PARAMS, PresenceEvaluator
 
@@ -94,7 +98,7 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
             template = clip_template or ds.clip_template or "{}"
             evaluator = RewardEvaluator(seg, ds, indices, ClipScorer(clip, template=template),
                                         all_classes=all_classes, cache_dir=cache_dir, dist=ctx, mask_rule=reward_mask,
-                                        contrast=reward == "contrast")
+                                        region=(reward,) if reward in REGION_REWARDS else ())
             run_info.update(clip=clip.source, clip_template=template)
         best = run_search(evaluator, space_obj, iters=iters, seed=seed, out_dir=out_dir, reward=reward,
                           min_z=min_z, run_info=run_info)

@@ -1,6 +1,6 @@
 """The CLIP-reward objective: the rewards of a parameter set over a fixed list of images, each
 image's maps from the :class:`~pnpovss.search.cache.MapCache`, its masks scored by
-:mod:`pnpovss.reward` (and, for ``contrast``, :mod:`pnpovss.reward_region`).
+:mod:`pnpovss.reward` (and, for ``contrast`` and ``boundary``, :mod:`pnpovss.reward_region`).
 
 Salience DropOut in the search. The reference search (``Search()`` in the authors'
 ``pnp_get_attention_textloc_weaklysupervised_search*.py``) scores configurations on single-pass
@@ -26,7 +26,7 @@ from ..errors import PnpOvssError
 from ..pipeline import Segmenter
 from ..postprocess import postprocess
 from ..reward import MASK_RULES, MASK_SIGMA, REWARDS, ClipScorer, image_rewards, reward_masks
-from ..reward_region import CONTRAST, image_contrast, segment_masks
+from ..reward_region import REGION_REWARDS, segment_masks
 from .cache import MapCache
 from .stats import totals
 
@@ -39,12 +39,16 @@ class RewardEvaluator:
 
     def __init__(self, segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], scorer: ClipScorer, *,
                  all_classes: bool = False, mask_sigma: float = MASK_SIGMA, cache_dir: str | None = None,
-                 dist: DistContext | None = None, mask_rule: str = MASK_RULES[0], contrast: bool = False) -> None:
+                 dist: DistContext | None = None, mask_rule: str = MASK_RULES[0], region: Sequence[str] = ()) -> None:
         if mask_rule not in MASK_RULES:
             raise PnpOvssError(f"reward mask rule must be one of {', '.join(MASK_RULES)}, got {mask_rule!r}")
-        self.contrast = contrast
-        if contrast:  # a third column; off by default, as it costs a second CLIP batch (the complements)
-            self.rewards = (*REWARDS, CONTRAST)
+        unknown = [r for r in region if r not in REGION_REWARDS]
+        if unknown:
+            raise PnpOvssError(f"unknown region reward {unknown[0]!r}; choose from {', '.join(REGION_REWARDS)}")
+        self.region = tuple(region)
+        # Columns after the paper's two, each judged on the trial's own segmentation: asked for by
+        # name, as each costs a CRF per image (shared) and two CLIP batches of its own.
+        self.rewards = (*REWARDS, *self.region)
         self.seg, self.dataset, self.scorer = segmenter, dataset, scorer
         self.indices = list(indices)
         self.all_classes = all_classes
@@ -75,7 +79,7 @@ class RewardEvaluator:
             if labels:
                 self.cache.add(i, sample.image, entry["names"])
                 entry["clip"] = self.scorer.image_tensor(sample.image)
-                if self.contrast:  # segmented again by every trial
+                if self.region:  # segmented again by every trial
                     entry["image"] = sample.image
             self._images[i] = entry
 
@@ -85,7 +89,7 @@ class RewardEvaluator:
         return cfg if "drop_iters" in params else cfg.replace(drop_iters=1)
 
     def image_scores(self, params: Mapping[str, Any]) -> np.ndarray:
-        """(n_images, len(rewards)) float64 (binary, continuous[, contrast]) per image; rows of other
+        """(n_images, len(rewards)) float64 (binary, continuous, then the region rewards) per image; rows of other
         processes are 0."""
         cfg = self.trial_config(params)
         sigma = cfg.blur_sigma if "blur_sigma" in params else self.mask_sigma
@@ -100,10 +104,11 @@ class RewardEvaluator:
             emb = self.scorer.masked_embeddings(i, entry["clip"], masks)
             own = [self._row[c] for c in entry["labels"]]
             out[row, :2] = image_rewards(self.scorer, emb, own, self.text)
-            if self.contrast:  # judged on the trial's own segmentation (pnpovss.reward_region)
+            if self.region:  # judged on the trial's own segmentation (pnpovss.reward_region)
                 labels, _ = postprocess(maps, entry["image"], cfg)
                 seg = segment_masks(labels, rows, cfg.background, self.scorer.clip.image_size)
-                out[row, 2] = image_contrast(self.scorer, ("segment", i), entry["clip"], seg, own, self.text)
+                for col, name in enumerate(self.region, start=len(REWARDS)):
+                    out[row, col] = REGION_REWARDS[name](self.scorer, ("segment", i), entry["clip"], seg, own, self.text)
         return out
 
     def per_image(self, params: Mapping[str, Any]) -> np.ndarray:
@@ -120,4 +125,4 @@ class RewardEvaluator:
     def run_info(self) -> dict[str, Any]:
         """What else defines a run of this objective (recorded in ``run.json``)."""
         info = {"mask_sigma": self.mask_sigma, "mask_rule": self.mask_rule, "logit_scale": self.scorer.logit_scale}
-        return {**info, "rewards": list(self.rewards)} if self.contrast else info
+        return {**info, "rewards": list(self.rewards)} if self.region else info
