@@ -9,7 +9,8 @@ processes, as much as the question whether bf16 takes at most 0.65x of fp32's ti
 precisions on each image in turn, alternating which goes first, so slow spells hit both; the ratio is
 taken per image (bf16 seconds / fp32 seconds of the same image) and reported with its median and
 range. ``--reference`` adds the reference computation pattern (three times as long) for the
-speed-up against it.
+speed-up against it; ``--compile`` adds both precisions with the compiled vision encoder
+(``Backbone.compile_vision``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--image-size", type=int, default=384)
     ap.add_argument("--reference", action="store_true", help="also time the reference pattern on each image")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time both precisions with the compiled vision encoder (compiled during the warm-up)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PipelineConfig().replace(**backbone.pipeline_defaults).replace(image_size=args.image_size, drop_iters=4)
     images = backbone.preprocess(bench_images(args.images + 1), args.image_size)
     rows = {"fp32": with_dtype("fp32"), "bf16": with_dtype("bf16")}
+    if args.compile:
+        rows.update(fp32_compiled=with_dtype("fp32", compiled=True), bf16_compiled=with_dtype("bf16", compiled=True))
     if args.reference:
         rows["reference_pattern"] = reference_pattern
     result: dict = {"model": "blip-large (random weights)", "image_size": args.image_size, "threads": args.threads,
@@ -66,11 +71,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{n} classes, image {i}] " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in seconds.items()),
                   file=sys.stderr, flush=True)
         ratio = [b / f for b, f in zip(seconds["bf16"], seconds["fp32"])]
+        over_fp32 = {name: round(statistics.median(s / f for s, f in zip(v, seconds["fp32"])), 3)
+                     for name, v in seconds.items() if name != "fp32"}
         entry = {"classes": n, "seconds": seconds, "gflops_each": speeds,
                  "median_seconds": {k: statistics.median(v) for k, v in seconds.items()},
                  "bf16_over_fp32_per_image": [round(r, 3) for r in ratio],
                  "bf16_over_fp32_median": round(statistics.median(ratio), 3),
-                 "bf16_over_fp32_range": [round(min(ratio), 3), round(max(ratio), 3)]}
+                 "bf16_over_fp32_range": [round(min(ratio), 3), round(max(ratio), 3)],
+                 "over_fp32_median": over_fp32}
         if args.reference:
             speedup = [r / b for r, b in zip(seconds["reference_pattern"], seconds["bf16"])]
             entry["bf16_speedup_vs_reference_median"] = round(statistics.median(speedup), 2)

@@ -19,6 +19,9 @@ Rows, per (model, image size, number of classes), T = 4 Salience DropOut passes:
   pnpovss_batch, pnpovss_bf16_batch, pnpovss_fp16_batch
                           pnpovss (fp32 / bf16 / fp16) on --batch images per forward/backward;
                           ``seconds`` is per image (the batch's time / its size)
+  pnpovss_compiled, pnpovss_bf16_compiled
+                          pnpovss (fp32 / bf16) with backbone.compile_vision: the vision encoder through
+                          torch.compile (compiled during the warm-up image, which is not timed)
   pnpovss_eager_vision    pnpovss with the vision tower's own eager attention instead of fused
                           attention (BLIP only): how much of the gain the fused attention brings
   pnpovss_attention_drop  drop_mode="attention": one vision pass; dropped patches are hidden from the
@@ -62,6 +65,7 @@ from pnpovss.precision import resolve_precision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
 
 ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_fp16", "pnpovss_batch", "pnpovss_bf16_batch",
+        "pnpovss_compiled", "pnpovss_bf16_compiled",
         "pnpovss_fp16_batch", "pnpovss_eager_vision", "pnpovss_attention_drop", "floor")
 TABLE_ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_fp16", "pnpovss_eager_vision",
               "pnpovss_attention_drop", "floor")
@@ -195,8 +199,13 @@ def pnpovss_eager_vision(backbone: Backbone, pixels: torch.Tensor, text: TextBat
     return pnpovss(backbone, pixels, text, cfg)
 
 
-def with_dtype(dtype: str) -> Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig], tuple[Maps, Dropped]]:
-    return lambda bb, px, text, cfg: pnpovss(bb, px, text, cfg.replace(dtype=dtype))
+def with_dtype(dtype: str, compiled: bool = False
+               ) -> Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig], tuple[Maps, Dropped]]:
+    def row(bb: Backbone, px: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> tuple[Maps, Dropped]:
+        bb.compile_vision = compiled
+        return pnpovss(bb, px, text, cfg.replace(dtype=dtype))
+
+    return row
 
 
 ROW_FUNCS: dict[str, Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig], tuple[Maps, Dropped]]] = {
@@ -207,6 +216,8 @@ ROW_FUNCS: dict[str, Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig
     "pnpovss_batch": pnpovss,
     "pnpovss_bf16_batch": with_dtype("bf16"),
     "pnpovss_fp16_batch": with_dtype("fp16"),
+    "pnpovss_compiled": with_dtype("fp32", compiled=True),
+    "pnpovss_bf16_compiled": with_dtype("bf16", compiled=True),
     "pnpovss_eager_vision": pnpovss_eager_vision,
     "pnpovss_attention_drop": lambda bb, px, text, cfg: pnpovss(bb, px, text, cfg.replace(drop_mode="attention")),
     "floor": floor,

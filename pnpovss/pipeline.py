@@ -95,18 +95,26 @@ class Segmenter:
         device: str | torch.device | None = "auto",
         preset: str | os.PathLike[str] | None = None,
         presence_clip=None,
+        compile_vision: bool = False,
         **overrides: Any,
     ) -> "Segmenter":
         """Load a backbone (hub id, local directory or ``toy``) and settle the configuration:
         defaults < the model directory's ``pnpovss_preset.json`` < ``preset`` < ``overrides``.
         ``presence_clip``: a :class:`pnpovss.reward.ClipScorer` for the presence stage (instead of
         the config's ``presence_clip_model``).
-        ``device="auto"``: CUDA when available, else CPU; ``dtype=`` (a config field) sets the precision."""
+        ``device="auto"``: CUDA when available, else CPU; ``dtype=`` (a config field) sets the precision.
+        ``compile_vision``: run the vision encoder through ``torch.compile``
+        (:attr:`~pnpovss.backbones.base.Backbone.compile_vision`; BLIP only)."""
         PipelineConfig().replace(**overrides)  # bad values fail before a slow model load
         user_preset = load_preset(preset) if preset is not None else {}
         dev = resolve_device(device)
         resolve_precision(overrides.get("dtype", user_preset.get("dtype", "fp32")), dev)  # e.g. fp16 on a CPU
         backbone = load_backbone(source, device=dev)
+        if compile_vision:
+            if not backbone.supports_compiled_vision:
+                raise PnpOvssError(f"compile_vision is supported for BLIP models only, not {backbone.model_type}; "
+                                   "load it without compile_vision")
+            backbone.compile_vision = True
         config = PipelineConfig().replace(**backbone.pipeline_defaults)
         resolved = resolve_source(source)
         model_preset = Path(resolved) / PRESET_FILENAME
@@ -161,7 +169,8 @@ class Segmenter:
         """Decode ``image`` and cache its first-pass encoding; returns the RGB array."""
         rgb = load_image(image)
         size = self.image_size(config)
-        key = _image_key(rgb, size) + self.precision(config).name
+        compiled = "+compiled" if self.backbone.compile_vision else ""
+        key = _image_key(rgb, size) + self.precision(config).name + compiled
         if key != self._cache_key:
             pixels = self.backbone.preprocess([rgb], size)
             self._cache = (pixels, self.encode(pixels, config))

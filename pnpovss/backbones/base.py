@@ -102,6 +102,14 @@ class Backbone(abc.ABC):
         """(B, 3, S, S) -> (B, 1+P, D) image tokens, computed without autograd: GradCAM never
         needs gradients inside the vision encoder."""
 
+    supports_compiled_vision: bool = False
+    compile_vision: bool = False
+    """Run the vision encoder through ``torch.compile`` (where :attr:`supports_compiled_vision`;
+    set it with ``Segmenter.from_pretrained(..., compile_vision=True)``). An execution choice like
+    fused attention, not a method setting, so it is not a :class:`PipelineConfig` field: the first
+    pass at each input shape and precision compiles (tens of seconds, once per process), later ones
+    are faster (bf16 on a CPU: README, "Reduced precision")."""
+
     # ----------------------------------------------------------------------------- text
     def build_text(self, prompt: str, classes_per_image: Sequence[Sequence[str]]) -> TextBatch:
         """One caption per image (``prompt`` + class names), tokenised, with each class's tokens."""

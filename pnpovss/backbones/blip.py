@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, PnpOvssError
 from ..hooks import swapped_forwards
 from .base import Backbone, TextBatch
 
@@ -101,13 +101,35 @@ class BlipBackbone(Backbone):
     BLIP's eager softmax(QK^T)V: the same function to float rounding, without materialising the
     (heads, N, N) probabilities, which dominate at 768 px (2305 tokens)."""
 
+    supports_compiled_vision = True
+    _compiled: torch.nn.Module | None = None
+
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        resize = pixel_values.shape[-1] != self.native_image_size
+        if self.compile_vision:
+            return self._compiled_encode(pixel_values, resize)
         with torch.no_grad(), fused_attention(self.model.vision_model, enabled=self.fused_vision_attention):
-            out = self.model.vision_model(
-                pixel_values=pixel_values,
-                interpolate_pos_encoding=pixel_values.shape[-1] != self.native_image_size,
-            )
+            out = self.model.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=resize)
         return out.last_hidden_state
+
+    def _compiled_encode(self, pixel_values: torch.Tensor, resize: bool) -> torch.Tensor:
+        """The vision encoder through ``torch.compile`` (compiled once per model; inductor compiles
+        again per input shape and autocast state). It runs BLIP's own attention, which inductor fuses;
+        the fused-attention swap would break the trace. Weights are frozen into the compiled graph,
+        as nothing changes them during inference."""
+        from torch._inductor import config as inductor_config
+
+        if self._compiled is None:
+            self._compiled = torch.compile(self.model.vision_model)
+        try:  # freezing is read when (re)compiling, which any call may do; torch.compile(options=) ignores it
+            with torch.no_grad(), inductor_config.patch(freezing=True):
+                return self._compiled(pixel_values=pixel_values, interpolate_pos_encoding=resize).last_hidden_state
+        except Exception as exc:  # a missing C++ compiler, an unsupported op: say so in one line
+            if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise
+            reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+            raise PnpOvssError(f"torch.compile of the vision encoder failed ({reason}); load the model without "
+                               "compile_vision") from None
 
     def _finalize_ids(self, ids: list[int]) -> list[int]:
         if self.enc_token_id is not None:
