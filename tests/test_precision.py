@@ -219,3 +219,17 @@ def test_compile_vision_is_blip_only(tmp_path):
     with pytest.raises(PnpOvssError, match="compile_vision is supported for BLIP models only, not bridgetower; "
                                            "load it without compile_vision"):
         Segmenter.from_pretrained(str(path), compile_vision=True)
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("cc", "gcc", "g++", "clang")),
+                    reason="torch.compile (inductor) needs a C++ compiler")
+def test_eval_compile_vision_flag(tmp_path):
+    """``eval --compile-vision`` (also on ``tune``) scores what the eager encoder scores."""
+    outs = []
+    for flag in ([], ["--compile-vision"]):
+        out = tmp_path / f"e{len(flag)}.json"
+        res = CliRunner().invoke(main, ["eval", "--dataset", "toyworld", "--seed", "7", "--images", "2", "--threads", "1",
+                                        *flag, "--json", str(out)], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        outs.append(json.loads(out.read_text()))
+    assert outs[0]["miou"] == outs[1]["miou"] and outs[0]["confusion_matrix"] == outs[1]["confusion_matrix"]

@@ -95,7 +95,7 @@ def protocol(labels: str | None, all_classes: bool) -> str:
 
 def load_for_dataset(dataset: str, root: str | None, world_seed: int, images: int | None, model: str | None,
                      preset: str | None, device: str, threads: int | None, assignments: tuple[str, ...] = (),
-                     echo: bool = True, dtype: str | None = None):
+                     echo: bool = True, dtype: str | None = None, compile_vision: bool = False):
     """(dataset, indices, segmenter) for eval/tune; the toy world defaults to the toy model."""
     import torch
 
@@ -120,7 +120,7 @@ def load_for_dataset(dataset: str, root: str | None, world_seed: int, images: in
         settings = ds.pipeline_settings(settings)
     except PnpOvssError as exc:
         raise PnpOvssError(f"--set {exc}") from None
-    seg = Segmenter.from_pretrained(source, device=device, preset=preset, **settings)
+    seg = Segmenter.from_pretrained(source, device=device, preset=preset, compile_vision=compile_vision, **settings)
     return ds, indices, seg
 
 

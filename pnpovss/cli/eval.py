@@ -56,7 +56,7 @@ def _report(result: EvalResult, json_out: str | None) -> None:
 @_fail_cleanly
 def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | None, all_classes: bool,
              model: str | None, preset: str | None, assignments: tuple[str, ...], device: str, dtype: str | None,
-             threads: int | None, seed: int, json_out: str | None, background_mode: str | None,
+             threads: int | None, compile_vision: bool, seed: int, json_out: str | None, background_mode: str | None,
              batch_size: str) -> None:
     """mIoU of the pipeline on a dataset (mmsegmentation IoUMetric semantics).
 
@@ -77,7 +77,8 @@ def eval_cmd(dataset: str, root: str | None, images: int | None, labels: str | N
         if background_mode:
             assignments = (*assignments, f"background_mode={background_mode}")
         ds, indices, seg = load_for_dataset(dataset, root, seed, images, model, preset, process_device(device, ctx),
-                                            threads, assignments, echo=ctx.is_main, dtype=dtype)
+                                            threads, assignments, echo=ctx.is_main, dtype=dtype,
+                                            compile_vision=compile_vision)
         ran = announce(seg, device) if ctx.is_main else {}
         result = evaluate(seg, ds, indices, labels=protocol(labels, all_classes), dist=ctx, resume=True,
                           batch_size=batch)

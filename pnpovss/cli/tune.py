@@ -51,7 +51,7 @@ from .common import _fail_cleanly, announce, load_for_dataset, protocol
 @_fail_cleanly
 def tune(dataset: str, root: str | None, images: int | None, labels: str | None, all_classes: bool,
          model: str | None, preset: str | None, assignments: tuple[str, ...], device: str, dtype: str | None,
-         threads: int | None, iters: int,
+         threads: int | None, compile_vision: bool, iters: int,
          space: str | None, seed: int,
          world_seed: int | None, out_dir: str, clip_name: str | None, clip_pretrained: str,
          clip_template: str | None, reward: str, reward_mask: str, cache_dir: str | None, min_z: float) -> None:
@@ -80,7 +80,8 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
     try:
         wseed = seed if world_seed is None else world_seed
         ds, indices, seg = load_for_dataset(dataset, root, wseed, images, model, preset, process_device(device, ctx),
-                                             threads, assignments, echo=ctx.is_main, dtype=dtype)
+                                             threads, assignments, echo=ctx.is_main, dtype=dtype,
+                                            compile_vision=compile_vision)
         if ctx.is_main:
             announce(seg, device)
         run_info = {"dataset": ds.describe(), "root": str(getattr(ds, "root", "")), "images": len(indices),
