@@ -270,7 +270,7 @@ def draw_stages(args: argparse.Namespace):
 
 
 # ----------------------------------------------------------------------------------- 2. ablation
-TOY_COMMAND = "python bench/toyworld.py --seed 7 --images 200 --json bench/results/toyworld_seed7.json"
+TOY_COMMAND = "python bench/toyworld.py --seed 7 --images 200 --compiled-row --json bench/results/toyworld_seed7.json"
 REFERENCE_ROWS = {"no_vlm": ("no VLM (colour heuristic)", "--"), "oracle_grid_maps": ("oracle grid maps (ceiling)", ":")}
 
 

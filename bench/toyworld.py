@@ -46,6 +46,8 @@ Options, measured beside the default (under "options" in the JSON):
                        pnpovss.precision); also ``pixel_agreement_with_full``
   full_batch4          the full pipeline on 4 images per forward/backward (Segmenter.segment_batch);
                        ``pixel_agreement_with_full`` should be 1
+  full_bf16_compiled   with --compiled-row: ``full_bf16`` with the vision encoder through torch.compile
+                       (Backbone.compile_vision); also ``pixel_agreement_with_full``
 Scores are accumulated over the whole split in one confusion matrix per row (background + shapes).
 """
 
@@ -164,17 +166,33 @@ def toy_presence_clip():
 STAGE_KEYS = ("saliency", "drop_iters", "blur", "crf", "layer", "head")
 
 
-def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
+COMPILED_ROW = "full_bf16_compiled"
+
+
+def compiled_bf16_labels(seg: Segmenter, image: np.ndarray, names: list[str], base) -> np.ndarray:
+    """The full pipeline in bf16 with the compiled vision encoder (a choice of the backbone, not a
+    config field, so it is switched on around this image only)."""
+    cfg = base.replace(dtype="bf16").for_caption(len(names))
+    seg.backbone.compile_vision = True
+    try:
+        pixels = seg.backbone.preprocess([image], seg.image_size(cfg))
+        maps = seg.class_grid_maps(pixels, seg.encode(pixels, cfg), [names], cfg)[0]
+    finally:
+        seg.backbone.compile_vision = False
+    return postprocess(maps, image, cfg)[0]
+
+
+def run(model: str, seed: int, images: int, size: int, compiled_row: bool = False, **overrides) -> dict:
     seg = Segmenter.from_pretrained(model, presence_clip=toy_presence_clip(), **overrides)
     base = seg.config
     rand = random_weight_segmenter(model, base)
     rows = {name: ConfusionMatrix(len(CLASSES)) for name in
             ["random_weights", "no_vlm", *STAGES, "vocab_all", *VOCAB_ROWS, "oracle_grid_maps", *OPTIONS,
-             f"full_batch{BATCH}"]}
+             f"full_batch{BATCH}", *([COMPILED_ROW] if compiled_row else [])]}
     kept: dict[str, list[list[str]]] = {name: [] for name in ["full", "vocab_all", *VOCAB_ROWS]}
     truths: list[list[str]] = []
     nobg = {name: ConfusionMatrix(len(SHAPES), unscored_labels=1) for name in NO_BACKGROUND_LABEL}
-    agree = {name: [0, 0] for name in AGREEMENT_ROWS}  # pixels labelled as by "full", pixels
+    agree = {name: [0, 0] for name in (*AGREEMENT_ROWS, *([COMPILED_ROW] if compiled_row else []))}  # as "full", all
     full_labels: list[np.ndarray] = []
     pending: list = []
     start = time.perf_counter()
@@ -209,6 +227,11 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
                 full_labels.append(labels)
             if name in agree:
                 agree[name] = [agree[name][0] + int((labels == full_labels[-1]).sum()), agree[name][1] + labels.size]
+        if compiled_row:
+            labels = compiled_bf16_labels(seg, s.image, list(s.labels), base)
+            rows[COMPILED_ROW].update(to_global(labels, ["background", *s.labels]), truth)
+            agree[COMPILED_ROW] = [agree[COMPILED_ROW][0] + int((labels == full_labels[-1]).sum()),
+                                   agree[COMPILED_ROW][1] + labels.size]
         pending.append(s)
         if len(pending) == BATCH or i == images - 1:  # the full pipeline, BATCH images per pass
             results = seg.segment_batch([p.image for p in pending], [p.labels for p in pending], keep_all=True)
@@ -236,12 +259,14 @@ def run(model: str, seed: int, images: int, size: int, **overrides) -> dict:
         "head": base.head,
         "config": base.to_dict(),
         "rows": {name: cm.summary(CLASSES) for name, cm in rows.items()
-                 if name not in OPTIONS and name not in AGREEMENT_ROWS},
+                 if name not in OPTIONS and name not in AGREEMENT_ROWS and name != COMPILED_ROW},
         "tags": {name: tag_scores(sets, truths) for name, sets in kept.items()},
         "presence": {"presence_threshold": base.presence_threshold, "presence_clip_ratio": base.presence_clip_ratio,
                      "presence_confident": base.presence_confident, "recurrent_rounds": 2, "clip": "toy"},
         "options": {**{name: {"overrides": OPTIONS[name], **rows[name].summary(CLASSES)} for name in OPTIONS},
-                    f"full_batch{BATCH}": {"overrides": {}, "batch": BATCH, **rows[f"full_batch{BATCH}"].summary(CLASSES)}},
+                    f"full_batch{BATCH}": {"overrides": {}, "batch": BATCH, **rows[f"full_batch{BATCH}"].summary(CLASSES)},
+                    **({COMPILED_ROW: {"overrides": {"dtype": "bf16"}, "compile_vision": True,
+                                       **rows[COMPILED_ROW].summary(CLASSES)}} if compiled_row else {})},
         "pixel_agreement_with_full": {name: round(a / n, 5) for name, (a, n) in agree.items() if n},
         "no_background_label": {name: {"overrides": NO_BACKGROUND_LABEL[name], **cm.summary(SHAPES)}
                                 for name, cm in nobg.items()},
@@ -441,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--map-stats", action="store_true",
                     help="instead: where the class maps put their mass (own object / other objects / background)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compiled-row", action="store_true",
+                    help="also the row full_bf16_compiled (torch.compile of the vision encoder: needs a C++ compiler)")
     ap.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                     help="override a pipeline option of the model preset, e.g. --set layer=2 --set head=all")
     args = ap.parse_args(argv)
@@ -448,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     resolve_source(args.model)
     overrides = parse_assignments(args.assignments)
     mode = sweep if args.sweep else map_stats if args.map_stats else presence_sweep if args.presence_sweep else run
-    out = mode(args.model, args.seed, args.images, args.size, **overrides)
+    extra = {"compiled_row": True} if args.compiled_row and mode is run else {}
+    out = mode(args.model, args.seed, args.images, args.size, **extra, **overrides)
     text = json.dumps(out, indent=2)
     if args.json:
         from pnpovss.fileio import atomic_write_text

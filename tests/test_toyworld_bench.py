@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pnpovss import Segmenter
 from pnpovss.backbones import ALIASES, resolve_source, source_label
@@ -92,3 +93,15 @@ def test_benchmark_small_run_has_every_row():
     assert np.isfinite(out["rows"]["full"]["miou"])
     # perfect patch maps through the default post-processing nearly recover the exact masks
     assert out["rows"]["oracle_grid_maps"]["miou"] > 80
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("cc", "gcc", "g++", "clang")),
+                    reason="torch.compile (inductor) needs a C++ compiler")
+def test_benchmark_compiled_row():
+    """``--compiled-row``: bf16 with the compiled vision encoder, scored and compared with ``full``;
+    the backbone is left uncompiled afterwards."""
+    bench = load_bench()
+    out = bench.run("toy", seed=3, images=2, size=96, compiled_row=True)
+    row = out["options"]["full_bf16_compiled"]
+    assert row["compile_vision"] and 0 <= row["miou"] <= 100 and "full_bf16_compiled" not in out["rows"]
+    assert 0.9 <= out["pixel_agreement_with_full"]["full_bf16_compiled"] <= 1.0
