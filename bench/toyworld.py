@@ -186,13 +186,14 @@ def run(model: str, seed: int, images: int, size: int, compiled_row: bool = Fals
     seg = Segmenter.from_pretrained(model, presence_clip=toy_presence_clip(), **overrides)
     base = seg.config
     rand = random_weight_segmenter(model, base)
+    extra = [COMPILED_ROW] if compiled_row else []
     rows = {name: ConfusionMatrix(len(CLASSES)) for name in
             ["random_weights", "no_vlm", *STAGES, "vocab_all", *VOCAB_ROWS, "oracle_grid_maps", *OPTIONS,
-             f"full_batch{BATCH}", *([COMPILED_ROW] if compiled_row else [])]}
+             f"full_batch{BATCH}", *extra]}
     kept: dict[str, list[list[str]]] = {name: [] for name in ["full", "vocab_all", *VOCAB_ROWS]}
     truths: list[list[str]] = []
     nobg = {name: ConfusionMatrix(len(SHAPES), unscored_labels=1) for name in NO_BACKGROUND_LABEL}
-    agree = {name: [0, 0] for name in (*AGREEMENT_ROWS, *([COMPILED_ROW] if compiled_row else []))}  # as "full", all
+    agree = {name: [0, 0] for name in (*AGREEMENT_ROWS, *extra)}  # pixels labelled as by "full", pixels
     full_labels: list[np.ndarray] = []
     pending: list = []
     start = time.perf_counter()

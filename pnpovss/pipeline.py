@@ -106,6 +106,8 @@ class Segmenter:
         ``compile_vision``: run the vision encoder through ``torch.compile``
         (:attr:`~pnpovss.backbones.base.Backbone.compile_vision`; BLIP only)."""
         PipelineConfig().replace(**overrides)  # bad values fail before a slow model load
+        if not isinstance(compile_vision, bool):
+            raise PnpOvssError(f"compile_vision must be True or False, got {compile_vision!r}")
         user_preset = load_preset(preset) if preset is not None else {}
         dev = resolve_device(device)
         resolve_precision(overrides.get("dtype", user_preset.get("dtype", "fp32")), dev)  # e.g. fp16 on a CPU

@@ -1,7 +1,6 @@
 """Reduced precision (``dtype``), ``auto`` device/dtype resolution and batched passes."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from pnpovss import PipelineConfig, PnpOvssError, Segmenter, precision
 from pnpovss.batching import CPU_MAX_BATCH, MAX_BATCH, auto_batch_size, batch_for_memory
 from pnpovss.cli import main
 from pnpovss.precision import resolve_precision
+from tools.testing import has_cxx_compiler
 
 
 # ------------------------------------------------------------------------------ resolution
@@ -196,8 +196,7 @@ def test_eval_batch_size_does_not_change_scores(tiny_blip_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------ compiled vision encoder
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("cc", "gcc", "g++", "clang")),
-                    reason="torch.compile (inductor) needs a C++ compiler")
+@pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile (inductor) needs a C++ compiler")
 def test_compiled_vision_encoder_matches_the_eager_one(tiny_blip_dir, two_tone_image):
     """``compile_vision=True`` runs BLIP's vision encoder through torch.compile (about 10 s to
     compile the tiny model): the same maps to float rounding (inductor fuses and reorders; measured
@@ -215,14 +214,15 @@ def test_compiled_vision_encoder_matches_the_eager_one(tiny_blip_dir, two_tone_i
 def test_compile_vision_is_blip_only(tmp_path):
     from tools.testing import build_tiny_bridgetower
 
+    with pytest.raises(PnpOvssError, match="compile_vision must be True or False, got 'yes'"):
+        Segmenter.from_pretrained("toy", compile_vision="yes")
     path = build_tiny_bridgetower(tmp_path / "bt")
     with pytest.raises(PnpOvssError, match="compile_vision is supported for BLIP models only, not bridgetower; "
                                            "load it without compile_vision"):
         Segmenter.from_pretrained(str(path), compile_vision=True)
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("cc", "gcc", "g++", "clang")),
-                    reason="torch.compile (inductor) needs a C++ compiler")
+@pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile (inductor) needs a C++ compiler")
 def test_eval_compile_vision_flag(tmp_path):
     """``eval --compile-vision`` (also on ``tune``) scores what the eager encoder scores."""
     outs = []

@@ -11,6 +11,7 @@ import pytest
 
 from pnpovss import Segmenter
 from pnpovss.backbones import ALIASES, resolve_source, source_label
+from tools.testing import has_cxx_compiler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,8 +96,7 @@ def test_benchmark_small_run_has_every_row():
     assert out["rows"]["oracle_grid_maps"]["miou"] > 80
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("cc", "gcc", "g++", "clang")),
-                    reason="torch.compile (inductor) needs a C++ compiler")
+@pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile (inductor) needs a C++ compiler")
 def test_benchmark_compiled_row():
     """``--compiled-row``: bf16 with the compiled vision encoder, scored and compared with ``full``;
     the backbone is left uncompiled afterwards."""

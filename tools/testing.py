@@ -25,6 +25,13 @@ WORDS = (
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+def has_cxx_compiler() -> bool:
+    """Whether torch.compile's inductor backend can build its CPU kernels here (it needs a C++ compiler)."""
+    import shutil
+
+    return any(shutil.which(c) for c in ("cc", "gcc", "g++", "clang"))
+
+
 def wordpiece_vocab(words: list[str] | tuple[str, ...] = WORDS) -> dict[str, int]:
     """A BERT vocab: specials, ASCII characters and ##letters (so any word tokenises), then ``words``."""
     chars = [chr(c) for c in range(33, 127)]
