@@ -13,8 +13,11 @@ Rows, per (model, image size, number of classes), T = 4 Salience DropOut passes:
                           computed for every (layer, head); the chosen layer/head then drives the drop
   pnpovss                 our default pipeline: each pass re-encodes the masked image without autograd,
                           backward runs from the match logit to the chosen layer only
-  pnpovss_bf16            pnpovss with dtype="bf16" (vision encoder under bf16 autocast, text side and
-                          maps fp32; see pnpovss.precision); on CUDA only where the GPU supports bf16
+  pnpovss_bf16            pnpovss with dtype="bf16" (vision encoder under bf16 autocast, its linear
+                          layers prepacked on a CPU; text side and maps fp32; see pnpovss.precision);
+                          on CUDA only where the GPU supports bf16
+  pnpovss_bf16_unpacked   pnpovss_bf16 with pnpovss.prepacked.enabled = False (autocast's linear, which
+                          recasts and reorders each weight per call): what prepacking brings
   pnpovss_fp16            the same in fp16 (CUDA only)
   pnpovss_batch, pnpovss_bf16_batch, pnpovss_fp16_batch
                           pnpovss (fp32 / bf16 / fp16) on --batch images per forward/backward;
@@ -55,7 +58,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from pnpovss import PipelineConfig, Segmenter
+from pnpovss import PipelineConfig, Segmenter, prepacked
 from pnpovss.backbones.base import Backbone, TextBatch
 from pnpovss.dropout import mask_patches, pool_classes, select_patches
 from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad
@@ -65,7 +68,7 @@ from pnpovss.precision import resolve_precision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
 
 ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_fp16", "pnpovss_batch", "pnpovss_bf16_batch",
-        "pnpovss_compiled", "pnpovss_bf16_compiled",
+        "pnpovss_compiled", "pnpovss_bf16_compiled", "pnpovss_bf16_unpacked",
         "pnpovss_fp16_batch", "pnpovss_eager_vision", "pnpovss_attention_drop", "floor")
 TABLE_ROWS = ("reference_pattern", "pnpovss", "pnpovss_bf16", "pnpovss_fp16", "pnpovss_eager_vision",
               "pnpovss_attention_drop", "floor")
@@ -199,10 +202,11 @@ def pnpovss_eager_vision(backbone: Backbone, pixels: torch.Tensor, text: TextBat
     return pnpovss(backbone, pixels, text, cfg)
 
 
-def with_dtype(dtype: str, compiled: bool = False
+def with_dtype(dtype: str, compiled: bool = False, packed: bool = True
                ) -> Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig], tuple[Maps, Dropped]]:
     def row(bb: Backbone, px: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> tuple[Maps, Dropped]:
         bb.compile_vision = compiled
+        prepacked.enabled = packed
         return pnpovss(bb, px, text, cfg.replace(dtype=dtype))
 
     return row
@@ -218,6 +222,7 @@ ROW_FUNCS: dict[str, Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig
     "pnpovss_fp16_batch": with_dtype("fp16"),
     "pnpovss_compiled": with_dtype("fp32", compiled=True),
     "pnpovss_bf16_compiled": with_dtype("bf16", compiled=True),
+    "pnpovss_bf16_unpacked": with_dtype("bf16", packed=False),
     "pnpovss_eager_vision": pnpovss_eager_vision,
     "pnpovss_attention_drop": lambda bb, px, text, cfg: pnpovss(bb, px, text, cfg.replace(drop_mode="attention")),
     "floor": floor,

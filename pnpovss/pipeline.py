@@ -265,7 +265,7 @@ class Segmenter:
 
     def encode(self, pixels: torch.Tensor, config: PipelineConfig | None = None) -> torch.Tensor:
         """The backbone's image encoding of preprocessed ``pixels`` in ``config``'s precision."""
-        with self.precision(config).vision_autocast():
+        with self.precision(config).vision_autocast(self.backbone.vision_linears()):
             return self.backbone.encode_image(pixels)
 
     def class_grid_maps(
@@ -280,8 +280,9 @@ class Segmenter:
         """:func:`~pnpovss.dropout.salience_dropout` in ``config``'s precision (vision encoder and
         the image key/value projections reduced, the GradCAM forward/backward fp32)."""
         precision = self.precision(config)
-        projections = self.backbone.image_projections()
-        return salience_dropout(self.backbone, pixels, embeds, text, config, precision.vision_autocast,
+        projections, linears = self.backbone.image_projections(), self.backbone.vision_linears()
+        return salience_dropout(self.backbone, pixels, embeds, text, config,
+                                lambda: precision.vision_autocast(linears),
                                 lambda: precision.text_autocast(projections))
 
     def _finish(self, rgbs, pixels, embeds, classes, config, keep_all=True, defer=False) -> list:

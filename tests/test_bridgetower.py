@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from pnpovss import PipelineConfig, PnpOvssError, Segmenter
+from pnpovss import PipelineConfig, PnpOvssError, Segmenter, prepacked
 from pnpovss.backbones.bridgetower import BridgeTowerBackbone
 from pnpovss.cli import main
 from pnpovss.dropout import mask_patches, salience_dropout
@@ -163,6 +163,25 @@ def test_paper_defaults_and_model_preset(bt, tiny_bt_dir):
     assert plain.config.image_size == 770 and plain.config.layer == 4 and plain.config.head is None
     seg = Segmenter.from_pretrained(str(tiny_bt_dir))  # the tiny model's preset pins its own size
     assert seg.config.image_size == 56 and seg.config.layer == 1
+
+
+@pytest.mark.skipif(not prepacked.available(), reason="this torch has no oneDNN prepacked linear")
+def test_bf16_runs_the_vision_mlps_prepacked_with_autocast_maps(tiny_bt_dir, rng, monkeypatch):
+    """BridgeTower's vision tower: its MLP linears run prepacked under bf16 on a CPU (its attention
+    is nn.MultiheadAttention, left to autocast), with the maps autocast gives."""
+    img = images(rng, 1, (30, 44, 3))[0]
+    calls, real = set(), prepacked.linear
+    monkeypatch.setattr(prepacked, "linear", lambda m, x: calls.add(id(m)) or real(m, x))
+    maps = {}
+    for packed in (True, False):
+        monkeypatch.setattr(prepacked, "enabled", packed)
+        seg = Segmenter.from_pretrained(str(tiny_bt_dir))
+        maps[packed] = seg.segment(img, ["cat", "batman"], keep_all=True, dtype="bf16").grid_maps
+        if packed:
+            linears = seg.backbone.vision_linears()
+    assert linears and all(type(m) is torch.nn.Linear for m in linears)
+    assert calls == {id(m) for m in linears}  # no image projections: BridgeTower's image side sees the text
+    np.testing.assert_allclose(maps[True], maps[False], rtol=1e-3, atol=1e-3 * np.abs(maps[False]).max())
 
 
 def test_cli_segment_on_saved_tiny_bridgetower(tiny_bt_dir, tmp_path, rng):

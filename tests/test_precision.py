@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from pnpovss import PipelineConfig, PnpOvssError, Segmenter, precision
+from pnpovss import PipelineConfig, PnpOvssError, Segmenter, precision, prepacked
 from pnpovss.batching import CPU_MAX_BATCH, MAX_BATCH, auto_batch_size, batch_for_memory
 from pnpovss.cli import main
 from pnpovss.precision import resolve_precision
@@ -85,6 +85,63 @@ def test_image_projections_run_reduced_and_hand_fp32_on(segmenter):
     assert not any("forward" in vars(m) for m in projections)
     with resolve_precision("fp32", "cpu").text_autocast(projections):
         assert torch.equal(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
+
+
+# ------------------------------------------------------------------------------ prepacked linears
+needs_prepacked = pytest.mark.skipif(not prepacked.available(), reason="this torch has no oneDNN prepacked linear")
+
+
+@needs_prepacked
+def test_prepacked_linear_equals_autocast_linear():
+    """The packed weight is autocast's bf16 cast of the same weight, reordered: the product must be
+    the same to bf16 rounding of the output (measured: bit for bit), in bf16 like autocast's; an
+    in-place change of the weight must repack, not serve the stale copy."""
+    lin = torch.nn.Linear(48, 40).requires_grad_(False)
+    x = torch.randn(3, 7, 48)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = lin(x)
+    out = prepacked.linear(lin, x)
+    assert out.dtype == expected.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), expected.float(), rtol=2**-7, atol=1e-6)
+    lin.weight.mul_(-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = lin(x)
+    assert torch.allclose(prepacked.linear(lin, x).float(), expected.float(), rtol=2**-7, atol=1e-6)
+    assert prepacked.linears(torch.nn.Sequential(lin, torch.nn.ReLU())) == [lin]
+
+
+@needs_prepacked
+def test_bf16_pipeline_runs_the_vision_linears_prepacked(tiny_blip_dir, monkeypatch):
+    """bf16 on a CPU sends the vision encoder's linear layers and the image key/value projections
+    through the packed weights, and the maps equal autocast's (``prepacked.enabled = False``);
+    fp32 never touches them, and the modules' own forwards are back after every call."""
+    calls = []
+    real = prepacked.linear
+    monkeypatch.setattr(prepacked, "linear", lambda m, x: calls.append(m) or real(m, x))
+    img = _images(1)[0]
+    maps = {}
+    for packed in (True, False):
+        monkeypatch.setattr(prepacked, "enabled", packed)
+        seg = Segmenter.from_pretrained(str(tiny_blip_dir), layer=2, head=1)  # a fresh image cache
+        maps[packed] = seg.segment(img, ["cat", "dog"], keep_all=True, dtype="bf16").grid_maps
+        if packed:
+            vision, projections = seg.backbone.vision_linears(), seg.backbone.image_projections()
+            assert vision and {id(m) for m in vision + projections} == {id(m) for m in calls}
+            calls.clear()
+            seg.segment(img, ["cat", "dog"], keep_all=True)
+            assert not calls  # fp32 stays autocast-free and unpacked
+            assert not any("forward" in vars(m) for m in vision + projections)
+    assert not calls
+    np.testing.assert_allclose(maps[True], maps[False], rtol=1e-3, atol=1e-3 * np.abs(maps[False]).max())
+
+
+def test_without_prepacked_ops_bf16_falls_back_to_autocast(monkeypatch):
+    monkeypatch.setattr(prepacked, "available", lambda: False)
+    lin = torch.nn.Linear(8, 8)
+    p = resolve_precision("bf16", "cpu")
+    assert not p.prepacks
+    with p.vision_autocast([lin]):
+        assert "forward" not in vars(lin) and lin(torch.randn(2, 8)).dtype == torch.bfloat16
 
 
 # ------------------------------------------------------------------------------ maps in bf16

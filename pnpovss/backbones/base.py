@@ -102,6 +102,12 @@ class Backbone(abc.ABC):
         """(B, 3, S, S) -> (B, 1+P, D) image tokens, computed without autograd: GradCAM never
         needs gradients inside the vision encoder."""
 
+    def vision_linears(self) -> list[torch.nn.Linear]:
+        """The vision encoder's plain linear layers (gradient-free), which bf16 on a CPU runs with
+        prepacked weights (:mod:`~pnpovss.prepacked`). None by default, and none while the encoder
+        is compiled (the compiler packs its own)."""
+        return []
+
     supports_compiled_vision: bool = False
     compile_vision: bool = False
     """Run the vision encoder through ``torch.compile`` (where :attr:`supports_compiled_vision`;

@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import prepacked
 from ..errors import ModelLoadError, PnpOvssError
 from ..hooks import swapped_forwards
 from .base import Backbone, TextBatch
@@ -103,6 +104,9 @@ class BlipBackbone(Backbone):
 
     supports_compiled_vision = True
     _compiled: torch.nn.Module | None = None
+
+    def vision_linears(self) -> list[torch.nn.Linear]:
+        return [] if self.compile_vision else prepacked.linears(self.model.vision_model)
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         resize = pixel_values.shape[-1] != self.native_image_size

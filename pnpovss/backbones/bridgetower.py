@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .. import prepacked
 from ..errors import ModelLoadError, PnpOvssError
 from .base import Backbone, TextBatch
 
@@ -102,6 +103,9 @@ class BridgeTowerBackbone(Backbone):
                 x = blocks[self.split + j - 1](x)
                 per_layer.append(bt._apply_image_transform(visual.forward_post(x), j) + image_type)
         return torch.stack(per_layer, dim=1)
+
+    def vision_linears(self) -> list[torch.nn.Linear]:
+        return prepacked.linears(self.model.bridgetower.vision_model)  # the MLPs (attention is nn.MultiheadAttention)
 
     # ----------------------------------------------------------------------------- matching
     def cross_attention_modules(self, layers: Sequence[int]) -> dict[int, torch.nn.Module]:
