@@ -42,7 +42,7 @@ def available() -> bool:
         y = torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
         ref = torch.nn.functional.linear(x, w, b)
         return y.dtype == torch.bfloat16 and y.shape == ref.shape and torch.allclose(y.float(), ref.float(), atol=1e-2)
-    except (AttributeError, RuntimeError, NotImplementedError):
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError):
         return False
 
 
@@ -61,8 +61,12 @@ def _weights(module: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)`` in bf16 with the packed weight (gradient-free: the packed weight has no
-    gradient path, so this is only for layers outside GradCAM's backward)."""
+    """``module(x)`` in bf16 with the packed weight. The packed op has no gradient, so an input
+    that needs one (never the case in the pipeline: these layers are outside GradCAM's backward)
+    takes the plain bf16 product instead."""
+    if torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad):
+        bias = None if module.bias is None else module.bias.to(torch.bfloat16)
+        return torch.nn.functional.linear(x.to(torch.bfloat16), module.weight.to(torch.bfloat16), bias)
     weight, bias = _weights(module)
     return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), weight, bias, "none", [], "")
 

@@ -108,6 +108,9 @@ def test_prepacked_linear_equals_autocast_linear():
         expected = lin(x)
     assert torch.allclose(prepacked.linear(lin, x).float(), expected.float(), rtol=2**-7, atol=1e-6)
     assert prepacked.linears(torch.nn.Sequential(lin, torch.nn.ReLU())) == [lin]
+    xg = x.clone().requires_grad_(True)  # the packed op has no gradient: such an input takes the plain product
+    prepacked.linear(lin, xg).float().sum().backward()
+    assert xg.grad is not None and xg.grad.shape == x.shape
 
 
 @needs_prepacked
