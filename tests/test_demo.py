@@ -226,6 +226,31 @@ def test_demo_on_a_taken_port_is_a_one_line_error():
     assert last == f"Error: cannot serve on 127.0.0.1:{port} (the port is in use); pass a free --port"
 
 
+def test_demo_device_and_dtype_options(monkeypatch):
+    """``--device`` defaults to auto as on every command, ``--dtype`` reaches the loaded pipeline
+    and the start line says what runs; a bad value is a one-line error."""
+    pytest.importorskip("gradio")
+    from pnpovss.demo import app
+
+    monkeypatch.setattr(app, "build_app", lambda engine: pytest.fail("a bad --dtype must stop before the page"))
+    res = CliRunner().invoke(main, ["demo", "--help"])
+    assert "--dtype" in res.output and "[default: auto]" in res.output
+    res = CliRunner().invoke(main, ["demo", "--model", "toy", "--dtype", "half"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1].startswith("Error: ") and "half" in res.output.strip().splitlines()[-1]
+
+    built = []
+
+    def fake_build(engine):  # stop where the page would be served
+        built.append(engine.seg.config.dtype)
+        raise PnpOvssError("stopped before serving")
+
+    monkeypatch.setattr(app, "build_app", fake_build)
+    res = CliRunner().invoke(main, ["demo", "--model", "toy", "--dtype", "bf16", "--device", "cpu"])
+    assert built == ["bf16"] and "Error: stopped before serving" in res.output
+    assert "device: cpu, dtype: bf16 (vision encoder and image key/value projections)" in res.output
+
+
 def test_presence_filter_on_the_page(engine, photo, map_calls):
     """With the filter on, the result carries every candidate's presence and the table shows it;
     the presence threshold decides the caption, so changing it recomputes the maps."""

@@ -5,16 +5,17 @@ from __future__ import annotations
 import click
 
 from . import options as opt
-from .common import _fail_cleanly
+from .common import _fail_cleanly, announce
 
 
 @click.command()
 @opt.model
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (0.0.0.0: the whole network).")
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="Port to serve on.")
-@opt.device("cpu")
+@opt.device()
+@opt.dtype
 @_fail_cleanly
-def demo(model: str | None, host: str, port: int, device: str) -> None:
+def demo(model: str | None, host: str, port: int, device: str, dtype: str | None) -> None:
     """Serve a local web page: upload an image, type classes, see and steer the segmentation.
 
     Needs the demo extra (pip install "pnpovss[demo]"). The page also offers the endpoint
@@ -25,4 +26,4 @@ def demo(model: str | None, host: str, port: int, device: str) -> None:
 
     source = model or DEFAULT_MODEL
     click.echo(f"loading {source} ...", err=True)
-    serve(source, host=host, port=port, device=device)
+    serve(source, host=host, port=port, device=device, dtype=dtype, on_load=lambda seg: announce(seg, device))

@@ -64,7 +64,7 @@ batch_size = click.option("--batch-size", default="auto", show_default=True,
 
 
 def device(default: str = "auto") -> Callable[[Callable], Callable]:
-    """``--device``; ``demo`` keeps ``cpu`` as its default."""
+    """``--device`` (``auto`` on every command)."""
     return click.option("--device", default=default, show_default=True,
                         help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
 

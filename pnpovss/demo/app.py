@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..datasets.base import CLASSNAMES_DIR, read_classnames
 from ..errors import PnpOvssError
@@ -175,15 +175,21 @@ def build_app(engine: DemoEngine) -> Any:
     return app
 
 
-def serve(model: str, *, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu") -> None:
-    """Load ``model`` once and serve the page until interrupted."""
+def serve(model: str, *, host: str = "127.0.0.1", port: int = 7860, device: str = "auto", dtype: str | None = None,
+          on_load: Callable[[Any], None] | None = None) -> None:
+    """Load ``model`` once (on ``device``, in ``dtype``: the pipeline's default when None) and
+    serve the page until interrupted; ``on_load`` gets the loaded Segmenter (the CLI says there
+    which device and precision run)."""
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
     gr = _gradio()
     from ..pipeline import Segmenter
 
-    engine = DemoEngine(Segmenter.from_pretrained(model, device=device), model)
+    seg = Segmenter.from_pretrained(model, device=device, **({} if dtype is None else {"dtype": dtype}))
+    if on_load is not None:
+        on_load(seg)
+    engine = DemoEngine(seg, model)
     app = build_app(engine)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web-font download: works offline
