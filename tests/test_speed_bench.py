@@ -3,6 +3,10 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
+from pnpovss import prepacked
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,19 +44,21 @@ def test_reduced_precision_and_batch_ratios():
 
 
 def test_rows_run_end_to_end_on_a_tiny_model(segmenter, tmp_path, monkeypatch):
-    """The bench's own row code (fp32, bf16 batched), on the tiny model instead of BLIP-large:
-    maps and dropped patches are saved per image and compared with fp32's."""
+    """The bench's own row code (fp32, bf16 batched, bf16 with and without prepacked linears), on
+    the tiny model instead of BLIP-large: maps and dropped patches are saved per image and compared
+    with fp32's."""
     speed = load_speed()
     monkeypatch.setattr(speed, "build_backbone", lambda model, device="cpu": segmenter.backbone)
     monkeypatch.setattr(speed, "limit_address_space", lambda: None)  # never cap the test process
     monkeypatch.setattr(speed, "gflops", lambda: 1.0)
     monkeypatch.setattr(segmenter.backbone, "pipeline_defaults", {"layer": 2, "head": 1, "drop_k": 3})
+    monkeypatch.setattr(prepacked, "enabled", True)  # the unpacked row switches it off for its process
     size = segmenter.backbone.native_image_size
     rows = []
-    for name in ("pnpovss", "pnpovss_bf16_batch", "pnpovss_batch"):
+    for name in ("pnpovss", "pnpovss_bf16_batch", "pnpovss_batch", "pnpovss_bf16", "pnpovss_bf16_unpacked"):
         spec = dict(name=name, model="blip", image_size=size, classes=3, images=1, drop_iters=3, threads=1, batch=2)
         row = speed.run_row(spec, tmp_path / f"{name}.npz")
-        assert row["batch"] == (1 if name == "pnpovss" else 2) and len(row["seconds_each"]) == row["batch"]
+        assert row["batch"] == (2 if name.endswith("_batch") else 1) and len(row["seconds_each"]) == row["batch"]
         rows.append({**row, "maps": str(tmp_path / f"{name}.npz")})
     out = {r["name"]: r for r in speed.with_diffs(speed.merge(rows))}
     assert out["pnpovss_batch"]["max_abs_diff_vs_fp32"] <= 1e-5  # batching changes nothing
@@ -60,3 +66,6 @@ def test_rows_run_end_to_end_on_a_tiny_model(segmenter, tmp_path, monkeypatch):
     bf16 = out["pnpovss_bf16_batch"]
     assert 0 < bf16["max_abs_diff_vs_fp32"] and len(bf16["drop_agreement_vs_fp32"]) == 2
     assert all(0.0 <= a <= 1.0 for a in bf16["drop_agreement_vs_fp32"])
+    packed, unpacked = out["pnpovss_bf16"], out["pnpovss_bf16_unpacked"]  # prepacking changes no product
+    assert packed["max_abs_diff_vs_fp32"] == pytest.approx(unpacked["max_abs_diff_vs_fp32"], rel=1e-3)
+    assert packed["drop_agreement_vs_fp32"] == unpacked["drop_agreement_vs_fp32"]
