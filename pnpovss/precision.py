@@ -17,7 +17,7 @@ import platform
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import ContextManager, Iterable
+from typing import ContextManager, Iterable, Iterator
 
 import torch
 
@@ -84,16 +84,14 @@ class Precision:
         return (self.name == "bf16" and self.device_type == "cpu" and prepacked.enabled
                 and prepacked.available())
 
-    def vision_autocast(self, linears: Iterable[torch.nn.Linear] = ()) -> ContextManager:
+    @contextlib.contextmanager
+    def vision_autocast(self, linears: Iterable[torch.nn.Linear] = ()) -> Iterator[None]:
         """The context the vision encoder runs in (a no-op for fp32). ``linears``
         (:meth:`~pnpovss.backbones.base.Backbone.vision_linears`) run prepacked where
         :attr:`prepacks`."""
-        if not self.prepacks:
-            return self._autocast(True)
-        stack = contextlib.ExitStack()
-        stack.enter_context(self._autocast(True))
-        stack.enter_context(swapped_forwards(linears, self._packed_linear))
-        return stack
+        packed = swapped_forwards(linears, self._packed_linear) if self.prepacks else contextlib.nullcontext()
+        with self._autocast(True), packed:
+            yield
 
     def text_autocast(self, image_projections: Iterable[torch.nn.Module] = ()) -> ContextManager:
         """The context the text-side forward and GradCAM backward run in: fp32 unless ``text``,

@@ -104,8 +104,8 @@ class Backbone(abc.ABC):
 
     def vision_linears(self) -> list[torch.nn.Linear]:
         """The vision encoder's plain linear layers (gradient-free), which bf16 on a CPU runs with
-        prepacked weights (:mod:`~pnpovss.prepacked`). None by default, and none while the encoder
-        is compiled (the compiler packs its own)."""
+        prepacked weights (:mod:`~pnpovss.prepacked`). No layers by default, and none while the
+        encoder is compiled (the compiler packs its own)."""
         return []
 
     supports_compiled_vision: bool = False
