@@ -138,6 +138,16 @@ def test_bf16_pipeline_runs_the_vision_linears_prepacked(tiny_blip_dir, monkeypa
     np.testing.assert_allclose(maps[True], maps[False], rtol=1e-3, atol=1e-3 * np.abs(maps[False]).max())
 
 
+@needs_prepacked
+def test_prepacked_forwards_are_released_after_an_exception():
+    lin = torch.nn.Linear(8, 8)
+    with pytest.raises(ValueError, match="inside"):
+        with resolve_precision("bf16", "cpu").vision_autocast([lin]):
+            assert "forward" in vars(lin)  # swapped for the block
+            raise ValueError("inside")
+    assert "forward" not in vars(lin) and lin(torch.randn(2, 8)).dtype == torch.float32
+
+
 def test_without_prepacked_ops_bf16_falls_back_to_autocast(monkeypatch):
     monkeypatch.setattr(prepacked, "available", lambda: False)
     lin = torch.nn.Linear(8, 8)
