@@ -59,6 +59,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -169,14 +170,25 @@ STAGE_KEYS = ("saliency", "drop_iters", "blur", "crf", "layer", "head")
 COMPILED_ROW = "full_bf16_compiled"
 
 
+def grid_maps(seg: Segmenter, image: np.ndarray, names: Sequence[str], cfg) -> np.ndarray:
+    """GradCAM + DropOut class maps of one image under ``cfg`` (no post-processing)."""
+    pixels = seg.backbone.preprocess([image], seg.image_size(cfg))
+    return seg.class_grid_maps(pixels, seg.encode(pixels, cfg), [list(names)], cfg)[0]
+
+
+def add_agreement(agree: dict[str, list[int]], name: str, labels: np.ndarray, ref: np.ndarray) -> None:
+    """Count the pixels of ``labels`` equal to ``ref`` (the ``full`` row's), and all pixels, into ``agree[name]``."""
+    agree[name][0] += int((labels == ref).sum())
+    agree[name][1] += labels.size
+
+
 def compiled_bf16_labels(seg: Segmenter, image: np.ndarray, names: list[str], base) -> np.ndarray:
     """The full pipeline in bf16 with the compiled vision encoder (a choice of the backbone, not a
     config field, so it is switched on around this image only)."""
     cfg = base.replace(dtype="bf16").for_caption(len(names))
     seg.backbone.compile_vision = True
     try:
-        pixels = seg.backbone.preprocess([image], seg.image_size(cfg))
-        maps = seg.class_grid_maps(pixels, seg.encode(pixels, cfg), [names], cfg)[0]
+        maps = grid_maps(seg, image, names, cfg)
     finally:
         seg.backbone.compile_vision = False
     return postprocess(maps, image, cfg)[0]
@@ -212,8 +224,7 @@ def run(model: str, seed: int, images: int, size: int, compiled_row: bool = Fals
             key = tuple(getattr(cfg, k) for k in MAP_KEYS)
             if key not in grid_cache:
                 t0 = time.perf_counter()
-                pixels = seg.backbone.preprocess([s.image], seg.image_size(cfg))
-                maps = seg.class_grid_maps(pixels, seg.encode(pixels, cfg), [s.labels], cfg)[0]
+                maps = grid_maps(seg, s.image, s.labels, cfg)
                 grid_cache[key] = (maps, time.perf_counter() - t0)
             t0 = time.perf_counter()
             labels, _ = postprocess(grid_cache[key][0], s.image, cfg)
@@ -227,19 +238,17 @@ def run(model: str, seed: int, images: int, size: int, compiled_row: bool = Fals
             if name == "full":
                 full_labels.append(labels)
             if name in agree:
-                agree[name] = [agree[name][0] + int((labels == full_labels[-1]).sum()), agree[name][1] + labels.size]
+                add_agreement(agree, name, labels, full_labels[-1])
         if compiled_row:
             labels = compiled_bf16_labels(seg, s.image, list(s.labels), base)
             rows[COMPILED_ROW].update(to_global(labels, ["background", *s.labels]), truth)
-            agree[COMPILED_ROW] = [agree[COMPILED_ROW][0] + int((labels == full_labels[-1]).sum()),
-                                   agree[COMPILED_ROW][1] + labels.size]
+            add_agreement(agree, COMPILED_ROW, labels, full_labels[-1])
         pending.append(s)
         if len(pending) == BATCH or i == images - 1:  # the full pipeline, BATCH images per pass
             results = seg.segment_batch([p.image for p in pending], [p.labels for p in pending], keep_all=True)
             for p, res, ref in zip(pending, results, full_labels[-len(pending):]):
                 rows[f"full_batch{BATCH}"].update(to_global(res.labels, res.classes), p.mask.astype(np.int64))
-                name = f"full_batch{BATCH}"
-                agree[name] = [agree[name][0] + int((res.labels == ref).sum()), agree[name][1] + ref.size]
+                add_agreement(agree, f"full_batch{BATCH}", res.labels, ref)
             pending = []
         rows["vocab_all"].update(predict(seg, s.image, list(SHAPES), base), truth)
         kept["full"].append(list(s.labels))

@@ -87,7 +87,7 @@ dataset_options = options(
                       "[default: torch's]"),
     click.option("--compile-vision", is_flag=True, default=False,
                  help="Run BLIP's vision encoder through torch.compile: tens of seconds to compile once per "
-                      "process, faster passes after (bf16 on a CPU: 0.54x of fp32's time); see the README."),
+                      "process; in bf16 on a CPU only a little faster than without it; see the README."),
 )
 """Options shared by ``eval`` and ``tune``: which images, which model, which base settings."""
 

@@ -81,7 +81,7 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
         wseed = seed if world_seed is None else world_seed
         ds, indices, seg = load_for_dataset(dataset, root, wseed, images, model, preset, process_device(device, ctx),
                                              threads, assignments, echo=ctx.is_main, dtype=dtype,
-                                            compile_vision=compile_vision)
+                                             compile_vision=compile_vision)
         if ctx.is_main:
             announce(seg, device)
         run_info = {"dataset": ds.describe(), "root": str(getattr(ds, "root", "")), "images": len(indices),
