@@ -30,6 +30,10 @@ from ..reward_region import REGION_REWARDS, segment_masks
 from .cache import MapCache
 from .stats import totals
 
+SEGMENT_STATS = ("coverage",)
+"""Per-image statistics of a trial's own segmentation recorded beside the region rewards:
+``coverage``, the fraction of the image its caption classes' segments cover (at CLIP's input size)."""
+
 
 class RewardEvaluator:
     """Reward of a parameter set summed over a fixed list of images (this process's shard)."""
@@ -49,6 +53,8 @@ class RewardEvaluator:
         # Columns after the paper's two, each judged on the trial's own segmentation: asked for by
         # name, as each costs a CRF per image (shared) and two CLIP batches of its own.
         self.rewards = (*REWARDS, *self.region)
+        # With a segmentation at hand, also its label-free statistics (recorded per image, never maximised).
+        self.columns = (*self.rewards, *(SEGMENT_STATS if self.region else ()))
         self.seg, self.dataset, self.scorer = segmenter, dataset, scorer
         self.indices = list(indices)
         self.all_classes = all_classes
@@ -89,11 +95,11 @@ class RewardEvaluator:
         return cfg if "drop_iters" in params else cfg.replace(drop_iters=1)
 
     def image_scores(self, params: Mapping[str, Any]) -> np.ndarray:
-        """(n_images, len(rewards)) float64 (binary, continuous, then the region rewards) per image; rows of other
-        processes are 0."""
+        """(n_images, len(columns)) float64 (binary, continuous, the region rewards, then the segmentation's
+        statistics) per image; rows of other processes are 0."""
         cfg = self.trial_config(params)
         sigma = cfg.blur_sigma if "blur_sigma" in params else self.mask_sigma
-        out = np.zeros((len(self.indices), len(self.rewards)), dtype=np.float64)
+        out = np.zeros((len(self.indices), len(self.columns)), dtype=np.float64)
         for row, i in enumerate(self.indices):
             entry = self._images.get(i)
             if entry is None or not entry["labels"]:
@@ -109,10 +115,11 @@ class RewardEvaluator:
                 seg = segment_masks(labels, rows, cfg.background, self.scorer.clip.image_size)
                 for col, name in enumerate(self.region, start=len(REWARDS)):
                     out[row, col] = REGION_REWARDS[name](self.scorer, ("segment", i), entry["clip"], seg, own, self.text)
+                out[row, len(self.rewards)] = float(seg.any(axis=0).mean())  # "coverage"
         return out
 
     def per_image(self, params: Mapping[str, Any]) -> np.ndarray:
-        """(n_images, 2) rewards of every image (all processes): each row has exactly one non-zero
+        """(n_images, len(columns)) rewards (and statistics) of every image (all processes): each row has exactly one non-zero
         contributor in the all-reduce, so the result is bit-identical for any number of processes."""
         if not self._built:
             self.build(self.progress)
@@ -120,7 +127,7 @@ class RewardEvaluator:
 
     def evaluate(self, params: Mapping[str, Any]) -> dict[str, float]:
         """Every reward variant summed over all images."""
-        return totals(self.per_image(params), self.rewards)
+        return totals(self.per_image(params)[:, : len(self.rewards)], self.rewards)
 
     def run_info(self) -> dict[str, Any]:
         """What else defines a run of this objective (recorded in ``run.json``)."""

@@ -35,8 +35,9 @@ from ..errors import PnpOvssError
 from ..reward import REWARD_VERSION
 from .evaluator import RewardEvaluator
 from .space import SearchSpace, canon
-from .stats import paired_z, totals
-from .trace import BEST_FILE, TRACE_FILE, TRACE_FORMAT, TraceLog, Trial, check_run, exclusive
+from .stats import paired_z, per_image_array, totals
+from .select import DEFAULT_SELECTION, SELECTIONS, Decision, select
+from .trace import BEST_FILE, TRACE_FILE, TRACE_FORMAT, TraceLog, Trial, check_run, exclusive, record_selection
 
 DEFAULT_MIN_Z = 0.0
 """Significance a challenger needs over the base configuration (see :func:`run_search`)."""
@@ -44,13 +45,15 @@ DEFAULT_MIN_Z = 0.0
 
 def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, seed: int, out_dir: str | os.PathLike[str],
                reward: str = "binary", min_z: float = DEFAULT_MIN_Z, run_info: Mapping[str, Any] | None = None,
-               progress: bool = True) -> Trial:
+               progress: bool = True, selection: str = DEFAULT_SELECTION) -> Decision:
     """Random search for ``iters`` trials (trial 0 = the base configuration), resuming whatever
-    ``out_dir`` already holds. Returns the best trial; ``best.json`` is a preset.
+    ``out_dir`` already holds. Returns the selection rule's :class:`~pnpovss.search.select.Decision`
+    (the best trial and why); ``best.json`` is its preset.
 
-    A trial becomes the best when its reward beats the best so far *and* its per-image rewards beat
-    the base configuration's by a paired z-score of at least ``min_z`` (0: the paper's plain
-    argmax). ``min_z`` only selects among recorded trials, so it may change between restarts."""
+    ``selection`` names the rule (:data:`~pnpovss.search.select.SELECTIONS`: ``robust``, the
+    default, or the paper's ``argmax``); ``min_z`` is the significance a challenger needs (argmax: 0,
+    none; robust: its own default when 0). Both only select among recorded trials, so they may
+    change between restarts (a replay re-selects without running anything)."""
     from gradient_free_optimizers.ask_tell import RandomSearchOptimizer
     from tqdm import tqdm
 
@@ -58,6 +61,8 @@ def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, se
         raise PnpOvssError(f"reward must be one of {', '.join(evaluator.rewards)}, got {reward!r}")
     if iters < 1:
         raise PnpOvssError(f"--iters must be >= 1, got {iters}")
+    if selection not in SELECTIONS:
+        raise PnpOvssError(f"selection rule must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     dist = evaluator.dist
     out = Path(out_dir)
     main = dist.is_main
@@ -72,7 +77,7 @@ def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, se
         log = TraceLog(out / TRACE_FILE)
         trace = log.load(repair=main)
         dist.barrier()
-        state = _SearchState(evaluator, log, trace, reward, min_z, out, info, main)
+        state = _SearchState(evaluator, log, trace, reward, min_z, out, info, main, selection)
         evaluator.progress = progress
         first = state.trial(0, space.params_of(evaluator.base))  # builds the map cache if it must run
         assert state.best is not None
@@ -80,14 +85,14 @@ def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, se
                    disable=not (progress and main), file=sys.stderr)
         opt = RandomSearchOptimizer(space.gfo(), initial_evaluations=[(space.encode(first.params), first.reward)],
                                     random_state=seed)
-        bar.set_postfix(best=state.best.reward)
+        bar.set_postfix(best=state.best.trial.reward)
         for t in range(1, iters):
             params = space.decode(opt.ask(1)[0])
             rec = state.trial(t, params)
             opt.tell([rec.reward])
             if t >= len(trace):
                 bar.update(1)
-                bar.set_postfix(best=state.best.reward)
+                bar.set_postfix(best=state.best.trial.reward)
         bar.close()
         state.write_best(final=True, iters=iters)
     return state.best
@@ -97,20 +102,12 @@ class _SearchState:
     """Trial bookkeeping shared by fresh and replayed trials."""
 
     def __init__(self, evaluator: RewardEvaluator, log: TraceLog, trace: list[dict], reward: str, min_z: float,
-                 out: Path, info: dict, main: bool) -> None:
+                 out: Path, info: dict, main: bool, selection: str) -> None:
         self.evaluator, self.log, self.trace, self.reward, self.min_z = evaluator, log, trace, reward, min_z
-        self.out, self.info, self.main = out, info, main
-        self.best: Trial | None = None
+        self.out, self.info, self.main, self.selection = out, info, main, selection
+        self.best: Decision | None = None
         self.memo: dict[str, Trial] = {}
-        self.base_params: dict | None = None
-        self._base_images: np.ndarray | None = None
-
-    def base_images(self) -> np.ndarray:
-        """Per-image rewards of trial 0 (recomputed once after a resume: deterministic)."""
-        if self._base_images is None:
-            assert self.base_params is not None
-            self._base_images = self.evaluator.per_image(self.base_params)
-        return self._base_images
+        self.trials: list[Trial] = []
 
     def trial(self, t: int, params: dict) -> Trial:
         params = canon(params)
@@ -127,32 +124,37 @@ class _SearchState:
             t0 = time.perf_counter()
             repeat = key in self.memo
             if repeat:
-                rewards, z = self.memo[key].rewards, self.memo[key].z
+                earlier = self.memo[key]
+                rewards, z, per_image = earlier.rewards, earlier.z, earlier.images
             else:
                 images = self.evaluator.per_image(params)
-                if t == 0:
-                    self._base_images = images
-                names = self.evaluator.rewards
-                rewards, z = totals(images, names), paired_z(images, self.base_images(), names)
-            trial = Trial(trial=t, params=params, reward=rewards[self.reward], rewards=rewards, z=z, repeat=repeat,
-                          seconds=round(time.perf_counter() - t0, 4))
+                names, columns = self.evaluator.rewards, getattr(self.evaluator, "columns", self.evaluator.rewards)
+                base = images if t == 0 else per_image_array(self.trials[0], columns)
+                n = len(names)
+                rewards, z = totals(images[:, :n], names), paired_z(images[:, :n], base[:, :n], names)
+                per_image = {name: images[:, k].tolist() for k, name in enumerate(columns)}
+            trial = Trial(trial=t, params=params, reward=rewards[self.reward], rewards=rewards, z=z, images=per_image,
+                          repeat=repeat, seconds=round(time.perf_counter() - t0, 4))
             if self.main:
                 self.log.append(trial.to_json())
-        if t == 0:
-            self.base_params = params
+        self.trials.append(trial)
         self.memo.setdefault(key, trial)
-        if self.best is None or (trial.reward > self.best.reward and trial.z[self.reward] >= self.min_z):
-            self.best = trial
+        best = select(self.trials, self.selection, self.reward, self.min_z)
+        if self.best is None or best.trial is not self.best.trial:
+            self.best = best
             self.write_best()
+        self.best = best
         return trial
 
     def write_best(self, final: bool = False, iters: int | None = None) -> None:
         if not self.main:
             return
         assert self.best is not None
-        best = self.best
+        best, decision = self.best.trial, self.best.to_json()
         config = self.evaluator.base.replace(**best.params)
         meta = {"params": best.params, "reward": best.reward, "rewards": best.rewards, "z": best.z,
-                "trial": best.trial, "reward_variant": self.reward, "min_z": self.min_z, "run": self.info,
-                "finished": final, "iters": iters}
+                "trial": best.trial, "reward_variant": self.reward, "min_z": self.min_z, "selection": decision,
+                "run": self.info, "finished": final, "iters": iters}
         save_preset(self.out / BEST_FILE, config, **meta)
+        if final:  # the outcome beside what defined the run (check_run ignores this key)
+            record_selection(self.out, decision)

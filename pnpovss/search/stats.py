@@ -8,7 +8,12 @@ from typing import Sequence
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from ..reward import REWARDS
+
+if TYPE_CHECKING:
+    from .trace import Trial
 
 
 def totals(per_image: np.ndarray, names: Sequence[str] = REWARDS) -> dict[str, float]:
@@ -29,3 +34,8 @@ def paired_z(per_image: np.ndarray, base: np.ndarray, names: Sequence[str] = REW
         z = 0.0 if mean == 0 else (mean / se if se > 0 else np.sign(mean) * Z_CAP)
         out[name] = float(np.clip(z, -Z_CAP, Z_CAP))
     return out
+
+
+def per_image_array(trial: "Trial", names: Sequence[str]) -> np.ndarray:
+    """(n_images, len(names)) per-image rewards of a recorded trial (the inverse of its ``images``)."""
+    return np.stack([np.asarray(trial.images[name], dtype=np.float64) for name in names], axis=1)

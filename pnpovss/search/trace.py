@@ -15,8 +15,9 @@ from ..errors import PnpOvssError
 from ..fileio import atomic_write_text
 
 TRACE_FILE, BEST_FILE, RUN_FILE = "trace.jsonl", "best.json", "run.json"
-TRACE_FORMAT = 2
-"""2: every trial records ``z`` (paired z-score against trial 0)."""
+TRACE_FORMAT = 3
+"""2: every trial records ``z`` (paired z-score against trial 0); 3: and ``images``, its per-image
+rewards, so that a selection rule can be applied (or changed) by replaying the trace alone."""
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Trial:
     """Every reward variant computed, summed over the images."""
     z: dict[str, float]
     """Per variant, the paired z-score of the per-image rewards against trial 0."""
+    images: dict[str, list[float]]
+    """Per variant, the reward of every image (in the run's image order): what selection rules test."""
     repeat: bool = False
     """The proposal repeated an earlier trial's parameters (its scores were reused)."""
     seconds: float = 0.0
@@ -124,14 +127,40 @@ def exclusive(out: Path, enabled: bool) -> Iterator[None]:
         fh.close()
 
 
+OUTCOME_KEY = "selection"
+"""``run.json``'s key for the last selection's decision: an outcome, not part of what defines the run."""
+
+
+def record_selection(out: Path, decision: Mapping[str, Any]) -> None:
+    """Write the selection's decision into ``run.json`` (atomically, the run's definition unchanged)."""
+    path = out / RUN_FILE
+    info = {k: v for k, v in json.loads(path.read_text()).items() if k != OUTCOME_KEY}
+    atomic_write_text(path, json.dumps({**info, OUTCOME_KEY: decision}, indent=2, sort_keys=True) + "\n")
+
+
+def _as_recorded(config: Any, recorded: Any) -> Any:
+    """``config`` without the fields a recorded base configuration lacks and that sit at their
+    default: a setting added to the library after the run, left at its default, cannot have
+    changed it (defaults keep the earlier behaviour), so it does not make the run a different one."""
+    if not isinstance(config, dict) or not isinstance(recorded, dict):
+        return config
+    from ..config import PipelineConfig
+
+    defaults = PipelineConfig().to_dict()
+    return {k: v for k, v in config.items() if k in recorded or v != defaults.get(k, object())}
+
+
 def check_run(out: Path, run_info: dict, write: bool) -> None:
-    """Write ``run.json`` (when ``write``), or refuse a directory whose ``run.json`` differs."""
+    """Write ``run.json`` (when ``write``), or refuse a directory whose ``run.json`` differs (the
+    recorded selection outcome aside)."""
     path = out / RUN_FILE
     if path.is_file():
         try:
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             raise PnpOvssError(f"{path} is unreadable; remove {out} or use another --out") from None
+        old.pop(OUTCOME_KEY, None)
+        run_info = {**run_info, "base_config": _as_recorded(run_info.get("base_config"), old.get("base_config"))}
         diff = sorted(k for k in set(old) | set(run_info) if old.get(k) != run_info.get(k))
         if diff:
             raise PnpOvssError(f"{out} holds a different tune run ({', '.join(diff)} differ); restart with the "

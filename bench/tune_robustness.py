@@ -1,0 +1,156 @@
+"""Does ``pnpovss tune`` ever hand a user something worse than the defaults? (prints JSON)
+
+    python bench/tune_robustness.py --pairs 200:300,201:301 --jobs 2 --json bench/results/tune_robustness.json
+
+For each (tuning seed S, held-out seed H) pair it runs exactly what a user runs, as subprocesses:
+
+* ``pnpovss tune --dataset toyworld --seed S --images 120 --iters 34 --out RUNS/tune-S`` (the default
+  reward, space and selection rule), then
+* ``pnpovss eval --dataset toyworld --seed H --images 150 --preset RUNS/tune-S/best.json`` and the
+  same without ``--preset`` (the defaults),
+
+and records per pair the defaults' and the tuned preset's held-out mIoU, the gain, the trial picked
+and why (``best.json``'s ``selection``). The paper's reward with argmax (``--reward binary --select
+argmax``) is a column too: it is selected from the same trace (same seed and space: the same trials,
+the ``binary`` column of every trial is recorded) and its preset evaluated the same way.
+
+Resumable pair by pair and step by step: a finished tune replays its trace in seconds (re-applying
+the current selection rule), an evaluation whose JSON exists is not run again. ``--jobs`` runs pairs
+in parallel processes (each with one torch thread). ``--stage traces`` runs only the tunes and the
+defaults' evaluations (what does not depend on the selection rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pnpovss.fileio import atomic_write_text  # noqa: E402
+from pnpovss.search import BEST_FILE, RUN_FILE, TRACE_FILE, Trial  # noqa: E402
+from pnpovss.search.select import paper_choice  # noqa: E402
+
+
+def parse_pairs(text: str) -> list[tuple[int, int]]:
+    pairs = []
+    for part in text.split(","):
+        s, _, h = part.strip().partition(":")
+        pairs.append((int(s), int(h)))
+    return pairs
+
+
+def pnpovss(*args: str, log: Path) -> None:
+    """Run the CLI as a user does (``python -m pnpovss``), output appended to ``log``."""
+    cmd = [sys.executable, "-m", "pnpovss", *args]
+    with open(log, "a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}); see {log}")
+
+
+def evaluate(args: argparse.Namespace, runs: Path, held_out: int, name: str, preset: Path | None, log: Path) -> float:
+    out = runs / f"eval-{name}-H{held_out}.json"
+    if not out.is_file():
+        extra = ["--preset", str(preset)] if preset else []
+        pnpovss("eval", "--dataset", args.dataset, "--seed", str(held_out), "--images", str(args.eval_images),
+                "--threads", "1", *extra, "--json", str(out), log=log)
+    return float(json.loads(out.read_text())["miou"])
+
+
+def run_pair(args: argparse.Namespace, runs: Path, pair: tuple[int, int]) -> dict[str, Any] | None:
+    seed, held_out = pair
+    tune_dir = runs / f"tune-S{seed}"
+    log = runs / f"log-S{seed}-H{held_out}.txt"
+    t0 = time.time()
+    pnpovss("tune", "--dataset", args.dataset, "--seed", str(seed), "--images", str(args.tune_images),
+            "--iters", str(args.iters), "--threads", "1", "--out", str(tune_dir), log=log)
+    defaults = evaluate(args, runs, held_out, "defaults", None, log)
+    if args.stage == "traces":
+        return None
+    best = json.loads((tune_dir / BEST_FILE).read_text())
+    trials = [Trial.from_json(json.loads(line)) for line in (tune_dir / TRACE_FILE).read_text().splitlines() if line]
+    picked = best["trial"]
+    tuned = defaults if picked == 0 else evaluate(args, runs, held_out, f"S{seed}-t{picked}", tune_dir / BEST_FILE, log)
+    paper = paper_choice(trials)
+    paper_preset = tune_dir / f"paper-t{paper.trial}.json"
+    if paper.trial and not paper_preset.is_file():
+        from pnpovss.config import load_preset, save_preset
+
+        base = load_preset(tune_dir / BEST_FILE).replace(**trials[0].params)  # the run's base configuration
+        save_preset(paper_preset, base.replace(**paper.params), trial=paper.trial, reward_variant="binary",
+                    selection="argmax")
+    paper_miou = defaults if paper.trial == 0 else evaluate(args, runs, held_out, f"S{seed}-t{paper.trial}-paper",
+                                                           paper_preset, log)
+    run = json.loads((tune_dir / RUN_FILE).read_text())
+    return {"tune_seed": seed, "held_out_seed": held_out, "defaults_miou": round(defaults, 4),
+            "tuned_miou": round(tuned, 4), "gain": round(tuned - defaults, 4), "picked_trial": picked,
+            "picked_params": best["params"], "selection": best.get("selection"),
+            "paper_trial": paper.trial, "paper_params": paper.params, "paper_miou": round(paper_miou, 4),
+            "paper_gain": round(paper_miou - defaults, 4), "trials": len(trials),
+            "tune_seconds": round(sum(t.seconds for t in trials), 1), "space": run["space"],
+            "seconds_this_call": round(time.time() - t0, 1)}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| tuning seed | held-out seed | defaults | tuned | gain | picked | why | paper (binary, argmax) gain |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(rows, key=lambda r: r["gain"]):
+        why = (r.get("selection") or {}).get("reason", "")
+        lines.append(f"| {r['tune_seed']} | {r['held_out_seed']} | {r['defaults_miou']:.2f} | {r['tuned_miou']:.2f} | "
+                     f"{r['gain']:+.2f} | {r['picked_trial']} | {why} | {r['paper_gain']:+.2f} |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    gains = [r["gain"] for r in rows]
+    paper = [r["paper_gain"] for r in rows]
+    return {"pairs": len(rows), "mean_gain": round(sum(gains) / len(gains), 4), "worst_gain": round(min(gains), 4),
+            "best_gain": round(max(gains), 4), "pairs_worse_than_minus_1": sum(g < -1.0 for g in gains),
+            "kept_defaults": sum(r["picked_trial"] == 0 for r in rows),
+            "paper_mean_gain": round(sum(paper) / len(paper), 4), "paper_worst_gain": round(min(paper), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", required=True, help="tuning:held-out seed pairs, e.g. 200:300,201:301")
+    ap.add_argument("--dataset", default="toyworld")
+    ap.add_argument("--tune-images", type=int, default=120)
+    ap.add_argument("--eval-images", type=int, default=150)
+    ap.add_argument("--iters", type=int, default=34)
+    ap.add_argument("--jobs", type=int, default=1, help="pairs run in parallel processes")
+    ap.add_argument("--runs", default=None, help="run directory (default: search/runs/robustness/DATASET)")
+    ap.add_argument("--stage", choices=["all", "traces"], default="all")
+    ap.add_argument("--set-name", default="", help="a name for this set of pairs, recorded (e.g. development)")
+    ap.add_argument("--json", default=None, help="also write the record here")
+    args = ap.parse_args()
+    pairs = parse_pairs(args.pairs)
+    runs = Path(args.runs or ROOT / "search" / "runs" / "robustness" / args.dataset)
+    runs.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        rows = [r for r in pool.map(lambda p: run_pair(args, runs, p), pairs) if r is not None]
+    if not rows:
+        return
+    record = {"bench": "tune_robustness", "dataset": args.dataset, "set": args.set_name,
+              "tune_images": args.tune_images, "eval_images": args.eval_images, "iters": args.iters,
+              "runs": os.path.relpath(runs, ROOT), "summary": summary(rows), "pairs": rows}
+    text = json.dumps(record, indent=2)
+    print(text)
+    print(table(rows), file=sys.stderr)
+    if args.json:
+        atomic_write_text(Path(args.json), text + "\n")
+
+
+if __name__ == "__main__":
+    main()
