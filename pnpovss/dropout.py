@@ -22,6 +22,9 @@ Where this differs from the reference code on purpose (each point a bug or an ac
   remaining, which is the same count as long as no patch is picked twice.
 * Combination: the sum of the passes' raw maps with pass 0 counted twice (the segmentation script);
   ``pass_combine="minmax"`` min-max normalises each pass first (the CVPR-era evaluation scripts).
+  There the dropped patches are zeroed *after* the min-max (``zero_dropped="after_minmax"``); we
+  zero them first, so a dropped patch cannot hold a pass's maximum and squash the rest. The VOC
+  script combines pass 0 alone (``combine_passes="first"``).
 """
 
 from __future__ import annotations
@@ -107,7 +110,8 @@ def salience_dropout(
     history = []
     passes = []
     embeds, key_mask = image_embeds, None
-    for t in range(config.drop_iters):
+    # combine_passes="first": the later passes could not change the combined map
+    for t in range(1 if config.combine_passes == "first" else config.drop_iters):
         if t:
             if config.drop_mode == "reencode":
                 with vision_autocast():
@@ -117,13 +121,20 @@ def salience_dropout(
                 key_mask = torch.cat([cls_key, (~dropped).long()], dim=1)
         with text_autocast():
             maps = token_maps(backbone, embeds, text, config.layer, heads, config.saliency, key_mask)
-        maps = maps * (~dropped)[:, None, :].to(maps.dtype)
+        keep = (~dropped).to(maps.dtype)
+        unzeroed = maps
+        maps = maps * keep[:, None, :]
         per_class = pool_classes(maps, text.class_tokens)
         passes.append([m.view(-1, *grid) for m in per_class])
         weight = 2.0 if t == 0 and config.count_first_twice else 1.0
-        combined = [minmax_rows(m) for m in per_class] if config.pass_combine == "minmax" else per_class
+        if config.pass_combine == "sum":
+            combined = per_class
+        elif config.zero_dropped == "before_minmax":
+            combined = [minmax_rows(m) for m in per_class]
+        else:  # the reference's order: normalised with the dropped patches' values, then zeroed
+            combined = [minmax_rows(m) * keep[i] for i, m in enumerate(pool_classes(unzeroed, text.class_tokens))]
         totals = [weight * m for m in combined] if totals is None else [a + m for a, m in zip(totals, combined)]
-        if t < config.drop_iters - 1:
+        if t < config.drop_iters - 1 and config.combine_passes == "all":
             if config.drop_saliency == "reference":
                 saliency = reference_saliency(maps, text)
             else:
