@@ -106,7 +106,8 @@ def salience_dropout(
     heads = config.heads_tuple()
     backbone.check_config(config, pixel_values.shape[-1])
     dropped = torch.zeros(b, p, dtype=torch.bool, device=pixel_values.device)
-    totals: list[torch.Tensor] | None = None
+    raw: list[list[torch.Tensor]] = []  # per pass, per image (C, P), dropped patches not yet zeroed
+    keeps: list[torch.Tensor] = []  # per pass, (B, P) patches not dropped before it
     history = []
     passes = []
     embeds, key_mask = image_embeds, None
@@ -121,19 +122,11 @@ def salience_dropout(
                 key_mask = torch.cat([cls_key, (~dropped).long()], dim=1)
         with text_autocast():
             maps = token_maps(backbone, embeds, text, config.layer, heads, config.saliency, key_mask)
-        keep = (~dropped).to(maps.dtype)
-        unzeroed = maps
-        maps = maps * keep[:, None, :]
-        per_class = pool_classes(maps, text.class_tokens)
+        raw.append(pool_classes(maps, text.class_tokens))
+        keeps.append(~dropped)
+        maps = maps * keeps[-1][:, None, :].to(maps.dtype)
+        per_class = [m * keeps[-1][i].to(m.dtype) for i, m in enumerate(raw[-1])]
         passes.append([m.view(-1, *grid) for m in per_class])
-        weight = 2.0 if t == 0 and config.count_first_twice else 1.0
-        if config.pass_combine == "sum":
-            combined = per_class
-        elif config.zero_dropped == "before_minmax":
-            combined = [minmax_rows(m) for m in per_class]
-        else:  # the reference's order: normalised with the dropped patches' values, then zeroed
-            combined = [minmax_rows(m) * keep[i] for i, m in enumerate(pool_classes(unzeroed, text.class_tokens))]
-        totals = [weight * m for m in combined] if totals is None else [a + m for a, m in zip(totals, combined)]
         if t < config.drop_iters - 1 and config.combine_passes == "all":
             if config.drop_saliency == "reference":
                 saliency = reference_saliency(maps, text)
@@ -141,5 +134,27 @@ def salience_dropout(
                 saliency = torch.stack([m.sum(dim=0) for m in per_class])
             dropped = dropped | select_patches(saliency, dropped, None if config.halving else config.drop_k)
             history.append(dropped.clone())
-    assert totals is not None
-    return DropoutMaps([m.view(-1, *grid) for m in totals], history, passes)
+    combined = [combine_pass_maps([r[i] for r in raw], [k[i] for k in keeps], config) for i in range(b)]
+    return DropoutMaps([m.view(-1, *grid) for m in combined], history, passes)
+
+
+def combine_pass_maps(raw: list[torch.Tensor], keep: list[torch.Tensor], config: PipelineConfig) -> torch.Tensor:
+    """One image's passes -> its combined (C, P) class maps. ``raw[t]``: pass t's (C, P) class maps
+    with nothing zeroed; ``keep[t]``: (P,) bool, the patches not dropped before pass t. Pass 0 counts
+    twice under ``count_first_twice``; ``combine_passes="first"`` uses pass 0 alone; under
+    ``pass_combine="minmax"`` each pass is min-max normalised before (``zero_dropped=
+    "before_minmax"``) or after (``"after_minmax"``, the reference) its dropped patches are zeroed."""
+    if config.combine_passes == "first":
+        raw, keep = raw[:1], keep[:1]
+    total = None
+    for t, (m, k) in enumerate(zip(raw, keep)):
+        k = k.to(m.dtype)
+        if config.pass_combine == "sum":
+            term = m * k
+        elif config.zero_dropped == "before_minmax":
+            term = minmax_rows(m * k)
+        else:
+            term = minmax_rows(m) * k
+        total = (2.0 if config.count_first_twice else 1.0) * term if total is None else total + term
+    assert total is not None, "no pass"
+    return total
