@@ -15,6 +15,8 @@ Rows (classes in the caption = the image's labels, plus background, unless said 
 Vocabulary rows (the caption's classes are not told; tag precision/recall/F1 under "tags"):
   vocab_all            every shape class in the caption (keep_all: the paper's pipeline given a
                        vocabulary; formerly full_all_classes)
+  vocab_reference      every shape class in the caption, the image's labels' maps kept (eval
+                       --labels reference: the CVPR-era scripts' protocol)
   vocab_detect         the presence stage (pnpovss.presence) picks the classes among all six
   vocab_detect_recurrent  + the recurrent CLIP check (toy CLIP, presence_rounds=2)
   oracle_grid_maps     no model: each class's exact coverage of every patch (the best maps the patch
@@ -34,6 +36,12 @@ Options, measured beside the default (under "options" in the JSON):
                        threshold on the sum of min-max normalised passes, blur, background 1 - sum of
                        the blurred maps, CRF on the maps as probabilities, 20 iterations
   full_eval_scripts_approx  the earlier approximation of it (threshold after min-max, background before blur)
+  full_upsample_bicubic / full_eval_scripts_bicubic / full_eval_scripts_zero_after / full_eval_scripts_exact
+  / full_eval_scripts_exact_pass0
+                       skimage bicubic-constant upsampling (the evaluation scripts' Attmap_resize) on
+                       the default pipeline and on full_eval_scripts; the passes zeroed after their
+                       min-max (the reference's order); both (the reference-cvpr-* presets' chain);
+                       and VOC's pass 0 only
   full_drop_saliency_reference  DropOut picks patches by the reference's word-piece + [SEP] sum
   full_align_corners_false / full_blur_nearest / full_before_issue13
                        upsampling with align_corners=False, blur border "nearest", both (the defaults
@@ -82,13 +90,15 @@ STAGES = {
     "gradcam+dropout+blur": dict(crf=False),
     "full": dict(),
 }
+EVAL_SCRIPTS = dict(threshold_mode="absolute", pass_combine="minmax", background_rule="one_minus_sum_blurred",
+                    crf_unary="probs", crf_iters=20)
+"""The CVPR-era evaluation scripts' post-processing as first reproduced (bilinear, zero before min-max)."""
 OPTIONS = {
     "gradcam+blur+crf": dict(drop_iters=1),
     "attention+blur+crf": dict(saliency="attention", drop_iters=1),
     "full_threshold_binary": dict(threshold_mode="binary"),
     "full_crf_probs": dict(crf_unary="probs"),
-    "full_eval_scripts": dict(threshold_mode="absolute", pass_combine="minmax", background_rule="one_minus_sum_blurred",
-                              crf_unary="probs", crf_iters=20),
+    "full_eval_scripts": EVAL_SCRIPTS,
     "full_eval_scripts_approx": dict(threshold_mode="binary", crf_unary="probs", background_rule="one_minus_sum",
                                      crf_iters=20),
     "full_attention_drop": dict(drop_mode="attention"),
@@ -97,6 +107,12 @@ OPTIONS = {
     "full_align_corners_false": dict(align_corners=False),
     "full_blur_nearest": dict(blur_border="nearest"),
     "full_before_issue13": dict(align_corners=False, blur_border="nearest"),
+    "full_upsample_bicubic": dict(upsample="bicubic_constant"),
+    "full_eval_scripts_bicubic": dict(EVAL_SCRIPTS, upsample="bicubic_constant"),
+    "full_eval_scripts_zero_after": dict(EVAL_SCRIPTS, zero_dropped="after_minmax"),
+    "full_eval_scripts_exact": dict(EVAL_SCRIPTS, upsample="bicubic_constant", zero_dropped="after_minmax"),
+    "full_eval_scripts_exact_pass0": dict(EVAL_SCRIPTS, upsample="bicubic_constant", zero_dropped="after_minmax",
+                                          combine_passes="first"),
     "full_bf16": dict(dtype="bf16"),
 }
 BATCH = 4
@@ -111,7 +127,7 @@ background pixels are ignored): the default per-dataset rule (no background chan
 reference rule (a background channel when the caption names fewer than 3 classes; a background
 prediction is a miss of the pixel's class, see ``pnpovss.evaluate``)."""
 MAP_KEYS = ("saliency", "drop_iters", "drop_mode", "drop_k", "halving", "count_first_twice", "pass_combine",
-            "drop_saliency", "dtype")
+            "drop_saliency", "dtype", "combine_passes", "zero_dropped")
 """The settings that change the grid maps; post-processing variants of one setting share its maps."""
 
 
@@ -200,7 +216,7 @@ def run(model: str, seed: int, images: int, size: int, compiled_row: bool = Fals
     rand = random_weight_segmenter(model, base)
     extra = [COMPILED_ROW] if compiled_row else []
     rows = {name: ConfusionMatrix(len(CLASSES)) for name in
-            ["random_weights", "no_vlm", *STAGES, "vocab_all", *VOCAB_ROWS, "oracle_grid_maps", *OPTIONS,
+            ["random_weights", "no_vlm", *STAGES, "vocab_all", "vocab_reference", *VOCAB_ROWS, "oracle_grid_maps", *OPTIONS,
              f"full_batch{BATCH}", *extra]}
     kept: dict[str, list[list[str]]] = {name: [] for name in ["full", "vocab_all", *VOCAB_ROWS]}
     truths: list[list[str]] = []
@@ -251,6 +267,8 @@ def run(model: str, seed: int, images: int, size: int, compiled_row: bool = Fals
                 add_agreement(agree, f"full_batch{BATCH}", res.labels, ref)
             pending = []
         rows["vocab_all"].update(predict(seg, s.image, list(SHAPES), base), truth)
+        ref = seg.segment(s.image, list(s.labels), caption=list(SHAPES))  # eval --labels reference
+        rows["vocab_reference"].update(to_global(ref.labels, ref.classes), truth)
         kept["full"].append(list(s.labels))
         kept["vocab_all"].append(list(SHAPES))
         for name, presence in VOCAB_ROWS.items():

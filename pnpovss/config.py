@@ -143,6 +143,33 @@ class PipelineConfig:
     """Precision of the network passes: ``fp32`` (the paper), ``bf16``, ``fp16`` (CUDA only) or
     ``auto`` (bf16 on a CPU with native bf16 or on CUDA, fp16 on a CUDA GPU without bf16, else
     fp32); see :mod:`pnpovss.precision`. GradCAM maps are formed in fp32 either way."""
+    combine_passes: str = "all"
+    """Which DropOut passes the combined map holds: ``all``; ``first``: pass 0 only (counted twice
+    under ``count_first_twice``), as ``New_eval_cam_VOC.py`` does: it appends zero maps inside its
+    per-pass loop, so its sum is 2 x pass 0. The later passes cannot change the result then, so
+    they are not run."""
+    zero_dropped: str = "before_minmax"
+    """Under ``pass_combine="minmax"``, whether a pass's dropped patches are zeroed before its
+    min-max (ours: a dropped patch cannot set the pass's maximum) or ``after_minmax`` (the
+    reference: its search scripts save normalised maps, its evaluation scripts zero them)."""
+    upsample: str = "bilinear"
+    """Grid maps -> image size: ``bilinear`` (see ``align_corners``; the reference segmentation
+    script) or ``bicubic_constant``: each map min-max normalised, then cubic-spline resized with
+    zeros outside the grid, i.e. skimage ``resize(order=3, mode="constant")`` (the CVPR-era
+    evaluation scripts' ``Attmap_resize``)."""
+    class_names: str = "package"
+    """Caption names of a dataset's classes in ``eval``/``tune``: this package's (``package``) or
+    those the reference wrote (``reference-cvpr``: "table", "pottedplant", raw COCO-Stuff names...;
+    ``reference-head``: the HEAD scripts', spaces removed on ADE20K). A dataset the reference never
+    evaluated (the toy world) keeps its own names."""
+    reward_synonyms: bool = True
+    """``tune``'s CLIP text embedding of a class averages its synonyms (class-name file); False:
+    the caption name alone, as the reference does."""
+    eval_labels: str = "gt"
+    """The label protocol ``eval`` and ``tune`` run when none is given: ``gt`` (the caption holds
+    the image's ground-truth classes) or ``reference`` (the caption holds the whole dataset
+    vocabulary, the ground-truth classes' maps are kept: the CVPR-era scripts). See
+    :mod:`pnpovss.evaluate`."""
 
     def __post_init__(self) -> None:
         problems = []

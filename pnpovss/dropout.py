@@ -22,6 +22,9 @@ Where this differs from the reference code on purpose (each point a bug or an ac
   remaining, which is the same count as long as no patch is picked twice.
 * Combination: the sum of the passes' raw maps with pass 0 counted twice (the segmentation script);
   ``pass_combine="minmax"`` min-max normalises each pass first (the CVPR-era evaluation scripts).
+  There the dropped patches are zeroed *after* the min-max (``zero_dropped="after_minmax"``); we
+  zero them first, so a dropped patch cannot hold a pass's maximum and squash the rest. The VOC
+  script combines pass 0 alone (``combine_passes="first"``).
 """
 
 from __future__ import annotations
@@ -103,11 +106,13 @@ def salience_dropout(
     heads = config.heads_tuple()
     backbone.check_config(config, pixel_values.shape[-1])
     dropped = torch.zeros(b, p, dtype=torch.bool, device=pixel_values.device)
-    totals: list[torch.Tensor] | None = None
+    raw: list[list[torch.Tensor]] = []  # per pass, per image (C, P), dropped patches not yet zeroed
+    keeps: list[torch.Tensor] = []  # per pass, (B, P) patches not dropped before it
     history = []
     passes = []
     embeds, key_mask = image_embeds, None
-    for t in range(config.drop_iters):
+    # combine_passes="first": the later passes could not change the combined map
+    for t in range(1 if config.combine_passes == "first" else config.drop_iters):
         if t:
             if config.drop_mode == "reencode":
                 with vision_autocast():
@@ -117,18 +122,39 @@ def salience_dropout(
                 key_mask = torch.cat([cls_key, (~dropped).long()], dim=1)
         with text_autocast():
             maps = token_maps(backbone, embeds, text, config.layer, heads, config.saliency, key_mask)
-        maps = maps * (~dropped)[:, None, :].to(maps.dtype)
-        per_class = pool_classes(maps, text.class_tokens)
+        raw.append(pool_classes(maps, text.class_tokens))
+        keeps.append(~dropped)
+        maps = maps * keeps[-1][:, None, :].to(maps.dtype)
+        per_class = [m * keeps[-1][i].to(m.dtype) for i, m in enumerate(raw[-1])]
         passes.append([m.view(-1, *grid) for m in per_class])
-        weight = 2.0 if t == 0 and config.count_first_twice else 1.0
-        combined = [minmax_rows(m) for m in per_class] if config.pass_combine == "minmax" else per_class
-        totals = [weight * m for m in combined] if totals is None else [a + m for a, m in zip(totals, combined)]
-        if t < config.drop_iters - 1:
+        if t < config.drop_iters - 1 and config.combine_passes == "all":
             if config.drop_saliency == "reference":
                 saliency = reference_saliency(maps, text)
             else:
                 saliency = torch.stack([m.sum(dim=0) for m in per_class])
             dropped = dropped | select_patches(saliency, dropped, None if config.halving else config.drop_k)
             history.append(dropped.clone())
-    assert totals is not None
-    return DropoutMaps([m.view(-1, *grid) for m in totals], history, passes)
+    combined = [combine_pass_maps([r[i] for r in raw], [k[i] for k in keeps], config) for i in range(b)]
+    return DropoutMaps([m.view(-1, *grid) for m in combined], history, passes)
+
+
+def combine_pass_maps(raw: list[torch.Tensor], keep: list[torch.Tensor], config: PipelineConfig) -> torch.Tensor:
+    """One image's passes -> its combined (C, P) class maps. ``raw[t]``: pass t's (C, P) class maps
+    with nothing zeroed; ``keep[t]``: (P,) bool, the patches not dropped before pass t. Pass 0 counts
+    twice under ``count_first_twice``; ``combine_passes="first"`` uses pass 0 alone; under
+    ``pass_combine="minmax"`` each pass is min-max normalised before (``zero_dropped=
+    "before_minmax"``) or after (``"after_minmax"``, the reference) its dropped patches are zeroed."""
+    if config.combine_passes == "first":
+        raw, keep = raw[:1], keep[:1]
+    total = None
+    for t, (m, k) in enumerate(zip(raw, keep)):
+        k = k.to(m.dtype)
+        if config.pass_combine == "sum":
+            term = m * k
+        elif config.zero_dropped == "before_minmax":
+            term = minmax_rows(m * k)
+        else:
+            term = minmax_rows(m) * k
+        total = (2.0 if config.count_first_twice else 1.0) * term if total is None else total + term
+    assert total is not None, "no pass"
+    return total

@@ -2,7 +2,9 @@
 it with an accumulated confusion matrix (mmsegmentation ``IoUMetric`` semantics).
 
 Which classes a caption holds is the *protocol* (``labels``): ``gt``, each image's ground-truth
-labels (the classes present in its annotation: the CVPR-era PnP-OVSS protocol); ``all``, every
+labels (the classes present in its annotation); ``reference``, every class of the dataset in the
+caption but only the ground-truth classes' maps kept (the CVPR-era PnP-OVSS scripts; the caption is
+cut at 500 tokens as theirs is, with a warning naming the classes cut off); ``all``, every
 foreground class of the dataset in every caption; ``detect``, the whole vocabulary as candidates
 for the presence stage (:mod:`pnpovss.presence`), i.e. no labels of any kind at test time, the
 protocol of the full-vocabulary training-free methods. ``detect`` also reports tag
@@ -54,13 +56,16 @@ from .pipeline import Segmenter
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("gt", "all", "detect")
+PROTOCOLS = ("gt", "all", "detect", "reference")
+
+REFERENCE_CAPTION_TOKENS = 500
+"""The CVPR-era scripts tokenise their captions with ``truncation=True, max_length=500``."""
 
 
-def label_protocol(labels: str | None, all_classes: bool = False) -> str:
-    """The protocol to run: ``labels`` when given, else ``all`` / ``gt`` from the older
-    ``all_classes`` flag; an unknown name is an error."""
-    protocol = labels or ("all" if all_classes else "gt")
+def label_protocol(labels: str | None, all_classes: bool = False, default: str = "gt") -> str:
+    """The protocol to run: ``labels`` when given, else ``all`` from the older ``all_classes``
+    flag, else ``default`` (a configuration's ``eval_labels``); an unknown name is an error."""
+    protocol = labels or ("all" if all_classes else default)
     if protocol not in PROTOCOLS:
         raise PnpOvssError(f"unknown label protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     return protocol
@@ -71,25 +76,56 @@ def caption_class_ids(dataset: SegDataset, sample: SegSample, all_classes: bool)
     return list(dataset.foreground_ids) if all_classes else dataset.image_labels(sample.label)
 
 
+def vocabulary_caption(segmenter: Segmenter, dataset: SegDataset) -> list[int]:
+    """The ``reference`` protocol's caption: the foreground class ids of ``dataset`` in order, a
+    name the class-name table repeats only once (ADE20K's two "screen"s: the reference's token
+    match finds the first for both), cut where the reference's 500-token truncation cuts (or the
+    model's own limit, if lower). A warning names the classes cut off."""
+    names = dataset.caption_names(segmenter.config.class_names)
+    seen: set[str] = set()
+    ids = [i for i in dataset.foreground_ids if not (names[i].lower() in seen or seen.add(names[i].lower()))]
+    limit = min(REFERENCE_CAPTION_TOKENS, segmenter.backbone.max_text_tokens)
+    n = segmenter.backbone.classes_within(segmenter.config.prompt, [names[i] for i in ids], limit)
+    if n < len(ids):
+        log.warning("the caption of all %d %s classes exceeds %d tokens; cut there as the reference does, so %d "
+                    "classes are never predicted: %s", len(ids), dataset.name, limit, len(ids) - n,
+                    ", ".join(names[i] for i in ids[n:]))
+    return ids[:n]
+
+
+def _caption(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, protocol: str,
+             vocabulary: list[int] | None) -> tuple[list[int], dict[str, Any]]:
+    """The class ids whose maps are kept, and the keywords that make ``segment`` caption them."""
+    ids = caption_class_ids(dataset, sample, protocol in ("all", "detect"))
+    if protocol != "reference":
+        return ids, {"keep_all": protocol != "detect"}
+    vocab = vocabulary_caption(segmenter, dataset) if vocabulary is None else vocabulary
+    names = dataset.caption_names(segmenter.config.class_names)
+    first = {names[i].lower(): i for i in reversed(vocab)}
+    kept = [i for i in ids if first.get(names[i].lower()) == i]  # cut off, or a repeated name: the first's map
+    return kept, {"caption": [names[i] for i in vocab]}
+
+
 def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_classes: bool = False,
-            labels: str | None = None) -> tuple[np.ndarray, list[int]]:
+            labels: str | None = None, vocabulary: list[int] | None = None) -> tuple[np.ndarray, list[int]]:
     """(H, W) prediction in dataset class ids, and the class ids the caption used. ``labels`` is
-    the protocol (``gt``/``all``/``detect``; default from ``all_classes``). On a dataset without a
-    background class, a background prediction (``background_mode="reference"``) is
+    the protocol (``gt``/``all``/``detect``/``reference``; default from ``all_classes``, then the
+    configuration's ``eval_labels``); ``vocabulary``: :func:`vocabulary_caption`, computed once per
+    run. On a dataset without a background class, a background prediction is
     ``dataset.num_classes``, an unscored label (see :func:`evaluate`)."""
-    protocol = label_protocol(labels, all_classes)
-    ids = caption_class_ids(dataset, sample, protocol != "gt")
+    protocol = label_protocol(labels, all_classes, segmenter.config.eval_labels)
+    ids, how = _caption(segmenter, dataset, sample, protocol, vocabulary)
     if not ids:
         return np.zeros(sample.label.shape, dtype=np.int64), []
-    names = [dataset.classes[i] for i in ids]
-    res = segmenter.segment(sample.image, names, keep_all=protocol != "detect", **dataset.pipeline_settings())
-    return _dataset_ids(res, ids, dataset)
+    names = dataset.caption_names(segmenter.config.class_names)
+    res = segmenter.segment(sample.image, [names[i] for i in ids], **how, **dataset.pipeline_settings())
+    return _dataset_ids(res, ids, dataset, names)
 
 
-def _dataset_ids(res, ids: list[int], dataset: SegDataset) -> tuple[np.ndarray, list[int]]:
+def _dataset_ids(res, ids: list[int], dataset: SegDataset, names_of: list[str]) -> tuple[np.ndarray, list[int]]:
     """A result's label map in dataset class ids, and the ids of the classes it used (the caption's
     ``ids``, less those the presence stage dropped)."""
-    names = [dataset.classes[i] for i in ids]
+    names = [names_of[i] for i in ids]
     used = [ids[names.index(n)] for n in res.classes[1 if res.config.background else 0 :]]
     background = [0 if dataset.has_background else dataset.num_classes] if res.config.background else []
     return np.asarray(background + used, dtype=np.int64)[res.labels], used
@@ -101,18 +137,22 @@ def unscored_labels(segmenter: Segmenter, dataset: SegDataset) -> int:
 
 
 def predict_batch(segmenter: Segmenter, dataset: SegDataset, samples: Sequence[SegSample],
-                  all_classes: bool = False, labels: str | None = None) -> list[tuple[np.ndarray, list[int]]]:
+                  all_classes: bool = False, labels: str | None = None,
+                  vocabulary: list[int] | None = None) -> list[tuple[np.ndarray, list[int]]]:
     """:func:`predict` for several samples in one :meth:`~pnpovss.Segmenter.segment_batch` call."""
-    protocol = label_protocol(labels, all_classes)
-    ids = [caption_class_ids(dataset, s, protocol != "gt") for s in samples]
-    live = [k for k, i in enumerate(ids) if i]
+    protocol = label_protocol(labels, all_classes, segmenter.config.eval_labels)
+    if protocol == "reference" and vocabulary is None:
+        vocabulary = vocabulary_caption(segmenter, dataset)
+    captions = [_caption(segmenter, dataset, s, protocol, vocabulary) for s in samples]
+    names = dataset.caption_names(segmenter.config.class_names)
+    live = [k for k, (i, _) in enumerate(captions) if i]
     out: list[tuple[np.ndarray, list[int]]] = [(np.zeros(s.label.shape, dtype=np.int64), []) for s in samples]
     if live:
         results = segmenter.segment_batch([samples[k].image for k in live],
-                                          [[dataset.classes[i] for i in ids[k]] for k in live],
-                                          keep_all=protocol != "detect", **dataset.pipeline_settings())
+                                          [[names[i] for i in captions[k][0]] for k in live],
+                                          **captions[live[0]][1], **dataset.pipeline_settings())
         for k, res in zip(live, results):
-            out[k] = _dataset_ids(res, ids[k], dataset)
+            out[k] = _dataset_ids(res, captions[k][0], dataset, names)
     return out
 
 
@@ -184,7 +224,8 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     from tqdm import tqdm
 
     dist = dist or DistContext()
-    protocol = label_protocol(labels, all_classes)
+    protocol = label_protocol(labels, all_classes, segmenter.config.eval_labels)
+    vocabulary = vocabulary_caption(segmenter, dataset) if protocol == "reference" else None
     meta = {**dataset.describe(), "labels": protocol, "all_classes": protocol == "all", "processes": dist.world_size,
             "config": segmenter.config.replace(**dataset.pipeline_settings()).to_dict(),
             "model": source_label(segmenter.backbone.source)}
@@ -218,8 +259,9 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
             samples = [dataset[i] for i in chunk]
             sizing = batch_size is None and pos == 0  # the first image alone, measured
             with PeakMemory(segmenter.backbone.device) if sizing else contextlib.nullcontext() as peak:
-                preds = ([predict(segmenter, dataset, samples[0], labels=protocol)] if len(samples) == 1
-                         else predict_batch(segmenter, dataset, samples, labels=protocol))
+                preds = ([predict(segmenter, dataset, samples[0], labels=protocol, vocabulary=vocabulary)]
+                         if len(samples) == 1 else predict_batch(segmenter, dataset, samples, labels=protocol,
+                                                                 vocabulary=vocabulary))
             if sizing:
                 size = auto_batch_size(segmenter.backbone.device, peak.bytes)
             for i, sample, (pred, used) in zip(chunk, samples, preds):

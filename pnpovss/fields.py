@@ -16,6 +16,11 @@ BLUR_BORDERS = ("reflect", "nearest", "mirror", "constant", "wrap")
 """scipy ``gaussian_filter`` border modes for ``blur_border``; ``reflect`` is scipy's default, which the reference uses."""
 BACKGROUND_MODES = ("dataset", "reference", "always")
 """Values of ``PipelineConfig.background_mode`` (the first is the default)."""
+CLASS_NAME_TABLES = ("package", "reference-cvpr", "reference-head")
+"""Values of ``PipelineConfig.class_names``: this package's caption names, or the names the
+reference wrote in its CVPR-era scripts / at its HEAD (``datasets/classnames/<table>/``)."""
+EVAL_LABELS = ("gt", "reference")
+"""Values of ``PipelineConfig.eval_labels``: the label protocols a configuration may ask for."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,12 @@ FIELDS: dict[str, FieldSpec] = {
     "pass_combine": FieldSpec("str", choices=("sum", "minmax")),
     "drop_saliency": FieldSpec("str", choices=("classes", "reference")),
     "dtype": FieldSpec("str", choices=("auto", "fp32", "bf16", "fp16")),
+    "combine_passes": FieldSpec("str", choices=("all", "first")),
+    "zero_dropped": FieldSpec("str", choices=("before_minmax", "after_minmax")),
+    "upsample": FieldSpec("str", choices=("bilinear", "bicubic_constant")),
+    "class_names": FieldSpec("str", choices=CLASS_NAME_TABLES),
+    "reward_synonyms": FieldSpec("bool"),
+    "eval_labels": FieldSpec("str", choices=EVAL_LABELS),
 }
 """One entry per :class:`PipelineConfig` field: the one place where values are validated (the
 dataclass, presets, ``--set``, ``--head``, search spaces all go through it). A new field adds

@@ -180,15 +180,20 @@ class Segmenter:
         return rgb
 
     def segment(self, image: ImageInput, classes: str | Sequence[str], *, keep_all: bool = False,
-                **overrides: Any) -> SegmentationResult:
+                caption: Sequence[str] | None = None, **overrides: Any) -> SegmentationResult:
         """Label map of ``image`` over the classes present among ``classes`` (+ background unless
-        disabled); ``keep_all=True`` segments with every given class (the paper's protocol)."""
+        disabled); ``keep_all=True`` segments with every given class (the paper's protocol).
+        ``caption``: the caption names these classes instead, every one of ``classes`` among them,
+        and only ``classes``' maps are kept (the CVPR-era evaluation: the whole vocabulary
+        captioned, the ground-truth classes' maps kept); no presence stage."""
         config = self.config.replace(**overrides) if overrides else self.config
         self.validate(config)
         names = parse_classes(classes)
         rgb = self.set_image(image, config)
         assert self._cache is not None
         pixels, embeds = self._cache
+        if caption is not None:
+            return self._kept_from_caption([rgb], pixels, embeds, [names], [caption], config)[0].finish()
         return self._finish([rgb], pixels, embeds, [names], config, keep_all)[0]
 
     def detect_classes(self, image: ImageInput, classes: str | Sequence[str], **overrides: Any) -> Presence:
@@ -209,11 +214,13 @@ class Segmenter:
         classes: str | Sequence[str] | Sequence[Sequence[str]],
         *,
         keep_all: bool = False,
+        caption: Sequence[str] | None = None,
         **overrides: Any,
     ) -> list[SegmentationResult]:
         """Several images in one forward/backward per pass. ``classes`` is one list for all images
-        or one list per image (candidates, as in :meth:`segment`)."""
-        return [p.finish() for p in self.segment_batch_pending(images, classes, keep_all=keep_all, **overrides)]
+        or one list per image (candidates, as in :meth:`segment`; ``caption`` as there, one for all images)."""
+        return [p.finish() for p in self.segment_batch_pending(images, classes, keep_all=keep_all, caption=caption,
+                                                               **overrides)]
 
     def segment_batch_pending(
         self,
@@ -221,6 +228,7 @@ class Segmenter:
         classes: str | Sequence[str] | Sequence[Sequence[str]],
         *,
         keep_all: bool = False,
+        caption: Sequence[str] | None = None,
         **overrides: Any,
     ) -> list["PendingResult"]:
         """:meth:`segment_batch` up to the network's output: each image's post-processing (blur,
@@ -238,6 +246,9 @@ class Segmenter:
             per_image = [parse_classes(classes)] * len(images)  # type: ignore[arg-type]
         rgbs = [load_image(img) for img in images]
         pixels = self.backbone.preprocess(rgbs, self.image_size(config))
+        if caption is not None:
+            captions = [parse_classes(caption)] * len(images)
+            return self._kept_from_caption(rgbs, pixels, self.encode(pixels, config), per_image, captions, config)
         return self._finish(rgbs, pixels, self.encode(pixels, config), per_image, config, keep_all, defer=True)
 
     def segment_stream(
@@ -307,6 +318,20 @@ class Segmenter:
 
         results = recurrent_check(self.clip_scorer(config), [p.finish() for p in pending], found, config, resegment)
         return [PendingResult.of(r) for r in results] if defer else results
+
+    def _kept_from_caption(self, rgbs, pixels, embeds, classes, captions, config) -> list["PendingResult"]:
+        """:meth:`_pending_known` with ``captions`` as the captions, each image's result narrowed
+        to its ``classes`` (their maps, in their order; the background rule counts the caption)."""
+        out = []
+        for names, caption, p in zip(classes, captions, self._pending_known(rgbs, pixels, embeds, captions, config)):
+            missing = [n for n in names if n not in caption]
+            if missing:
+                raise PnpOvssError(f"class {missing[0]!r} is not in the caption's classes; a caption must name "
+                                   "every class whose map is kept")
+            rows = [caption.index(n) for n in names]
+            label_names = ([BACKGROUND] if p.config.background else []) + list(names)
+            out.append(PendingResult(p.image, label_names, p.config, p.grid_maps[rows], present=p.present and bool(names)))
+        return out
 
     def _segment_known(self, rgbs, pixels, embeds, classes, config) -> list[SegmentationResult]:
         """The PnP-OVSS pipeline with known class lists; an empty list gives an all-background image."""

@@ -1,6 +1,6 @@
 """From patch-grid class maps to a label map (PnP-OVSS steps 4-7).
 
-normalise + threshold on the grid -> bilinear upsampling -> background channel -> Gaussian blur
+normalise + threshold on the grid -> bilinear (or bicubic-constant) upsampling -> background channel -> Gaussian blur
 (sigma a fraction of the image size) + min-max -> dense CRF (or argmax).
 """
 
@@ -46,6 +46,24 @@ def upsample(maps: np.ndarray, size: tuple[int, int], align_corners: bool = True
     return F.interpolate(t, size=size, mode="bilinear", align_corners=align_corners)[0].numpy()
 
 
+def upsample_bicubic_constant(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, gh, gw) -> (C, H, W) as the CVPR-era evaluation scripts' ``Attmap_resize``: each map
+    shifted to minimum 0 and divided by its maximum (when positive), then skimage ``resize(order=3,
+    mode="constant")``, i.e. a cubic spline over the grid with zeros outside it (pixel-area
+    aligned) and the result clipped to the map's range. Border patches fade towards 0."""
+    from scipy.ndimage import zoom
+
+    out = np.empty((maps.shape[0], *size), dtype=np.float32)
+    for c, m in enumerate(np.asarray(maps, dtype=np.float32)):
+        m = m - m.min()
+        if m.max() > 0:
+            m = m / m.max()
+        factors = (size[0] / m.shape[0], size[1] / m.shape[1])
+        up = zoom(m, factors, order=3, mode="grid-constant", cval=0.0, grid_mode=True)
+        out[c] = np.clip(up, m.min(), m.max())
+    return out
+
+
 def background_channel(class_maps: np.ndarray, rule: str = "zero") -> np.ndarray:
     """Step 5: ``zero`` -> 1 where every class map is 0; ``one_minus_sum`` -> clamp(1 - sum)."""
     if rule == "zero":
@@ -59,6 +77,11 @@ def blur(maps: np.ndarray, sigma_fraction: float, mode: str = "reflect") -> np.n
     sigma = sigma_fraction * max(maps.shape[-2:])
     blurred = np.stack([gaussian_filter(m, sigma=sigma, mode=mode) for m in maps])
     return minmax(blurred, constant="keep")
+
+
+CRF_CLIP = 1e-5
+"""Probabilities are clipped to this before -log, as pydensecrf's ``unary_from_softmax`` (the
+reference's CRF) does. A softmax over fewer than ~10^5 channels of [0, 1] maps never reaches it."""
 
 
 def softmax(maps: np.ndarray) -> np.ndarray:
@@ -76,7 +99,7 @@ def dense_crf(maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> np
         return np.zeros((h, w), dtype=np.int64)
     probs = maps.astype(np.float64) if config.crf_unary == "probs" else softmax(maps.astype(np.float64))
     probs = probs.reshape(n, -1)
-    unary = np.ascontiguousarray(-np.log(np.clip(probs, 1e-8, 1.0)).astype(np.float32))
+    unary = np.ascontiguousarray(-np.log(np.clip(probs, CRF_CLIP, 1.0)).astype(np.float32))
     crf = dcrf.DenseCRF2D(w, h, n)
     crf.setUnaryEnergy(unary)
     crf.addPairwiseGaussian(sxy=config.crf_gaussian_sxy, compat=config.crf_gaussian_compat)
@@ -128,7 +151,11 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def postprocess_full(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
     """Steps 4-7 at the resolution of ``image``: (labels (H, W), scores (K, H, W))."""
     h, w = image.shape[:2]
-    maps = upsample(threshold_maps(grid_maps, config.threshold, config.threshold_mode), (h, w), config.align_corners)
+    thresholded = threshold_maps(grid_maps, config.threshold, config.threshold_mode)
+    if config.upsample == "bicubic_constant":
+        maps = upsample_bicubic_constant(thresholded, (h, w))
+    else:
+        maps = upsample(thresholded, (h, w), config.align_corners)
     if config.background_rule == "one_minus_sum_blurred":  # background from the blurred maps, itself unblurred
         maps = blur(maps, config.blur_sigma, config.blur_border) if config.blur else maps
         if config.background:

@@ -83,7 +83,7 @@ def test_benchmark_small_run_has_every_row():
     bench = load_bench()
     out = bench.run("toy", seed=3, images=5, size=96)  # 5 images: one full batch of 4 and a last batch of 1
     expected = {"random_weights", "no_vlm", "attention", "gradcam", "gradcam+dropout", "gradcam+dropout+blur",
-                "full", "vocab_all", "vocab_detect", "vocab_detect_recurrent", "oracle_grid_maps"}
+                "full", "vocab_all", "vocab_reference", "vocab_detect", "vocab_detect_recurrent", "oracle_grid_maps"}
     assert set(out["rows"]) == expected and set(out["options"]) == {*bench.OPTIONS, "full_batch4"}
     assert out["pixel_agreement_with_full"]["full_batch4"] == 1.0  # batching changes no label
     assert out["options"]["full_batch4"]["miou"] == out["rows"]["full"]["miou"]

@@ -151,6 +151,19 @@ class Backbone(abc.ABC):
             attention_mask[b, : len(ids)] = 1
         return TextBatch(input_ids, attention_mask, class_tokens, captions).to(self.device)
 
+    def classes_within(self, prompt: str, classes: Sequence[str], max_tokens: int) -> int:
+        """How many leading ``classes`` the caption still names in full once truncated to
+        ``max_tokens`` tokens, special tokens included (a tokenizer's ``truncation=True,
+        max_length=max_tokens`` keeps the first ``max_tokens - 1`` and the closing separator)."""
+        caption, spans = caption_for(prompt, classes)
+        ids, offsets = self._tokenize_with_offsets(caption)
+        if len(ids) <= max_tokens:
+            return len(classes)
+        for n, (start, end) in enumerate(spans):
+            if any(b > a and a < end and b > start and i > max_tokens - 2 for i, (a, b) in enumerate(offsets)):
+                return n
+        return len(classes)
+
     def _tokenize_with_offsets(self, caption: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids (with special tokens) and each token's character span ((0, 0) for specials)."""
         if getattr(self.tokenizer, "is_fast", False):

@@ -84,13 +84,17 @@ def announce(seg: Any, device: str, quiet: bool = False) -> dict[str, str]:
     return {"device": dev, "dtype": precision.name}
 
 
-def protocol(labels: str | None, all_classes: bool) -> str:
-    """``--labels`` with ``--all-classes`` as its older alias."""
+def protocol(labels: str | None, all_classes: bool) -> str | None:
+    """``--labels`` with ``--all-classes`` as its older alias; None when neither is given (the
+    configuration's ``eval_labels`` decides)."""
     if all_classes and labels not in (None, "all"):
         raise PnpOvssError(f"--all-classes means --labels all; it contradicts --labels {labels}")
+    if labels == "reference" and click.get_current_context().info_name == "tune":
+        raise PnpOvssError("tune takes the reference protocol from its configuration: --set eval_labels=reference "
+                           "or a reference-cvpr-* preset")
     from ..evaluate import label_protocol
 
-    return label_protocol(labels, all_classes)
+    return label_protocol(labels, all_classes) if labels or all_classes else None
 
 
 def load_for_dataset(dataset: str, root: str | None, world_seed: int, images: int | None, model: str | None,

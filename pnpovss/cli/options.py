@@ -76,10 +76,12 @@ dataset_options = options(
                  help="Dataset directory (mmsegmentation layout, e.g. data/VOCdevkit/VOC2012) or a parent of it."),
     click.option("--images", type=click.IntRange(min=1), default=None,
                  help=f"Use the first N images. [default: all; toyworld: {DEFAULT_IMAGES}]"),
-    click.option("--labels", "labels", type=click.Choice(["gt", "all", "detect"]), default=None,
-                 help="Which classes each caption holds: gt = the image's ground-truth labels (the paper's "
-                      "protocol) [default]; all = every dataset class; detect = the presence stage picks them "
-                      "from the whole vocabulary (no labels at test time)."),
+    click.option("--labels", "labels", type=click.Choice(["gt", "all", "detect", "reference"]), default=None,
+                 help="Which classes each caption holds: gt = the image's ground-truth labels; reference = every "
+                      "dataset class, the ground-truth classes' maps kept (the CVPR-era scripts; cut at 500 "
+                      "tokens as theirs); all = every dataset class; detect = the presence stage picks them "
+                      "from the whole vocabulary (no labels at test time). [default: the preset's eval_labels, "
+                      "else gt; tune takes reference from a preset or --set eval_labels=reference]"),
     click.option("--all-classes", is_flag=True, default=False, help="Same as --labels all."),
     model, preset, assignments, device(), dtype,
     click.option("--threads", type=click.IntRange(min=1), default=None,

@@ -9,6 +9,8 @@ pipeline labels map to the foreground class ids of the caption.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -30,6 +32,15 @@ class SegSample:
     """(H, W, 3) uint8 RGB."""
     label: np.ndarray
     """(H, W) int64 dataset class ids; ``IGNORE_INDEX`` where unlabelled."""
+
+
+@functools.lru_cache(maxsize=None)
+def reference_names(table: str) -> dict[str, dict[str, str]]:
+    """Per class-name file stem (``voc``, ``ade20k``...), this package's caption name -> the name
+    the reference wrote, for ``table`` (``reference-cvpr``: commit 687a4e5's scripts;
+    ``reference-head``: e439962's)."""
+    data = json.loads((CLASSNAMES_DIR / "reference_names.json").read_text(encoding="utf-8"))
+    return data[table]
 
 
 def read_classnames(path: str | Path) -> list[list[str]]:
@@ -70,6 +81,19 @@ class SegDataset:
     def classes(self) -> list[str]:
         """Caption name of every class id."""
         return [names[0] for names in self.synonyms]
+
+    def caption_names(self, table: str = "package") -> list[str]:
+        """Caption name of every class id under a class-name table (``PipelineConfig.class_names``):
+        ``package`` = :attr:`classes`; a reference table (``classnames/reference_names.json``,
+        the names the reference's scripts wrote, keyed by this package's names) where it covers this
+        dataset, else :attr:`classes` (the reference never evaluated the toy world)."""
+        if table == "package":
+            return self.classes
+        stem = Path(getattr(self, "classnames_file", "")).stem
+        names = reference_names(table).get(stem)
+        if names is None:
+            return self.classes
+        return [names.get(c, c) for c in self.classes]  # only "background" is not in a table
 
     @property
     def num_classes(self) -> int:

@@ -23,6 +23,7 @@ from ..config import PipelineConfig
 from ..datasets.base import SegDataset
 from ..distributed import DistContext
 from ..errors import PnpOvssError
+from ..evaluate import vocabulary_caption
 from ..pipeline import Segmenter
 from ..postprocess import postprocess
 from ..reward import MASK_RULES, MASK_SIGMA, REWARDS, ClipScorer, image_rewards, reward_masks
@@ -64,7 +65,11 @@ class RewardEvaluator:
         self.base = segmenter.config.replace(**dataset.pipeline_settings())
         self.cache = MapCache(segmenter, self.base, cache_dir)
         fg = dataset.foreground_ids
-        self.text = scorer.text_embeddings([dataset.synonyms[c] for c in fg])
+        self.names = dataset.caption_names(self.base.class_names)
+        # eval_labels="reference" (the reference-cvpr-* presets): the whole vocabulary captioned, the labels' maps kept
+        self.vocabulary = vocabulary_caption(segmenter, dataset) if self.base.eval_labels == "reference" else None
+        texts = [dataset.synonyms[c] if self.base.reward_synonyms else [self.names[c]] for c in fg]
+        self.text = scorer.text_embeddings(texts)
         self._row = {c: k for k, c in enumerate(fg)}
         self._images: dict[int, dict[str, Any]] = {}
         self._built = False
@@ -81,7 +86,10 @@ class RewardEvaluator:
             sample = self.dataset[i]
             labels = self.dataset.image_labels(sample.label)
             caption = list(self.dataset.foreground_ids) if self.all_classes else labels
-            entry = {"labels": labels, "caption": caption, "names": [self.dataset.classes[c] for c in caption]}
+            if self.vocabulary is not None:  # a label cut off the caption, or a repeated name, has no map of its own
+                caption = self.vocabulary
+                labels = [c for c in labels if c in caption]
+            entry = {"labels": labels, "caption": caption, "names": [self.names[c] for c in caption]}
             if labels:
                 self.cache.add(i, sample.image, entry["names"])
                 entry["clip"] = self.scorer.image_tensor(sample.image)
@@ -106,6 +114,8 @@ class RewardEvaluator:
                 continue
             maps = self.cache.class_maps(i, cfg, lambda: self.dataset[i].image, entry["names"])
             rows = [entry["caption"].index(c) for c in entry["labels"]]
+            if self.vocabulary is not None:  # only the labels' maps are post-processed
+                maps, rows = maps[rows], list(range(len(rows)))
             masks = reward_masks(maps[rows], cfg.threshold, self.scorer.clip.image_size, sigma, self.mask_rule)
             emb = self.scorer.masked_embeddings(i, entry["clip"], masks)
             own = [self._row[c] for c in entry["labels"]]
