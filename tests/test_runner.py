@@ -238,3 +238,17 @@ def test_throughput_bench_ratios_pair_rows_by_processes_and_workers():
                                           "two_processes_workers_0": 1.5, "two_processes_workers_1": 1.5}, "blip": {}}
     table = bench.markdown({"rows": rows})
     assert "| toy | 8 | 2 | 1 | 1 | 4.500 |" in table and "| blip | - | 1 | 0 | - | failed |" in table
+
+
+@pytest.mark.slow
+def test_torchrun_coco_file_is_complete(toy_folder, tmp_path):
+    """--coco under torchrun: rank 0 writes the one file after every rank's images are written, and
+    it equals a single process's file (all eight images). Slow: a torchrun launch (~20 s)."""
+    pytest.importorskip("pycocotools")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run("segment", toy_folder, *TOY, "--out", one, "--coco", one / "ann.json").exit_code == 0
+    proc = torchrun([toy_folder, *TOY, "--out", two, "--coco", two / "ann.json"])
+    _, stderr = finish(proc)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert (two / "ann.json").read_text() == (one / "ann.json").read_text()
+    assert len(json.loads((one / "ann.json").read_text())["images"]) == 8
