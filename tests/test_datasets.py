@@ -11,36 +11,7 @@ from pnpovss.datasets import (DATASET_ALIASES, DATASETS, IGNORE_INDEX, canonical
 from pnpovss.datasets.base import CLASSNAMES_DIR
 from pnpovss.errors import PnpOvssError
 from pnpovss.pipeline import parse_classes
-
-H, W = 12, 16
-
-
-def write_pair(img_dir, ann_dir, stem, raw, ann_suffix=".png", mode="L", rng=None):
-    img_dir.mkdir(parents=True, exist_ok=True)
-    ann_dir.mkdir(parents=True, exist_ok=True)
-    rng = rng or np.random.default_rng(0)
-    Image.fromarray((rng.random((H, W, 3)) * 255).astype(np.uint8)).save(img_dir / f"{stem}.jpg")
-    ann = Image.fromarray(raw.astype(np.uint8), mode="L")
-    if mode == "P":
-        ann = ann.convert("P")
-        ann.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
-    ann.save(ann_dir / f"{stem}{ann_suffix}")
-
-
-def raw_map(values):
-    """A label map with one vertical band per value."""
-    raw = np.zeros((H, W), dtype=np.int64)
-    for k, v in enumerate(values):
-        raw[:, k * W // len(values):(k + 1) * W // len(values)] = v
-    return raw
-
-
-def make_voc_like(root, ann_dir, split, values_per_image, mode="P"):
-    for i, values in enumerate(values_per_image):
-        write_pair(root / "JPEGImages", root / ann_dir, f"im{i}", raw_map(values), mode=mode)
-    (root / split).parent.mkdir(parents=True, exist_ok=True)
-    (root / split).write_text("".join(f"im{i}\n" for i in range(len(values_per_image))))
-
+from tools.testing import H, W, make_cityscapes, make_coco, make_voc_like, raw_map, write_pair
 
 @pytest.fixture
 def voc_root(tmp_path):
@@ -79,12 +50,6 @@ def test_pascal_context(tmp_path, name, background, expected):
     ds = load_dataset(name, root)
     assert ds.has_background is background and ds.num_classes == (60 if background else 59)
     assert set(np.unique(ds[0].label)) == expected
-
-
-def make_coco(root):
-    for i, values in enumerate([[0, 79, 80, 255], [170, 12]]):
-        write_pair(root / "images" / "val2017", root / "annotations" / "val2017", f"{i:012d}", raw_map(values),
-                   ann_suffix="_labelTrainIds.png")
 
 
 def test_coco_stuff_and_coco_object(tmp_path):
@@ -190,17 +155,6 @@ def test_background_follows_the_dataset():
         ds.pipeline_settings({"background": False})
     res = CliRunner().invoke(main, ["eval", "--dataset", "toyworld", "--images", "1", "--set", "background=false"])
     assert res.exit_code == 1 and "--set background: dataset toyworld has background class" in res.output
-
-
-def make_cityscapes(root):
-    """Two city folders, as mmsegmentation's Cityscapes layout (labelTrainIds: 0..18, 255)."""
-    for city, i, values in [("frankfurt", 1, [0, 18, 255]), ("lindau", 7, [5, 13])]:
-        stem = f"{city}_000000_{i:06d}"
-        write_pair(root / "leftImg8bit" / "val" / city, root / "gtFine" / "val" / city, stem, raw_map(values),
-                   ann_suffix="_gtFine_labelTrainIds.png")
-        jpg = root / "leftImg8bit" / "val" / city / f"{stem}.jpg"
-        Image.open(jpg).save(jpg.with_name(f"{stem}_leftImg8bit.png"))
-        jpg.unlink()
 
 
 def test_cityscapes_reads_city_folders_and_train_ids(tmp_path):
