@@ -124,3 +124,33 @@ def test_suite_usage_errors_are_one_line(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(main, ["eval", *args])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and message in res.output, res.output
+
+
+@pytest.mark.slow
+def test_torchrun_suite_equals_one_process(tmp_path, tiny_blip_dir):
+    """`torchrun --nproc_per_node 2 -m pnpovss eval --suite standard` (gloo, CPU): the same table
+    and per-dataset confusion matrices as one process, written once. Slow: the torchrun launcher
+    and two fresh processes (~25 s on 2 shared cores)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = make_mmseg_root(tmp_path / "data", skip=("VOC2010", "coco_stuff164k"))
+    args = ["--model", str(tiny_blip_dir), "--set", "layer=2", "--set", "head=1", "--threads", "1", "--device", "cpu"]
+    assert suite(data, tmp_path / "one", *args).exit_code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "pnpovss", "eval", "--suite", "standard", "--root", str(data),
+                             "--out", str(tmp_path / "two"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "standard.json").read_text()) for d in ("one", "two"))
+    assert one["miou"] == two["miou"] and two["mean_over"] == 4 and stdout.count("| VOC21 |") == 1
+    for name in ("voc21", "voc20", "cityscapes", "ade20k"):
+        a, b = (json.loads((tmp_path / d / f"{name}.json").read_text()) for d in ("one", "two"))
+        assert a["confusion_matrix"] == b["confusion_matrix"] and b["processes"] == 2
