@@ -12,6 +12,7 @@ from PIL import Image
 
 from pnpovss.cli import main
 from pnpovss.errors import PnpOvssError
+from tools.testing import make_toy_folder
 
 pytest.importorskip("pycocotools")
 sv = pytest.importorskip("supervision")
@@ -23,14 +24,8 @@ CANDIDATES = ["circle", "square", "star", "triangle"]
 
 @pytest.fixture
 def toy_folder(tmp_path):
-    """Five toy-world images (96 px): the shipped toy model segments one in ~0.2 s."""
-    from pnpovss.toyworld.world import make_sample
-
-    d = tmp_path / "toy"
-    d.mkdir()
-    for i in range(5):
-        Image.fromarray(make_sample(5, i).image).save(d / f"img{i}.png")
-    return d
+    """Five toy-world images (96 px)."""
+    return make_toy_folder(tmp_path / "toy", 5, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pnpovss import runner
 from pnpovss.cli import expand_inputs, main
 from pnpovss.distributed import DistContext
 from pnpovss.errors import PnpOvssError
+from tools.testing import make_toy_folder
 
 TOY = ["--model", "toy", "--vocab", "toyworld", "--batch-size", "1"]
 
@@ -27,13 +28,7 @@ TOY = ["--model", "toy", "--vocab", "toyworld", "--batch-size", "1"]
 @pytest.fixture
 def toy_folder(tmp_path):
     """Eight toy-world images (96 px): the shipped toy model segments one in ~0.2 s."""
-    from pnpovss.toyworld.world import make_sample
-
-    d = tmp_path / "toy"
-    d.mkdir()
-    for i in range(8):
-        Image.fromarray(make_sample(3, i).image).save(d / f"img{i}.png")
-    return d
+    return make_toy_folder(tmp_path / "toy", 8, seed=3)
 
 
 def run(*args):

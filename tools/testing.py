@@ -297,3 +297,15 @@ def make_mmseg_root(data: Path, skip: tuple[str, ...] = ()) -> Path:
             write_pair(ade / "images" / "validation", ade / "annotations" / "validation", f"ADE_val_{i:08d}",
                        raw_map(values))
     return data
+
+
+def make_toy_folder(folder: Path, images: int, seed: int) -> Path:
+    """``images`` toy-world images (96 px) of world seed ``seed`` as ``img0.png`` ... in ``folder``:
+    inputs for ``pnpovss segment`` runs (the shipped toy model segments one in ~0.2 s)."""
+    from pnpovss.toyworld.world import make_sample
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(images):
+        Image.fromarray(make_sample(seed, i).image).save(folder / f"img{i}.png")
+    return folder
