@@ -6,8 +6,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pnpovss.cli import main
-from pnpovss.datasets import (DATASET_ALIASES, DATASETS, IGNORE_INDEX, canonical_dataset, dataset_names, load_dataset,
-                              load_vocabulary, read_classnames)
+from pnpovss.datasets import (DATASET_ALIASES, DATASETS, IGNORE_INDEX, VOCABULARY_FILES, canonical_dataset,
+                              dataset_names, load_dataset, load_vocabulary, read_classnames)
 from pnpovss.datasets.base import CLASSNAMES_DIR
 from pnpovss.errors import PnpOvssError
 from pnpovss.pipeline import parse_classes
@@ -173,7 +173,7 @@ def test_cityscapes_reads_city_folders_and_train_ids(tmp_path):
 def test_sclip_names_cover_every_class_and_keep_ours_as_default(name):
     from pnpovss.datasets.base import table_file
 
-    ours = [c[0] for c in read_classnames(CLASSNAMES_DIR / load_vocabulary.__globals__["VOCABULARY_FILES"][name])]
+    ours = [c[0] for c in read_classnames(CLASSNAMES_DIR / VOCABULARY_FILES[name])]
     if name in ("voc20", "context59"):
         ours = ours[1:]
     theirs = read_classnames(table_file("sclip", name))
