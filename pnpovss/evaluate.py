@@ -210,6 +210,13 @@ class EvalProgress:
                                                  "tags": tags.tolist()}))
 
 
+def run_meta(segmenter: Segmenter, dataset: SegDataset, protocol: str, processes: int = 1) -> dict[str, Any]:
+    """The settings that define an evaluation (its JSON's settings; its progress file's key)."""
+    return {**dataset.describe(), "labels": protocol, "all_classes": protocol == "all", "processes": processes,
+            "config": segmenter.config.replace(**dataset.pipeline_settings()).to_dict(),
+            "model": source_label(segmenter.backbone.source)}
+
+
 def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], *, all_classes: bool = False,
              labels: str | None = None, dist: DistContext | None = None, progress: bool = True,
              resume: bool = False, save_seconds: float = 30.0, batch_size: int | None = 1) -> EvalResult:
@@ -226,9 +233,7 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     dist = dist or DistContext()
     protocol = label_protocol(labels, all_classes, segmenter.config.eval_labels)
     vocabulary = vocabulary_caption(segmenter, dataset) if protocol == "reference" else None
-    meta = {**dataset.describe(), "labels": protocol, "all_classes": protocol == "all", "processes": dist.world_size,
-            "config": segmenter.config.replace(**dataset.pipeline_settings()).to_dict(),
-            "model": source_label(segmenter.backbone.source)}
+    meta = run_meta(segmenter, dataset, protocol, dist.world_size)
     cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, unscored_labels(segmenter, dataset))
     start = time.perf_counter()
     mine = dist.shard(list(indices))

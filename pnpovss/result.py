@@ -58,6 +58,28 @@ class SegmentationResult:
             cam = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
         return Image.fromarray(show_cam_on_image(self.image.astype(np.float32) / 255.0, cam, use_rgb=True))
 
+    def to_detections(self, vocabulary: Sequence[str] | None = None) -> Any:
+        """``supervision.Detections`` (the ``interop`` extra): one boolean mask per found class,
+        background left out; ``class_id`` indexes ``vocabulary`` (default: this result's
+        ``classes``), ``confidence`` is the presence probability (None without a presence stage),
+        the box is the mask's and ``data["class_name"]`` the names."""
+        from .interop import to_detections
+
+        return to_detections(self, vocabulary)
+
+    def to_coco(self, file_name: str, categories: Sequence[str] | None = None, image_id: int = 1) -> dict[str, Any]:
+        """This image as a COCO annotation file (the ``interop`` extra; see :mod:`pnpovss.interop`):
+        categories default to the presence stage's candidates, else the result's own classes.
+        For many images use :class:`pnpovss.interop.CocoWriter`."""
+        from .interop import CocoWriter
+
+        if categories is None:
+            categories = self.presence.candidates if self.presence is not None else \
+                self.classes[1 if self.config.background else 0 :]
+        writer = CocoWriter(categories)
+        writer.add_result(self, file_name, image_id)
+        return writer.to_json()
+
     def to_json(self, image: str, model: str, candidates: Sequence[str], keep_all: bool) -> dict[str, Any]:
         """The record ``pnpovss segment`` writes as NAME.json (the demo's download is the same)."""
         return {

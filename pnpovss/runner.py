@@ -56,6 +56,8 @@ class FolderJob:
     skip_bad: bool = False
     overwrite: bool = False
     max_pixels: int | None = MAX_PIXELS
+    coco: Path | None = None
+    """Also write one COCO annotation file of the whole run here (:mod:`pnpovss.interop`)."""
 
 
 @dataclass
@@ -98,6 +100,26 @@ def check_summary_name(paths: Sequence[Path]) -> None:
         if p.stem + ".json" == SUMMARY_NAME:
             raise PnpOvssError(f"{p}: its result {SUMMARY_NAME} would overwrite the run summary of the same name; "
                                "rename the image")
+
+
+def check_coco_target(job: FolderJob, dist: DistContext) -> None:
+    """``--coco FILE``: the interop extra is installed, and FILE is a writable file that is none of
+    the run's own outputs; checked before the model loads."""
+    from .interop import require
+    from .outputs import output_files
+
+    if job.coco is None:
+        return
+    require("pycocotools.mask", "--coco")
+    target = Path(job.coco).resolve()
+    ours = {Path(job.out).resolve() / SUMMARY_NAME}
+    ours.update(f.resolve() for p in job.paths for f in output_files(job.out, p.stem).values())
+    if target in ours or target in {Path(p).resolve() for p in job.paths}:
+        raise PnpOvssError(f"--coco {job.coco} is one of the run's own files; name another file")
+    if target.is_dir():
+        raise PnpOvssError(f"--coco {job.coco} is a directory; name a file")
+    if dist.is_main:
+        check_writable_dir(target.parent, f"--coco {job.coco}")
 
 
 def check_same_inputs(paths: Sequence[Path], dist: DistContext) -> None:
@@ -248,10 +270,24 @@ def run(seg: Any, job: FolderJob, dist: DistContext | None = None, *, model: str
         seconds=max(t for _, _, t in parts), processes=dist.world_size,
         settings={**settings, **ran, "batch_size": job.batch_size or "auto", "workers": job.workers,
                   "skip_bad": job.skip_bad, "overwrite": job.overwrite})
+    digests = dist.gather({str(p): k["image_sha256"] for p, k in keys.items()}) if job.coco is not None else []
     if dist.is_main:
         atomic_write_text(Path(job.out) / SUMMARY_NAME, json.dumps(summary.to_json(), indent=2) + "\n")
+        if job.coco is not None:
+            write_coco(job, {p: d for part in digests for p, d in part.items()}, settings)
     return summary
 
 
+def write_coco(job: FolderJob, digests: dict[str, str], settings: dict[str, Any]) -> None:
+    """``job.coco`` from the output directory, after every process has written its images: each
+    input whose files are a finished unit with this run's settings, whichever run wrote them,
+    with its position in the inputs as image id (the same ids on a resumed run)."""
+    from .interop import coco_from_outputs
+
+    finished = [(i + 1, p) for i, p in enumerate(job.paths) if str(p) in digests
+                and is_done(job.out, p.stem, {"image": str(p), "image_sha256": digests[str(p)], **settings})]
+    coco_from_outputs(job.out, finished, job.classes).write(job.coco)
+
+
 __all__ = ["FolderJob", "RunSummary", "SUMMARY_NAME", "check_images", "check_out_dir", "check_same_inputs",
-           "check_summary_name", "run"]
+           "check_summary_name", "check_coco_target", "run", "write_coco"]

@@ -6,41 +6,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pnpovss.cli import main
-from pnpovss.datasets import (DATASET_ALIASES, DATASETS, IGNORE_INDEX, canonical_dataset, dataset_names, load_dataset,
-                              load_vocabulary, read_classnames)
+from pnpovss.datasets import (DATASET_ALIASES, DATASETS, IGNORE_INDEX, VOCABULARY_FILES, canonical_dataset,
+                              dataset_names, load_dataset, load_vocabulary, read_classnames)
 from pnpovss.datasets.base import CLASSNAMES_DIR
 from pnpovss.errors import PnpOvssError
 from pnpovss.pipeline import parse_classes
-
-H, W = 12, 16
-
-
-def write_pair(img_dir, ann_dir, stem, raw, ann_suffix=".png", mode="L", rng=None):
-    img_dir.mkdir(parents=True, exist_ok=True)
-    ann_dir.mkdir(parents=True, exist_ok=True)
-    rng = rng or np.random.default_rng(0)
-    Image.fromarray((rng.random((H, W, 3)) * 255).astype(np.uint8)).save(img_dir / f"{stem}.jpg")
-    ann = Image.fromarray(raw.astype(np.uint8), mode="L")
-    if mode == "P":
-        ann = ann.convert("P")
-        ann.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
-    ann.save(ann_dir / f"{stem}{ann_suffix}")
-
-
-def raw_map(values):
-    """A label map with one vertical band per value."""
-    raw = np.zeros((H, W), dtype=np.int64)
-    for k, v in enumerate(values):
-        raw[:, k * W // len(values):(k + 1) * W // len(values)] = v
-    return raw
-
-
-def make_voc_like(root, ann_dir, split, values_per_image, mode="P"):
-    for i, values in enumerate(values_per_image):
-        write_pair(root / "JPEGImages", root / ann_dir, f"im{i}", raw_map(values), mode=mode)
-    (root / split).parent.mkdir(parents=True, exist_ok=True)
-    (root / split).write_text("".join(f"im{i}\n" for i in range(len(values_per_image))))
-
+from tools.testing import H, W, make_cityscapes, make_coco, make_voc_like, raw_map, write_pair
 
 @pytest.fixture
 def voc_root(tmp_path):
@@ -81,12 +52,6 @@ def test_pascal_context(tmp_path, name, background, expected):
     assert set(np.unique(ds[0].label)) == expected
 
 
-def make_coco(root):
-    for i, values in enumerate([[0, 79, 80, 255], [170, 12]]):
-        write_pair(root / "images" / "val2017", root / "annotations" / "val2017", f"{i:012d}", raw_map(values),
-                   ann_suffix="_labelTrainIds.png")
-
-
 def test_coco_stuff_and_coco_object(tmp_path):
     root = tmp_path / "coco_stuff164k"
     make_coco(root)
@@ -112,6 +77,7 @@ def test_ade20k_reduces_zero_label(tmp_path):
 @pytest.mark.parametrize("name, message", [
     ("voc", "JPEGImages"), ("context", "SegmentationClassContext"), ("coco-stuff", "_labelTrainIds.png"),
     ("coco-object", "annotations/val2017"), ("ade20k", "images/validation"),
+    ("cityscapes", r"gtFine/val/\*/\*_gtFine_labelTrainIds.png"),
 ])
 def test_missing_root_names_the_layout(tmp_path, name, message):
     with pytest.raises(PnpOvssError, match=message) as err:
@@ -139,7 +105,7 @@ def test_bad_annotations(voc_root):
 
 
 @pytest.mark.parametrize("file, count", [("voc.txt", 21), ("context.txt", 60), ("coco_object.txt", 81),
-                                         ("coco_stuff.txt", 171), ("ade20k.txt", 150)])
+                                         ("coco_stuff.txt", 171), ("ade20k.txt", 150), ("cityscapes.txt", 19)])
 def test_classname_files(file, count):
     classes = read_classnames(CLASSNAMES_DIR / file)
     assert len(classes) == count
@@ -175,7 +141,7 @@ def test_registry_and_cli_error(tmp_path):
     assert canonical_dataset("VOC") == "voc21" and canonical_dataset("context") == "context59"
     assert load_vocabulary("voc") == load_vocabulary("voc21") and load_vocabulary("context") == load_vocabulary("context59")
     with pytest.raises(PnpOvssError, match="unknown dataset"):
-        load_dataset("cityscapes")
+        load_dataset("nosuch")
     res = CliRunner().invoke(main, ["eval", "--dataset", "ade20k", "--root", str(tmp_path)])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "ADEChallengeData2016" in res.output
 
@@ -189,3 +155,41 @@ def test_background_follows_the_dataset():
         ds.pipeline_settings({"background": False})
     res = CliRunner().invoke(main, ["eval", "--dataset", "toyworld", "--images", "1", "--set", "background=false"])
     assert res.exit_code == 1 and "--set background: dataset toyworld has background class" in res.output
+
+
+def test_cityscapes_reads_city_folders_and_train_ids(tmp_path):
+    root = tmp_path / "data" / "cityscapes"
+    make_cityscapes(root)
+    ds = load_dataset("cityscapes", tmp_path)  # a parent of data/cityscapes
+    assert ds.root == root and ds.num_classes == 19 and not ds.has_background
+    assert ds.ids == ["frankfurt/frankfurt_000000_000001", "lindau/lindau_000000_000007"]
+    assert set(np.unique(ds[0].label)) == {0, 18, IGNORE_INDEX} and ds.image_labels(ds[1].label) == [5, 13]
+    assert ds.classes[0] == "road" and ds.classes[6] == "traffic light" and ds.classes[18] == "bicycle"
+    assert load_vocabulary("cityscapes") == ds.classes
+
+
+@pytest.mark.parametrize("name", ["voc21", "voc20", "context60", "context59", "coco-object", "coco-stuff",
+                                  "cityscapes", "ade20k"])
+def test_sclip_names_cover_every_class_and_keep_ours_as_default(name):
+    from pnpovss.datasets.base import table_file
+
+    ours = [c[0] for c in read_classnames(CLASSNAMES_DIR / VOCABULARY_FILES[name])]
+    if name in ("voc20", "context59"):
+        ours = ours[1:]
+    theirs = read_classnames(table_file("sclip", name))
+    assert len(theirs) == len(ours)
+    first = [c[0] for c in theirs]
+    assert parse_classes(first[1:] if name in ("voc21", "context60", "coco-object") else first)
+
+
+def test_a_peer_table_is_selected_by_name(voc_root, tmp_path):
+    ours = load_dataset("voc21", voc_root)
+    sclip = load_dataset("voc21", voc_root, class_names="sclip")
+    assert "class_names" not in ours.describe() and sclip.describe()["class_names"] == "sclip"
+    assert sclip.classes[0] == "background" and sclip.synonyms[0][1:4] == ["sky", "wall", "tree"]
+    assert sclip.synonyms[15][:2] == ["person", "person in shirt"] and ours.synonyms[15] == ["person", "people"]
+    assert load_dataset("voc20", voc_root, class_names="sclip").classes[0] == "aeroplane"
+    with pytest.raises(PnpOvssError, match="unknown class-name table 'nope'; known: pnpovss, sclip"):
+        load_dataset("voc21", voc_root, class_names="nope")
+    with pytest.raises(PnpOvssError, match="toy world has only its own"):
+        load_dataset("toyworld", class_names="sclip")

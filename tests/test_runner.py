@@ -20,6 +20,7 @@ from pnpovss import runner
 from pnpovss.cli import expand_inputs, main
 from pnpovss.distributed import DistContext
 from pnpovss.errors import PnpOvssError
+from tools.testing import make_toy_folder
 
 TOY = ["--model", "toy", "--vocab", "toyworld", "--batch-size", "1"]
 
@@ -27,13 +28,7 @@ TOY = ["--model", "toy", "--vocab", "toyworld", "--batch-size", "1"]
 @pytest.fixture
 def toy_folder(tmp_path):
     """Eight toy-world images (96 px): the shipped toy model segments one in ~0.2 s."""
-    from pnpovss.toyworld.world import make_sample
-
-    d = tmp_path / "toy"
-    d.mkdir()
-    for i in range(8):
-        Image.fromarray(make_sample(3, i).image).save(d / f"img{i}.png")
-    return d
+    return make_toy_folder(tmp_path / "toy", 8, seed=3)
 
 
 def run(*args):
@@ -238,3 +233,17 @@ def test_throughput_bench_ratios_pair_rows_by_processes_and_workers():
                                           "two_processes_workers_0": 1.5, "two_processes_workers_1": 1.5}, "blip": {}}
     table = bench.markdown({"rows": rows})
     assert "| toy | 8 | 2 | 1 | 1 | 4.500 |" in table and "| blip | - | 1 | 0 | - | failed |" in table
+
+
+@pytest.mark.slow
+def test_torchrun_coco_file_is_complete(toy_folder, tmp_path):
+    """--coco under torchrun: rank 0 writes the one file after every rank's images are written, and
+    it equals a single process's file (all eight images). Slow: a torchrun launch (~20 s)."""
+    pytest.importorskip("pycocotools")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run("segment", toy_folder, *TOY, "--out", one, "--coco", one / "ann.json").exit_code == 0
+    proc = torchrun([toy_folder, *TOY, "--out", two, "--coco", two / "ann.json"])
+    _, stderr = finish(proc)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert (two / "ann.json").read_text() == (one / "ann.json").read_text()
+    assert len(json.loads((one / "ann.json").read_text())["images"]) == 8

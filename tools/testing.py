@@ -1,5 +1,6 @@
-"""Models built from configs for tests and benchmarks (no network, random weights): the one
-place test builders live. Not part of the installed package.
+"""Models built from configs for tests and benchmarks (no network, random weights), and tiny
+dataset folders in the mmsegmentation layouts: the one place test builders live. Not part of the
+installed package.
 
 Tiny BLIP / BridgeTower models are saved with ``save_pretrained`` and the tiny CLIP as an open_clip
 local directory, so that tests load them back through the very same ``from_pretrained`` /
@@ -13,7 +14,9 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from pnpovss.reward import OPENAI_MEAN, OPENAI_STD
 
@@ -223,3 +226,86 @@ def bridgetower_large_config(tokenizer):
     config.vision_config.initializer_factor = 0.4
     config.text_config.initializer_factor = 0.4
     return config
+
+
+# ------------------------------------------------------------------ dataset folders (mmsegmentation layouts)
+H, W = 12, 16
+
+
+def write_pair(img_dir, ann_dir, stem, raw, ann_suffix=".png", mode="L", rng=None):
+    img_dir.mkdir(parents=True, exist_ok=True)
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    rng = rng or np.random.default_rng(0)
+    Image.fromarray((rng.random((H, W, 3)) * 255).astype(np.uint8)).save(img_dir / f"{stem}.jpg")
+    ann = Image.fromarray(raw.astype(np.uint8), mode="L")
+    if mode == "P":
+        ann = ann.convert("P")
+        ann.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    ann.save(ann_dir / f"{stem}{ann_suffix}")
+
+
+def raw_map(values):
+    """A label map with one vertical band per value."""
+    raw = np.zeros((H, W), dtype=np.int64)
+    for k, v in enumerate(values):
+        raw[:, k * W // len(values):(k + 1) * W // len(values)] = v
+    return raw
+
+
+def make_voc_like(root, ann_dir, split, values_per_image, mode="P"):
+    for i, values in enumerate(values_per_image):
+        write_pair(root / "JPEGImages", root / ann_dir, f"im{i}", raw_map(values), mode=mode)
+    (root / split).parent.mkdir(parents=True, exist_ok=True)
+    (root / split).write_text("".join(f"im{i}\n" for i in range(len(values_per_image))))
+
+
+def make_coco(root):
+    for i, values in enumerate([[0, 79, 80, 255], [170, 12]]):
+        write_pair(root / "images" / "val2017", root / "annotations" / "val2017", f"{i:012d}", raw_map(values),
+                   ann_suffix="_labelTrainIds.png")
+
+
+def make_cityscapes(root):
+    """Two city folders, as mmsegmentation's Cityscapes layout (labelTrainIds: 0..18, 255)."""
+    for city, i, values in [("frankfurt", 1, [0, 18, 255]), ("lindau", 7, [5, 13])]:
+        stem = f"{city}_000000_{i:06d}"
+        write_pair(root / "leftImg8bit" / "val" / city, root / "gtFine" / "val" / city, stem, raw_map(values),
+                   ann_suffix="_gtFine_labelTrainIds.png")
+        jpg = root / "leftImg8bit" / "val" / city / f"{stem}.jpg"
+        Image.open(jpg).save(jpg.with_name(f"{stem}_leftImg8bit.png"))
+        jpg.unlink()
+
+
+def make_mmseg_root(data: Path, skip: tuple[str, ...] = ()) -> Path:
+    """Two images of every dataset of the standard suite under ``data``, laid out as
+    mmsegmentation's data root (``VOCdevkit/VOC2012``, ``VOCdevkit/VOC2010``, ``coco_stuff164k``,
+    ``cityscapes``, ``ade/ADEChallengeData2016``); ``skip`` leaves out some of those folders."""
+    data = Path(data)
+    if "VOC2012" not in skip:
+        make_voc_like(data / "VOCdevkit" / "VOC2012", "SegmentationClass", "ImageSets/Segmentation/val.txt",
+                      [[0, 15, 255], [3, 3, 20]])
+    if "VOC2010" not in skip:
+        make_voc_like(data / "VOCdevkit" / "VOC2010", "SegmentationClassContext",
+                      "ImageSets/SegmentationContext/val.txt", [[0, 5, 59], [12, 30]], mode="L")
+    if "coco_stuff164k" not in skip:
+        make_coco(data / "coco_stuff164k")
+    if "cityscapes" not in skip:
+        make_cityscapes(data / "cityscapes")
+    if "ADEChallengeData2016" not in skip:
+        ade = data / "ade" / "ADEChallengeData2016"
+        for i, values in enumerate([[0, 1, 150], [7, 20]]):
+            write_pair(ade / "images" / "validation", ade / "annotations" / "validation", f"ADE_val_{i:08d}",
+                       raw_map(values))
+    return data
+
+
+def make_toy_folder(folder: Path, images: int, seed: int) -> Path:
+    """``images`` toy-world images (96 px) of world seed ``seed`` as ``img0.png`` ... in ``folder``:
+    inputs for ``pnpovss segment`` runs (the shipped toy model segments one in ~0.2 s)."""
+    from pnpovss.toyworld.world import make_sample
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(images):
+        Image.fromarray(make_sample(seed, i).image).save(folder / f"img{i}.png")
+    return folder

@@ -97,16 +97,13 @@ def protocol(labels: str | None, all_classes: bool) -> str | None:
     return label_protocol(labels, all_classes) if labels or all_classes else None
 
 
-def load_for_dataset(dataset: str, root: str | None, world_seed: int, images: int | None, model: str | None,
-                     preset: str | None, device: str, threads: int | None, assignments: tuple[str, ...] = (),
-                     echo: bool = True, dtype: str | None = None, compile_vision: bool = False):
-    """(dataset, indices, segmenter) for eval/tune; the toy world defaults to the toy model."""
+def base_settings(assignments: tuple[str, ...], preset: str | None, dtype: str | None,
+                  threads: int | None) -> dict[str, Any]:
+    """``--set`` and ``--dtype`` as pipeline overrides, the preset checked and the threads set,
+    before any dataset or model loads."""
     import torch
 
     from ..config import load_preset, parse_assignments
-    from ..datasets import load_dataset, subset_indices
-    from ..defaults import DEFAULT_MODEL
-    from ..pipeline import Segmenter
 
     settings = parse_assignments(assignments)
     if preset:
@@ -115,7 +112,20 @@ def load_for_dataset(dataset: str, root: str | None, world_seed: int, images: in
         settings["dtype"] = dtype
     if threads:
         torch.set_num_threads(threads)
-    ds = load_dataset(dataset, root, seed=world_seed, images=images)
+    return settings
+
+
+def load_for_dataset(dataset: str, root: str | None, world_seed: int, images: int | None, model: str | None,
+                     preset: str | None, device: str, threads: int | None, assignments: tuple[str, ...] = (),
+                     echo: bool = True, dtype: str | None = None, compile_vision: bool = False,
+                     class_names: str | None = None):
+    """(dataset, indices, segmenter) for eval/tune; the toy world defaults to the toy model."""
+    from ..datasets import load_dataset, subset_indices
+    from ..defaults import DEFAULT_MODEL
+    from ..pipeline import Segmenter
+
+    settings = base_settings(assignments, preset, dtype, threads)
+    ds = load_dataset(dataset, root, seed=world_seed, images=images, class_names=class_names)
     indices = subset_indices(len(ds), images)
     source = model or ("toy" if ds.name == "toyworld" else DEFAULT_MODEL)
     if echo:
@@ -128,4 +138,4 @@ def load_for_dataset(dataset: str, root: str | None, world_seed: int, images: in
     return ds, indices, seg
 
 
-__all__ = ["announce", "expand_inputs", "load_for_dataset", "parse_batch_size", "protocol"]
+__all__ = ["announce", "base_settings", "expand_inputs", "load_for_dataset", "parse_batch_size", "protocol"]

@@ -69,9 +69,12 @@ def device(default: str = "auto") -> Callable[[Callable], Callable]:
                         help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
 
 
-dataset_options = options(
-    click.option("--dataset", required=True, type=click.Choice(sorted(dataset_names()), case_sensitive=False),
-                 help=_dataset_help()),
+def _dataset(required: bool) -> Callable[[Callable], Callable]:
+    return click.option("--dataset", required=required, type=click.Choice(sorted(dataset_names()), case_sensitive=False),
+                        help=_dataset_help() if required else f"{_dataset_help()} (Or --suite.)")
+
+
+_dataset_rest = (
     click.option("--root", type=click.Path(file_okay=False), default=None,
                  help="Dataset directory (mmsegmentation layout, e.g. data/VOCdevkit/VOC2012) or a parent of it."),
     click.option("--images", type=click.IntRange(min=1), default=None,
@@ -91,7 +94,10 @@ dataset_options = options(
                  help="Run BLIP's vision encoder through torch.compile: tens of seconds to compile once per "
                       "process; in bf16 on a CPU only a little faster than without it; see the README."),
 )
+dataset_options = options(_dataset(True), *_dataset_rest)
 """Options shared by ``eval`` and ``tune``: which images, which model, which base settings."""
+eval_dataset_options = options(_dataset(False), *_dataset_rest)
+"""The same for ``eval``, whose ``--suite`` names several datasets instead of one ``--dataset``."""
 
-__all__ = ["DEFAULTS", "assignments", "batch_size", "dataset_options", "default_of", "device", "dtype", "model",
-           "options", "preset"]
+__all__ = ["DEFAULTS", "assignments", "batch_size", "dataset_options", "default_of", "device", "dtype",
+           "eval_dataset_options", "model", "options", "preset"]

@@ -92,6 +92,7 @@ def _run(job: Any, model: str | None, preset: str | None, clip_name: str | None,
         runner.check_same_inputs(job.paths, ctx)
         kept = {} if job.skip_bad else runner.check_images(job, ctx)  # bad input fails before the model loads
         runner.check_out_dir(job.out, ctx)
+        runner.check_coco_target(job, ctx)
         source = model or DEFAULT_MODEL
         if ctx.is_main:
             click.echo(f"loading {source} ...", err=True)
@@ -104,6 +105,8 @@ def _run(job: Any, model: str | None, preset: str | None, clip_name: str | None,
                              echo=lambda line: click.echo(line, err=True))
         if ctx.is_main:
             click.echo(f"{summary.line()}\nwrote {3 * summary.segmented} files to {job.out}", err=True)
+            if job.coco is not None:
+                click.echo(f"wrote COCO annotations of the run to {job.coco}", err=True)
     finally:
         shutdown(ctx)
 
@@ -141,11 +144,15 @@ def _run(job: Any, model: str | None, preset: str | None, clip_name: str | None,
                    "model runs; 0: all in order in this process. Same files either way.")
 @click.option("--skip-bad", is_flag=True, default=False,
               help="Skip unreadable images (listed with the reason in OUT/pnpovss_run.json) instead of stopping.")
+@click.option("--coco", "coco", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write one COCO annotation file for the whole run (RLE masks, one annotation per image "
+                   "and class; categories: the candidates), at the end, complete on a resumed run too. Needs the "
+                   "optional 'interop' extra.")
 @_fail_cleanly
 def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, keep_all: bool, clip_name: str | None,
             out_dir: str, model: str | None, preset: str | None, assignments: tuple[str, ...], device: str,
             dtype: str | None, batch_size: str, overwrite: bool, max_pixels: int | None, workers: int,
-            skip_bad: bool, **named: Any) -> None:
+            skip_bad: bool, coco: str | None, **named: Any) -> None:
     """Segment IMAGES (files, directories or globs) into the classes present among the candidates
     (--classes or --vocab).
 
@@ -154,6 +161,7 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     fraction per label) for each image into --out, the three as one unit. An image whose three files
     are already there from the same image content, model, candidates and settings is skipped, so an
     interrupted run continues where it stopped when rerun. OUT/pnpovss_run.json sums the run up.
+    --coco FILE also writes the run's masks as one COCO annotation file.
 
     Under `torchrun --nproc_per_node N -m pnpovss segment ...` each process segments every N-th
     image into the same --out: the files equal a single-process run's.
@@ -167,7 +175,7 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     runner.check_summary_name(paths)
     limit = MAX_PIXELS if max_pixels is None else (max_pixels or None)
     job = runner.FolderJob(paths, names, Path(out_dir), keep_all, parse_batch_size(batch_size), workers, skip_bad,
-                           overwrite, limit)
+                           overwrite, limit, Path(coco) if coco else None)
     # a named option (those of _pipeline_options, --dtype) wins over the same key given by --set
     overrides = {**settings, **_named_overrides(dtype=dtype, **named)}
     if preset:

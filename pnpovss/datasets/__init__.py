@@ -11,30 +11,35 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import PnpOvssError
-from .base import CLASSNAMES_DIR, IGNORE_INDEX, SegDataset, SegSample, read_classnames, subset_indices
-from .mmseg import ADE20K, COCOObject, COCOStuff, FolderDataset, PascalContext, PascalVOC
+from .base import (CLASS_NAME_TABLES, CLASSNAMES_DIR, DEFAULT_TABLE, IGNORE_INDEX, SegDataset, SegSample,
+                   read_classnames, subset_indices)
+from .mmseg import ADE20K, COCOObject, COCOStuff, Cityscapes, FolderDataset, PascalContext, PascalVOC
 from .toyworld import DEFAULT_IMAGES, ToyWorld
 
 
-def _toyworld(root: Any = None, seed: int = 0, images: int | None = None, size: int | None = None) -> SegDataset:
+def _toyworld(root: Any = None, seed: int = 0, images: int | None = None, size: int | None = None,
+              class_names: str | None = None) -> SegDataset:
+    if class_names not in (None, DEFAULT_TABLE):
+        raise PnpOvssError(f"--class-names {class_names}: the toy world has only its own shape names")
     return ToyWorld(seed=seed, n=images or DEFAULT_IMAGES, size=size)
 
 
-def _folder(factory: Callable[[Any], FolderDataset]) -> Callable[..., SegDataset]:
-    def build(root: str | Path | None = None, **_: Any) -> SegDataset:
-        return factory(root)
+def _folder(factory: Callable[[Any, str | None], FolderDataset]) -> Callable[..., SegDataset]:
+    def build(root: str | Path | None = None, class_names: str | None = None, **_: Any) -> SegDataset:
+        return factory(root, class_names)
 
     return build
 
 
 DATASETS: dict[str, Callable[..., SegDataset]] = {
-    "voc21": _folder(lambda r: PascalVOC(r, background=True)),
-    "voc20": _folder(lambda r: PascalVOC(r, background=False)),
-    "context59": _folder(lambda r: PascalContext(r, background=False)),
-    "context60": _folder(lambda r: PascalContext(r, background=True)),
+    "voc21": _folder(lambda r, t: PascalVOC(r, background=True, class_names=t)),
+    "voc20": _folder(lambda r, t: PascalVOC(r, background=False, class_names=t)),
+    "context59": _folder(lambda r, t: PascalContext(r, background=False, class_names=t)),
+    "context60": _folder(lambda r, t: PascalContext(r, background=True, class_names=t)),
     "coco-object": _folder(COCOObject),
     "coco-stuff": _folder(COCOStuff),
     "ade20k": _folder(ADE20K),
+    "cityscapes": _folder(Cityscapes),
     "toyworld": _toyworld,
 }
 
@@ -57,6 +62,7 @@ def canonical_dataset(name: str) -> str:
 VOCABULARY_FILES: dict[str, str] = {
     "voc21": "voc.txt", "voc20": "voc.txt", "context59": "context.txt", "context60": "context.txt",
     "coco-object": "coco_object.txt", "coco-stuff": "coco_stuff.txt", "ade20k": "ade20k.txt",
+    "cityscapes": "cityscapes.txt",
 }
 """The class-name file of each folder dataset (``toyworld``'s vocabulary is its shapes)."""
 
@@ -84,17 +90,18 @@ def load_vocabulary(spec: str | Path) -> list[str]:
 
 
 def load_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, images: int | None = None,
-                 size: int | None = None) -> SegDataset:
-    """Build dataset ``name``; a missing/malformed root raises a one-line error naming the layout."""
+                 size: int | None = None, class_names: str | None = None) -> SegDataset:
+    """Build dataset ``name``; a missing/malformed root raises a one-line error naming the layout.
+    ``class_names``: which table of class names (:data:`CLASS_NAME_TABLES`; default ours)."""
     try:
         builder = DATASETS[canonical_dataset(name)]
     except KeyError:
         raise PnpOvssError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}") from None
-    return builder(root, seed=seed, images=images, size=size)
+    return builder(root, seed=seed, images=images, size=size, class_names=class_names)
 
 
 __all__ = [
-    "ADE20K", "COCOObject", "COCOStuff", "DATASETS", "DATASET_ALIASES", "FolderDataset", "IGNORE_INDEX", "PascalContext",
+    "ADE20K", "CLASS_NAME_TABLES", "Cityscapes", "COCOObject", "COCOStuff", "DATASETS", "DATASET_ALIASES", "FolderDataset", "IGNORE_INDEX", "PascalContext",
     "PascalVOC", "SegDataset", "SegSample", "ToyWorld", "load_dataset", "load_vocabulary", "read_classnames",
     "subset_indices", "canonical_dataset", "dataset_names",
 ]

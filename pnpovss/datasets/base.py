@@ -22,6 +22,26 @@ from ..metrics import IGNORE_INDEX
 
 CLASSNAMES_DIR = Path(__file__).resolve().parent / "classnames"
 
+CLASS_NAME_TABLES: dict[str, str | None] = {"pnpovss": None, "sclip": "sclip"}
+"""Class-name tables a folder dataset can read its names from: ``pnpovss`` (ours, the default:
+``classnames/*.txt``) or a peer's, one file per dataset name in ``classnames/<dir>/``. ``sclip``:
+SCLIP's ``configs/cls_*.txt`` (wangf3014/SCLIP at b56bd30; NACLIP's configs name files of the same
+names), copied unchanged but for a trailing newline: first name in the caption, the rest synonyms."""
+DEFAULT_TABLE = "pnpovss"
+
+
+def table_file(table: str, dataset: str) -> Path | None:
+    """A peer table's class-name file for ``dataset`` (None for ours); unknown tables are an error."""
+    if table not in CLASS_NAME_TABLES:
+        raise PnpOvssError(f"unknown class-name table {table!r}; known: {', '.join(CLASS_NAME_TABLES)}")
+    folder = CLASS_NAME_TABLES[table]
+    if folder is None:
+        return None
+    path = CLASSNAMES_DIR / folder / f"{dataset}.txt"
+    if not path.is_file():
+        raise PnpOvssError(f"class-name table {table!r} has no names for {dataset}; use --class-names {DEFAULT_TABLE}")
+    return path
+
 
 @dataclass
 class SegSample:
@@ -143,8 +163,10 @@ class SegDataset:
         return out
 
     def describe(self) -> dict:
-        return {"dataset": self.name, "images": len(self), "classes": self.num_classes,
-                "background": self.has_background}
+        out = {"dataset": self.name, "images": len(self), "classes": self.num_classes,
+               "background": self.has_background}
+        table = getattr(self, "class_names", DEFAULT_TABLE)
+        return out if table == DEFAULT_TABLE else {**out, "class_names": table}
 
 
 def subset_indices(n_total: int, images: int | None) -> list[int]:

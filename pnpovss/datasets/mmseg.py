@@ -14,6 +14,8 @@ COCOStuff      images/val2017/, annotations/val2017/       as is (0..170, 255)
                *_labelTrainIds.png
 COCOObject     same as COCOStuff                           things 0..79 -> 1..80, stuff -> 0
 ADE20K         images/validation/, annotations/validation/ 0 -> 255, k -> k-1 (150 classes)
+Cityscapes     leftImg8bit/val/CITY/*_leftImg8bit.png,     as is (19 train ids, 255)
+               gtFine/val/CITY/*_gtFine_labelTrainIds.png
 =============  ==========================================  ======================================
 
 255 is always ignored. ``--root`` may be the dataset directory itself or a parent of it (for
@@ -29,7 +31,7 @@ from PIL import Image
 
 from ..errors import PnpOvssError
 from ..fileio import load_image
-from .base import CLASSNAMES_DIR, IGNORE_INDEX, SegDataset, SegSample, read_classnames
+from .base import CLASSNAMES_DIR, DEFAULT_TABLE, IGNORE_INDEX, SegDataset, SegSample, read_classnames, table_file
 
 
 def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
@@ -54,16 +56,27 @@ class FolderDataset(SegDataset):
     classnames_file: str = ""
     drop_first_class: bool = False
     """Use the class-name file without its first line (the background of the 21/60-class variants)."""
+    nested: bool = False
+    """Files lie one folder deeper (Cityscapes' city folders); ids are then ``CITY/NAME``."""
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, class_names: str | None = None) -> None:
+        self.class_names = class_names or DEFAULT_TABLE
+        peer = table_file(self.class_names, self.name)
         self.root = self._find_root(Path(root) if root is not None else Path(self.default_root))
-        names = read_classnames(CLASSNAMES_DIR / self.classnames_file)
-        self.synonyms = names[1:] if self.drop_first_class else names
+        if peer is None:
+            names = read_classnames(CLASSNAMES_DIR / self.classnames_file)
+            self.synonyms = names[1:] if self.drop_first_class else names
+        else:  # a peer's file per variant; its background line may list stuff names: keep ours first
+            names = read_classnames(peer)
+            if self.has_background and names[0][0].lower() != "background":
+                names[0] = ["background", *names[0]]
+            self.synonyms = names
         self.ids = self._list_ids()
 
     # ------------------------------------------------------------------ layout
     def expected_layout(self, root: Path) -> str:
-        parts = [f"{root / self.img_dir}/*{self.img_suffix}", f"{root / self.ann_dir}/*{self.ann_suffix}"]
+        star = "*/*" if self.nested else "*"
+        parts = [f"{root / self.img_dir}/{star}{self.img_suffix}", f"{root / self.ann_dir}/{star}{self.ann_suffix}"]
         if self.split_file:
             parts.append(str(root / self.split_file))
         return ", ".join(parts)
@@ -91,7 +104,9 @@ class FolderDataset(SegDataset):
                     f"{self.title}: split file {split} is missing; expected {self.expected_layout(self.root)}"
                 ) from None
         else:
-            ids = sorted(p.name[: -len(self.ann_suffix)] for p in (self.root / self.ann_dir).glob(f"*{self.ann_suffix}"))
+            ann_dir = self.root / self.ann_dir
+            found = ann_dir.glob(f"{'*/' if self.nested else ''}*{self.ann_suffix}")
+            ids = sorted(p.relative_to(ann_dir).as_posix()[: -len(self.ann_suffix)] for p in found)
         if not ids:
             raise PnpOvssError(f"{self.title} under {str(self.root)!r} lists no images; expected {self.expected_layout(self.root)}")
         missing = [i for i in ids if not self._img_path(i).is_file() or not self._ann_path(i).is_file()]
@@ -143,11 +158,11 @@ class WithOrWithoutBackground(FolderDataset):
     variants: tuple[str, str] = ("", "")
     """Dataset names (with background, without)."""
 
-    def __init__(self, root: str | Path | None = None, background: bool = True) -> None:
+    def __init__(self, root: str | Path | None = None, background: bool = True, class_names: str | None = None) -> None:
         self.has_background = background
         self.drop_first_class = not background
         self.name = self.variants[0 if background else 1]
-        super().__init__(root)
+        super().__init__(root, class_names)
 
     def convert_label(self, raw: np.ndarray) -> np.ndarray:
         return raw.astype(np.int64) if self.has_background else reduce_zero_label(raw)
@@ -215,3 +230,17 @@ class ADE20K(FolderDataset):
 
     def convert_label(self, raw: np.ndarray) -> np.ndarray:
         return reduce_zero_label(raw)
+
+
+class Cityscapes(FolderDataset):
+    """Cityscapes val (500 images in 3 city folders), 19 classes as mmsegmentation's
+    ``*_gtFine_labelTrainIds.png`` (made by cityscapesscripts' ``createTrainIdLabelImgs``); 255
+    (every other label id) ignored."""
+
+    name = "cityscapes"
+    title = "Cityscapes"
+    default_root = "data/cityscapes"
+    img_dir, ann_dir = "leftImg8bit/val", "gtFine/val"
+    img_suffix, ann_suffix = "_leftImg8bit.png", "_gtFine_labelTrainIds.png"
+    nested = True
+    classnames_file = "cityscapes.txt"
