@@ -14,6 +14,9 @@ Figures (``FIGURES``: name -> file name and drawing function; a new figure is on
   presence  the class-presence stage on the stages figure's images: every shape's ITM match
             probability as a candidate, kept or dropped at presence_threshold, and which shapes
             are really there
+  tuning    tune's held-out gain over the defaults per (tuning, held-out) seed pair, worst pair
+            first, the default selection beside the paper's reward with argmax, read from
+            bench/results/tune_robustness.json
 
 Charts read their numbers from the JSON files, so after a re-recorded benchmark one rerun of this
 command brings the figures up to date. Output is deterministic: the toy world and model are seeded
@@ -35,6 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 TOY_JSON = ROOT / "bench" / "results" / "toyworld_seed7.json"
 SPEED_JSON = ROOT / "bench" / "results" / "speed_full.json"
+TUNE_JSON = ROOT / "bench" / "results" / "tune_robustness.json"
+TUNE_COMMAND = "python bench/tune_robustness.py --pairs ... --json bench/results/tune_robustness.json"
 
 
 class FigureError(Exception):
@@ -448,12 +453,50 @@ def draw_presence(args: argparse.Namespace):
     return fig
 
 
+# ----------------------------------------------------------------------------------- 5. tuning
+def draw_tuning(args: argparse.Namespace):
+    """Figure 5: per seed pair (worst first), the held-out mIoU gain of tune's preset over the
+    defaults with the default selection, beside the paper's reward with argmax on the same trials."""
+    plt = matplotlib_pyplot()
+    data = read_json(args.tune_json, TUNE_COMMAND)
+    try:
+        rows = sorted(data["pairs"], key=lambda r: r["gain"])
+        labels = [f"{r['tune_seed']}->{r['held_out_seed']}" for r in rows]
+        ours, paper = [r["gain"] for r in rows], [r["paper_gain"] for r in rows]
+        summary = data["summary"]
+    except (KeyError, TypeError) as exc:
+        raise FigureError(f"{args.tune_json} lacks {exc} (not a bench/tune_robustness.py result?); re-record it "
+                          f"with: {TUNE_COMMAND}") from None
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2.5), 4.2))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, ours, width=0.4, color="#1565c0", label=f"default (--select robust): mean {summary['mean_gain']:+.1f}, "
+                                                            f"worst {summary['worst_gain']:+.1f}")
+    ax.bar(x + 0.2, paper, width=0.4, color="#bdbdbd", label=f"paper's reward, argmax: mean {summary['paper_mean_gain']:+.1f}, "
+                                                              f"worst {summary['paper_worst_gain']:+.1f}")
+    for k, g in enumerate(ours):
+        ax.text(k - 0.2, g + (0.4 if g >= 0 else -0.4), f"{g:+.1f}", ha="center", va="bottom" if g >= 0 else "top",
+                fontsize=7)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axhline(-1, color="#c62828", linewidth=0.8, linestyle="--", label="-1 mIoU (the bound)")
+    ax.set_xticks(x, labels, fontsize=8, rotation=30)
+    ax.set_xlabel("tuning seed -> held-out seed (worst pair first)")
+    ax.set_ylabel("held-out mIoU gain over the defaults")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    fig.suptitle(f"pnpovss tune on {data['dataset']}: {data['tune_images']} tuning images, {data['iters']} trials, "
+                 f"{data['eval_images']} held-out images ({display_path(args.tune_json)})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # ----------------------------------------------------------------------------------- registry
 FIGURES: dict[str, tuple[str, Callable[[argparse.Namespace], object]]] = {
     "stages": ("stages.png", draw_stages),
     "ablation": ("toyworld_ablation.png", draw_ablation),
     "speed": ("speed.png", draw_speed),
     "presence": ("presence.png", draw_presence),
+    "tuning": ("tune_robustness.png", draw_tuning),
 }
 """name -> (file name under --out, function(args) -> matplotlib figure). The README uses these names."""
 
@@ -484,6 +527,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=96, help="toy image size in pixels for the stages figure")
     ap.add_argument("--toy-json", type=Path, default=TOY_JSON, help="toy bench result for the ablation chart")
     ap.add_argument("--speed-json", type=Path, default=SPEED_JSON, help="speed bench result for the speed chart")
+    ap.add_argument("--tune-json", type=Path, default=TUNE_JSON, help="tuning-robustness record for the tuning chart")
     ap.add_argument("--dpi", type=int, default=100)
     args = ap.parse_args(argv)
     if args.images < 1:

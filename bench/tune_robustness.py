@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from pnpovss.fileio import atomic_write_text  # noqa: E402
 from pnpovss.search import BEST_FILE, RUN_FILE, TRACE_FILE, Trial  # noqa: E402
-from pnpovss.search.select import paper_choice  # noqa: E402
+from pnpovss.search.select import paper_choice, select  # noqa: E402
 
 
 def parse_pairs(text: str) -> list[tuple[int, int]]:
@@ -94,12 +94,17 @@ def run_pair(args: argparse.Namespace, runs: Path, pair: tuple[int, int]) -> dic
     paper_miou = defaults if paper.trial == 0 else evaluate(args, runs, held_out, f"S{seed}-t{paper.trial}-paper",
                                                            paper_preset, log)
     run = json.loads((tune_dir / RUN_FILE).read_text())
+    t1 = time.perf_counter()  # the selection rule's own cost: tune applies it after every trial
+    for k in range(1, len(trials) + 1):
+        select(trials[:k], "robust", run["reward"])
+    select_seconds = time.perf_counter() - t1
     return {"tune_seed": seed, "held_out_seed": held_out, "defaults_miou": round(defaults, 4),
             "tuned_miou": round(tuned, 4), "gain": round(tuned - defaults, 4), "picked_trial": picked,
             "picked_params": best["params"], "selection": best.get("selection"),
             "paper_trial": paper.trial, "paper_params": paper.params, "paper_miou": round(paper_miou, 4),
             "paper_gain": round(paper_miou - defaults, 4), "trials": len(trials),
-            "tune_seconds": round(sum(t.seconds for t in trials), 1), "space": run["space"],
+            "tune_seconds": round(sum(t.seconds for t in trials), 1), "select_seconds": round(select_seconds, 3),
+            "space": run["space"],
             "seconds_this_call": round(time.time() - t0, 1)}
 
 
@@ -119,7 +124,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"pairs": len(rows), "mean_gain": round(sum(gains) / len(gains), 4), "worst_gain": round(min(gains), 4),
             "best_gain": round(max(gains), 4), "pairs_worse_than_minus_1": sum(g < -1.0 for g in gains),
             "kept_defaults": sum(r["picked_trial"] == 0 for r in rows),
-            "paper_mean_gain": round(sum(paper) / len(paper), 4), "paper_worst_gain": round(min(paper), 4)}
+            "paper_mean_gain": round(sum(paper) / len(paper), 4), "paper_worst_gain": round(min(paper), 4),
+            "select_share_of_tune_time": round(sum(r["select_seconds"] for r in rows)
+                                               / sum(r["tune_seconds"] for r in rows), 5)}
 
 
 def main() -> None:
