@@ -152,11 +152,16 @@ def main() -> None:
     record = {"bench": "tune_robustness", "dataset": args.dataset, "set": args.set_name,
               "tune_images": args.tune_images, "eval_images": args.eval_images, "iters": args.iters,
               "runs": os.path.relpath(runs, ROOT), "summary": summary(rows), "pairs": rows}
+    emit(record, table(rows), args.json)
+
+
+def emit(record: dict[str, Any], markdown: str, path: str | None) -> None:
+    """Print the record (JSON, stdout) and its table (stderr); write the record to ``path`` atomically."""
     text = json.dumps(record, indent=2)
     print(text)
-    print(table(rows), file=sys.stderr)
-    if args.json:
-        atomic_write_text(Path(args.json), text + "\n")
+    print(markdown, file=sys.stderr)
+    if path:
+        atomic_write_text(Path(path), text + "\n")
 
 
 if __name__ == "__main__":
