@@ -51,9 +51,9 @@ from .common import _fail_cleanly, announce, load_for_dataset, protocol
                    "measured in bench/tune_robustness.py). argmax: the paper's highest reward. Replaying a "
                    "finished run with another rule re-selects without running anything. "
                    "[default: robust; argmax for --reward tags, which scores against the labels themselves]")
-@click.option("--min-z", type=float, default=0.0, show_default=True,
+@click.option("--min-z", type=float, default=None,
               help="Paired z-score a trial's per-image rewards must reach over the starting configuration's. "
-                   "argmax: 0 is the paper's plain argmax; robust: 0 means its own default (2).")
+                   "[default: robust 2; argmax 0, the paper's plain argmax]")
 @_fail_cleanly
 def tune(dataset: str, root: str | None, images: int | None, labels: str | None, all_classes: bool,
          model: str | None, preset: str | None, assignments: tuple[str, ...], device: str, dtype: str | None,
@@ -61,7 +61,7 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
          space: str | None, seed: int,
          world_seed: int | None, out_dir: str, clip_name: str | None, clip_pretrained: str,
          clip_template: str | None, reward: str, reward_mask: str, cache_dir: str | None, selection: str | None,
-         min_z: float) -> None:
+         min_z: float | None) -> None:
     """Label-free random search of saliency, layer, head, threshold and DropOut with a CLIP reward.
 
     Writes OUT/trace.jsonl (one line per finished trial), OUT/best.json (best so far; a preset for

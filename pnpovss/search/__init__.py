@@ -19,13 +19,13 @@ The tagging objective of the presence stage (:mod:`pnpovss.presence_tuning`) use
 
 from .cache import SALIENCIES, LayerHeadMaps, MapCache, layer_head_maps, model_fingerprint
 from .evaluator import RewardEvaluator
-from .loop import DEFAULT_MIN_Z, run_search
+from .loop import run_search
 from .space import (DEFAULT_SPACE, DROPOUT_PARAMS, LAYER_HEAD_SPACE, MAP_PARAMS, MASK_PARAMS, SPACES_DIR, SearchSpace,
                     list_spaces, load_space, read_space)
 from .stats import Z_CAP, paired_z, totals
 from .trace import BEST_FILE, RUN_FILE, TRACE_FILE, TRACE_FORMAT, TraceLog, Trial
 
-__all__ = ["BEST_FILE", "DEFAULT_MIN_Z", "DEFAULT_SPACE", "DROPOUT_PARAMS", "LAYER_HEAD_SPACE", "LayerHeadMaps",
+__all__ = ["BEST_FILE", "DEFAULT_SPACE", "DROPOUT_PARAMS", "LAYER_HEAD_SPACE", "LayerHeadMaps",
            "MAP_PARAMS", "MASK_PARAMS", "MapCache", "RUN_FILE", "RewardEvaluator", "SALIENCIES", "SPACES_DIR",
            "SearchSpace", "TRACE_FILE", "TRACE_FORMAT", "TraceLog", "Trial", "Z_CAP", "layer_head_maps", "list_spaces",
            "load_space", "model_fingerprint", "paired_z", "read_space", "run_search", "totals"]

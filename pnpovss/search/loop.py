@@ -11,12 +11,10 @@ and continues with the first unrecorded trial: the final trace equals an uninter
 truncated last line (a kill mid-write) is dropped. ``OUT/run.json`` records what defines the run;
 restarting in the same ``OUT`` with different settings is refused.
 
-Selection. The paper keeps the trial of highest reward (``min_z=0``, the default). Over a few
-hundred images the rewards of good configurations can differ by less than their noise, so that
-argmax risks a winner's curse (measured in ``search/runs/toyworld``). Every trial therefore also
-records the paired z-score of its per-image rewards against the base configuration (trial 0);
-with ``min_z > 0`` (``--min-z 2`` is the option we measured) a trial only becomes the best if that
-z-score reaches ``min_z``.
+Selection. After every trial the selection rule (:mod:`pnpovss.search.select`: ``robust``, the
+default, or the paper's ``argmax``) is applied to the trials so far and ``best.json`` follows its
+choice; every trial records its per-image rewards, so the rule reads only the trace and a replay
+with another rule re-selects without recomputing anything.
 """
 
 from __future__ import annotations
@@ -39,20 +37,18 @@ from .stats import paired_z, per_image_array, totals
 from .select import DEFAULT_SELECTION, SELECTIONS, Decision, select
 from .trace import BEST_FILE, TRACE_FILE, TRACE_FORMAT, TraceLog, Trial, check_run, exclusive, record_selection
 
-DEFAULT_MIN_Z = 0.0
-"""Significance a challenger needs over the base configuration (see :func:`run_search`)."""
 
 
 def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, seed: int, out_dir: str | os.PathLike[str],
-               reward: str = "binary", min_z: float = DEFAULT_MIN_Z, run_info: Mapping[str, Any] | None = None,
+               reward: str = "binary", min_z: float | None = None, run_info: Mapping[str, Any] | None = None,
                progress: bool = True, selection: str = DEFAULT_SELECTION) -> Decision:
     """Random search for ``iters`` trials (trial 0 = the base configuration), resuming whatever
     ``out_dir`` already holds. Returns the selection rule's :class:`~pnpovss.search.select.Decision`
     (the best trial and why); ``best.json`` is its preset.
 
     ``selection`` names the rule (:data:`~pnpovss.search.select.SELECTIONS`: ``robust``, the
-    default, or the paper's ``argmax``); ``min_z`` is the significance a challenger needs (argmax: 0,
-    none; robust: its own default when 0). Both only select among recorded trials, so they may
+    default, or the paper's ``argmax``); ``min_z`` is the significance a challenger needs (None: the
+    rule's own, 0 for argmax, 2 for robust). Both only select among recorded trials, so they may
     change between restarts (a replay re-selects without running anything)."""
     from gradient_free_optimizers.ask_tell import RandomSearchOptimizer
     from tqdm import tqdm
@@ -101,7 +97,7 @@ def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, se
 class _SearchState:
     """Trial bookkeeping shared by fresh and replayed trials."""
 
-    def __init__(self, evaluator: RewardEvaluator, log: TraceLog, trace: list[dict], reward: str, min_z: float,
+    def __init__(self, evaluator: RewardEvaluator, log: TraceLog, trace: list[dict], reward: str, min_z: float | None,
                  out: Path, info: dict, main: bool, selection: str) -> None:
         self.evaluator, self.log, self.trace, self.reward, self.min_z = evaluator, log, trace, reward, min_z
         self.out, self.info, self.main, self.selection = out, info, main, selection

@@ -151,15 +151,14 @@ SELECTIONS: Mapping[str, Callable[..., Decision]] = {"robust": robust, "argmax":
 DEFAULT_SELECTION = "robust"
 
 
-def select(trials: Sequence[Trial], rule: str, reward: str, min_z: float = 0.0) -> Decision:
-    """Apply the named rule to the recorded trials (trial 0 first)."""
+def select(trials: Sequence[Trial], rule: str, reward: str, min_z: float | None = None) -> Decision:
+    """Apply the named rule to the recorded trials (trial 0 first). ``min_z``: the significance a
+    challenger needs (None: the rule's own, 0 for argmax and :attr:`RobustRule.min_z` for robust)."""
     if rule not in SELECTIONS:
         raise PnpOvssError(f"selection rule must be one of {', '.join(SELECTIONS)}, got {rule!r}")
     if rule == "argmax":
-        return argmax(trials, reward, min_z)
-    if min_z:
-        return robust(trials, reward, RobustRule(min_z=min_z))
-    return robust(trials, reward)
+        return argmax(trials, reward, 0.0 if min_z is None else min_z)
+    return robust(trials, reward, ROBUST if min_z is None else RobustRule(min_z=min_z))
 
 
 def paper_choice(trials: Sequence[Trial]) -> Trial:
