@@ -83,17 +83,16 @@ def run_pair(args: argparse.Namespace, runs: Path, pair: tuple[int, int]) -> dic
     trials = [Trial.from_json(json.loads(line)) for line in (tune_dir / TRACE_FILE).read_text().splitlines() if line]
     picked = best["trial"]
     tuned = defaults if picked == 0 else evaluate(args, runs, held_out, f"S{seed}-t{picked}", tune_dir / BEST_FILE, log)
+    run = json.loads((tune_dir / RUN_FILE).read_text())
     paper = paper_choice(trials)
     paper_preset = tune_dir / f"paper-t{paper.trial}.json"
-    if paper.trial and not paper_preset.is_file():
-        from pnpovss.config import load_preset, save_preset
+    if paper.trial and not paper_preset.is_file():  # what tune writes for that trial (its base + the trial's params)
+        from pnpovss.config import PipelineConfig, save_preset
 
-        base = load_preset(tune_dir / BEST_FILE).replace(**trials[0].params)  # the run's base configuration
-        save_preset(paper_preset, base.replace(**paper.params), trial=paper.trial, reward_variant="binary",
-                    selection="argmax")
+        config = PipelineConfig().replace(**run["base_config"]).replace(**paper.params)
+        save_preset(paper_preset, config, trial=paper.trial, reward_variant="binary", selection="argmax")
     paper_miou = defaults if paper.trial == 0 else evaluate(args, runs, held_out, f"S{seed}-t{paper.trial}-paper",
                                                            paper_preset, log)
-    run = json.loads((tune_dir / RUN_FILE).read_text())
     t1 = time.perf_counter()  # the selection rule's own cost: tune applies it after every trial
     for k in range(1, len(trials) + 1):
         select(trials[:k], "robust", run["reward"])

@@ -133,3 +133,24 @@ def test_no_eligible_trial_keeps_the_defaults_and_says_so(base_columns, tmp_path
     assert paper.trial.trial != 0 and ev.calls["n"] == calls
     assert json.loads((tmp_path / "best.json").read_text())["selection"]["rule"] == "argmax"
     assert len(TraceLog(tmp_path / "trace.jsonl").load()) == 4
+
+
+def test_readme_tables_are_the_recorded_tuning_benches():
+    """The README's tuning tables are what the benches print from their recorded JSON."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        for script, record, arg in (("tune_truth", "tune_truth_dev.json", None),
+                                    ("tune_robustness", "tune_robustness.json", "pairs")):
+            spec = importlib.util.spec_from_file_location(script, root / "bench" / f"{script}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            data = json.loads((root / "bench" / "results" / record).read_text())
+            assert module.table(data[arg] if arg else data) in readme, script
+    finally:
+        sys.path.remove(str(root / "bench"))
