@@ -17,6 +17,7 @@ import torch
 from .backbones import DEFAULT_MODEL, Backbone, load_backbone, resolve_source
 from .backbones.base import TextBatch
 from .config import PRESET_FILENAME, PipelineConfig, load_preset
+from .devices import resolve_device  # noqa: F401  (also importable from here, as before)
 from .dropout import DropoutMaps, salience_dropout
 from .errors import PnpOvssError
 from .fileio import ImageInput, load_image
@@ -45,18 +46,6 @@ def parse_classes(classes: str | Sequence[str]) -> list[str]:
             raise PnpOvssError("'background' is added automatically; leave it out of the class list (or use --no-background)")
         seen[key] = n
     return names
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise PnpOvssError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PnpOvssError("device cuda requested but no CUDA GPU is available; use --device cpu")
-    return dev
 
 
 _LOCKS: "weakref.WeakKeyDictionary[Backbone, threading.RLock]" = weakref.WeakKeyDictionary()

@@ -87,6 +87,7 @@ def _run(job: Any, model: str | None, preset: str | None, clip_name: str | None,
     from ..outputs import remove_stale_temps
     from ..pipeline import Segmenter, resolve_device
 
+    resolve_device(device)  # a device this machine lacks fails before anything is read or started
     ctx = from_env(device)
     try:
         runner.check_same_inputs(job.paths, ctx)
