@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import warnings
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -118,8 +119,11 @@ def segment_in_batches(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Pa
         for i in positions:
             yield i, None
 
+    with warnings.catch_warnings():  # torch warns about more workers than cores when built (shown) and again here
+        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        decoded = iter(loader)
     try:
-        for i, rgb, error in loader:
+        for i, rgb, error in decoded:
             if error is not None:
                 if not job.skip_bad:
                     raise ImageLoadError(error)

@@ -238,3 +238,50 @@ def test_throughput_bench_ratios_pair_rows_by_processes_and_workers():
                                           "two_processes_workers_0": 1.5, "two_processes_workers_1": 1.5}, "blip": {}}
     table = bench.markdown({"rows": rows})
     assert "| toy | 8 | 2 | 1 | 1 | 4.500 |" in table and "| blip | - | 1 | 0 | - | failed |" in table
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_skip_bad_with_nothing_segmented_exits_1(tmp_path, workers):
+    """--skip-bad over a folder where every image is bad: the summary lists them, and the run
+    fails (exit 1, one line) instead of reporting "segmented 0" as a success."""
+    d = tmp_path / "bad"
+    d.mkdir()
+    for i in range(2):
+        (d / f"b{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 40)
+    out = tmp_path / "out"
+    res = run("segment", d, *TOY, "--out", out, "--skip-bad", "--workers", workers)
+    assert res.exit_code == 1, res.output
+    assert res.output.strip().splitlines()[-1].startswith("Error: no image could be segmented: all 2 were unreadable")
+    assert json.loads((out / runner.SUMMARY_NAME).read_text())["counts"]["skipped"] == 2
+
+
+def test_more_workers_than_cores_warns_once(toy_folder, tmp_path, monkeypatch):
+    """torch warns when a DataLoader has more workers than cores, once when built and again when
+    iterated; the run shows it once."""
+    import warnings
+
+    import torch
+
+    monkeypatch.setattr(torch._utils, "cpu_count", lambda: 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run("segment", toy_folder, *TOY, "--out", tmp_path / "out", "--workers", 2)
+    assert res.exit_code == 0, res.output
+    assert sum("This DataLoader will create 2 worker processes" in str(w.message) for w in caught) == 1
+
+
+def test_an_error_every_process_raises_is_printed_by_process_0_only(tmp_path, monkeypatch):
+    """Under torchrun (RANK set) a gathered check's error is printed once: by rank 0; the other
+    ranks exit 1 silently. An error of one process alone is printed by it."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(2):
+        (d / f"bad{i}.png").write_bytes(b"not a png")
+    for rank, printed in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setattr(runner, "check_same_inputs", lambda paths, ctx: None)
+        from pnpovss import distributed
+        monkeypatch.setattr(distributed, "from_env", lambda device: DistContext(int(rank), 2, int(rank)))
+        monkeypatch.setattr(DistContext, "gather", lambda self, obj: [obj, obj])
+        res = run("segment", d, *TOY, "--out", tmp_path / "out")
+        assert res.exit_code == 1 and ("bad" in res.output) == printed, res.output

@@ -4,6 +4,7 @@ device notice, and loading a dataset with its segmenter for ``eval`` and ``tune`
 from __future__ import annotations
 
 import glob
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +22,8 @@ def _fail_cleanly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except PnpOvssError as exc:
+            if exc.reported_by and os.environ.get(exc.reported_by, "0") != "0":
+                sys.exit(1)  # under torchrun every process raised it alike: process 0 prints it
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("interrupted: rerun the same command to continue where it stopped", err=True)
