@@ -77,17 +77,31 @@ def dense_crf(maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> np
     probs = maps.astype(np.float64) if config.crf_unary == "probs" else softmax(maps.astype(np.float64))
     probs = probs.reshape(n, -1)
     unary = np.ascontiguousarray(-np.log(np.clip(probs, 1e-8, 1.0)).astype(np.float32))
+    g_sxy, b_sxy = crf_kernels(config, max(h, w))
     crf = dcrf.DenseCRF2D(w, h, n)
     crf.setUnaryEnergy(unary)
-    crf.addPairwiseGaussian(sxy=config.crf_gaussian_sxy, compat=config.crf_gaussian_compat)
+    crf.addPairwiseGaussian(sxy=g_sxy, compat=config.crf_gaussian_compat)
     crf.addPairwiseBilateral(
-        sxy=config.crf_bilateral_sxy,
+        sxy=b_sxy,
         srgb=config.crf_bilateral_srgb,
         rgbim=np.array(image, dtype=np.uint8, order="C", copy=True),  # pydensecrf needs a writeable buffer
         compat=config.crf_bilateral_compat,
     )
     q = np.asarray(crf.inference(config.crf_iters))
     return q.argmax(axis=0).reshape(h, w)
+
+
+def crf_kernels(config: PipelineConfig, side: int) -> tuple[float, float]:
+    """(gaussian sxy, bilateral sxy) in pixels of an image of long side ``side``.
+
+    With ``crf_reference_side`` R and ``side`` L > R both widths scale by L/R, so that a kernel
+    covers the same part of the scene at any pixel size. The compatibilities stay: pydensecrf
+    normalises its kernels (``NORMALIZE_SYMMETRIC``, its default), so a wider kernel over more
+    pixels does not weigh more against the unary (checked in ``tests/test_postprocess.py``; scaling
+    them by (R/L)^2 as well made the upscaled labels worse there). Otherwise the configured pixels."""
+    ref = config.crf_reference_side
+    s = max(1.0, side / ref) if ref else 1.0
+    return config.crf_gaussian_sxy * s, config.crf_bilateral_sxy * s
 
 
 def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
