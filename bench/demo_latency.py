@@ -155,9 +155,9 @@ def main() -> None:
     engine = DemoEngine(Segmenter.from_pretrained("toy"), "toy")
     app = build_app(engine)
     _, url, _ = app.launch(prevent_thread_lock=True, quiet=True, allowed_paths=[str(engine.out_dir)])
+    folder = Path(tempfile.mkdtemp())
     try:
         client = Client(url, verbose=False, download_files=False)
-        folder = Path(tempfile.mkdtemp())
         big = folder / "shapes512.png"
         Image.open(SHAPES).convert("RGB").resize((512, 512), Image.BICUBIC).save(big)
         result = {
@@ -175,6 +175,8 @@ def main() -> None:
         result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     finally:
         app.close()
+        engine.close()
+        shutil.rmtree(folder, ignore_errors=True)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -5,9 +5,9 @@ Gradio is imported here only, so the core package and ``pnpovss --help`` never n
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..datasets.base import CLASSNAMES_DIR, read_classnames
 from ..errors import PnpOvssError
@@ -75,7 +75,8 @@ def build_app(engine: DemoEngine) -> Any:
 
     cfg = engine.seg.config
     vocab = vocabularies()
-    examples_dir = Path(tempfile.mkdtemp(prefix="pnpovss-demo-examples-"))
+    examples_dir = engine.out_dir / "examples"  # removed with the engine's folder
+    examples_dir.mkdir(exist_ok=True)
     head_text = "mean" if cfg.head is None else ",".join(str(h) for h in cfg.heads_tuple() or ())
 
     def answer(image: str | None, classes: str, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma,
@@ -189,13 +190,31 @@ def serve(model: str, *, host: str = "127.0.0.1", port: int = 7860, device: str 
     seg = Segmenter.from_pretrained(model, device=device, **({} if dtype is None else {"dtype": dtype}))
     if on_load is not None:
         on_load(seg)
-    engine = DemoEngine(seg, model)
-    app = build_app(engine)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web-font download: works offline
+    with DemoEngine(seg, model) as engine, _terminate_as_exit():  # its folder goes on every way out
+        app = build_app(engine)
+        try:
+            app.launch(server_name=host, server_port=port, theme=theme, show_error=True,
+                       allowed_paths=[str(engine.out_dir)])
+        except OSError as exc:  # Gradio's "Cannot find empty port" and socket errors
+            why = "the port is in use" if "empty port" in str(exc) else str(exc).splitlines()[0]
+            raise PnpOvssError(f"cannot serve on {host}:{port} ({why}); pass a free --port") from None
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``, a service manager) ends the process through ``SystemExit`` inside the
+    block, so that ``finally`` and ``with`` exits run as they do on Ctrl-C; restored after."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        app.launch(server_name=host, server_port=port, theme=theme, show_error=True,
-                   allowed_paths=[str(engine.out_dir)])
-    except OSError as exc:  # Gradio's "Cannot find empty port" and socket errors
-        why = "the port is in use" if "empty port" in str(exc) else str(exc).splitlines()[0]
-        raise PnpOvssError(f"cannot serve on {host}:{port} ({why}); pass a free --port") from None
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

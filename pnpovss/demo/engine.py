@@ -140,7 +140,8 @@ class DemoResult:
 
 class DemoEngine:
     """One :class:`Segmenter` shared by every visitor; calls are serialised by a lock (the
-    segmenter caches one image encoding and a model must not run twice at once)."""
+    segmenter caches one image encoding and a model must not run twice at once). Its files live
+    in one temporary folder, removed by :meth:`close` (or leaving a ``with`` block)."""
 
     def __init__(self, segmenter: Segmenter, model: str, *, cache_size: int = 8, keep_outputs: int = 64) -> None:
         self.seg = segmenter
@@ -152,6 +153,16 @@ class DemoEngine:
         self._lock = threading.Lock()
         self._calls = 0
         self.out_dir = Path(tempfile.mkdtemp(prefix="pnpovss-demo-"))
+
+    def close(self) -> None:
+        """Remove the answers' folder (every download and the page's examples live in it)."""
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+
+    def __enter__(self) -> "DemoEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def describe(self) -> str:
         b = self.seg.backbone
