@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -101,7 +102,6 @@ def measure(engine, client, image: Path, repeats: int, folder: Path) -> dict:
 def measure_browser(url: str, image: Path, repeats: int) -> dict:
     """Seconds from typing a threshold into the page to the new answer being on screen."""
     import re
-    import shutil
 
     from playwright.sync_api import sync_playwright
 
