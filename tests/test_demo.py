@@ -314,3 +314,11 @@ def _answers(url: str) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+def test_presence_notes_reach_the_page(engine, photo):
+    """The presence stage's notes (here: nothing passes a threshold of 1) are what the page shows."""
+    out = engine.run(photo, "sky, sand", **page(presence=True, presence_threshold=1.0))
+    assert out.notes() == ["no candidate passed presence_threshold 1: the image is all background"]
+    assert out.notes() == out.record["presence_notes"]
+    assert engine.run(photo, "sky, sand", **page()).notes() == []  # keep_all: no presence stage

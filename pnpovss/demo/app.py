@@ -69,6 +69,15 @@ def _gradio() -> Any:
     return gradio
 
 
+_START_CLOCK = "(...inputs) => { window.pnpovssAsked = performance.now(); return inputs; }"
+"""Runs in the browser as a request is sent: notes the time and passes the inputs on unchanged."""
+_WAITED = ("(status) => window.pnpovssAsked === undefined ? status : status + '; you waited ' + "
+           "((performance.now() - window.pnpovssAsked) / 1000).toFixed(2) + ' s'")
+"""After an answer is shown: the status line adds the time the visitor waited, measured in the browser."""
+_FAILED = "() => 'The last request failed (the message says why); the results below are from the one before.'"
+"""After an error: the status line no longer reports the previous answer as if it were this one."""
+
+
 def build_app(engine: DemoEngine) -> Any:
     """The page (``gr.Blocks``); ``launch()`` it, or use :func:`serve`."""
     gr = _gradio()
@@ -94,13 +103,14 @@ def build_app(engine: DemoEngine) -> Any:
             gr.Dataframe(value=out.table(), headers=out.table_headers()),
             [str(p) for p in out.files],
             out.status(),
+            "\n".join(f"* {note}" for note in out.notes()),
         )
 
     def live(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
              presence_threshold, progress=gr.Progress()):
         """Post-processing controls: answer only once a picture is there (maps come from the cache)."""
         if image is None:
-            return (gr.skip(),) * 5
+            return (gr.skip(),) * 6
         return answer(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
                       presence_threshold, progress)
 
@@ -149,6 +159,7 @@ def build_app(engine: DemoEngine) -> Any:
                                             elem_id="overlay")
                 table = gr.Dataframe(headers=["label", "pixels %"], label="Classes", interactive=False,
                                      elem_id="classes-table")
+                notes = gr.Markdown("", elem_id="presence-notes")  # why the kept classes differ from the threshold's
                 heatmaps = gr.Gallery(label="Per-label score maps", columns=4, height=260)
                 files = gr.File(label="Downloads (as pnpovss segment writes them)", file_count="multiple",
                                 elem_id="downloads")
@@ -162,14 +173,17 @@ def build_app(engine: DemoEngine) -> Any:
             api_button = gr.Button()
 
         knobs = [layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence, presence_threshold]
-        outputs = [overlay, heatmaps, table, files, status]
+        outputs = [overlay, heatmaps, table, files, status, notes]
         vocabulary.change(lambda v: gr.skip() if v == OWN_WORDS else vocab[v], vocabulary, classes,
                           api_visibility="private")
-        for trigger in (run.click, classes.submit):
-            trigger(answer, [image, classes, *knobs], outputs, api_name="run", concurrency_id="model")
-        for trigger in (threshold.change, blur_sigma.change, crf.change):
-            trigger(live, [image, classes, *knobs], outputs, api_visibility="private", concurrency_id="model",
-                    trigger_mode="always_last", show_progress="minimal")
+        asked = gr.on([run.click, classes.submit], answer, [image, classes, *knobs], outputs, api_name="run",
+                      concurrency_id="model", js=_START_CLOCK)
+        changed = gr.on([threshold.change, blur_sigma.change, crf.change], live, [image, classes, *knobs], outputs,
+                        api_visibility="private", concurrency_id="model", trigger_mode="always_last",
+                        show_progress="minimal", js=_START_CLOCK)
+        for event in (asked, changed):  # the browser's own clock: upload, queue and picture transfer included
+            event.success(None, [status], [status], js=_WAITED, api_visibility="private")
+            event.failure(None, None, [status], js=_FAILED, api_visibility="private")
         api_button.click(api_segment, [api_image, api_classes], [api_overlay, api_json], api_name="segment",
                          concurrency_id="model")
     app.queue(default_concurrency_limit=1)  # one model instance: requests wait their turn

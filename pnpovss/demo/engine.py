@@ -115,6 +115,15 @@ class DemoResult:
             return {}
         return found.to_json() if hasattr(found, "to_json") else dict(found)
 
+    def notes(self) -> list[str]:
+        """The presence stage's notes: why the kept classes differ from what the threshold alone
+        would keep (CLIP's veto, caption capacity, nothing present) and what the recurrent check removed."""
+        found = getattr(self.result, "presence", None)
+        if found is None or not hasattr(found, "notes"):
+            return []
+        dropped = [f"the recurrent check removed {', '.join(names)}" for names in found.dropped_by_check]
+        return [*found.notes, *dropped]
+
     def table(self) -> list[list[Any]]:
         """Rows: label, pixel percent (and presence score / kept once results carry ``presence``)."""
         presence = self.presence()
@@ -134,7 +143,7 @@ class DemoResult:
 
     def status(self) -> str:
         how = "reused from the cache" if self.maps_cached else "computed"
-        return (f"GradCAM + DropOut maps {how}; answered in {self.seconds:.2f} s "
+        return (f"GradCAM + DropOut maps {how}; server time {self.seconds:.2f} s "
                 f"(answer {self.answer}; GradCAM runs so far: {self.map_runs})")
 
 
