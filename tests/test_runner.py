@@ -285,3 +285,41 @@ def test_an_error_every_process_raises_is_printed_by_process_0_only(tmp_path, mo
         monkeypatch.setattr(DistContext, "gather", lambda self, obj: [obj, obj])
         res = run("segment", d, *TOY, "--out", tmp_path / "out")
         assert res.exit_code == 1 and ("bad" in res.output) == printed, res.output
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_workers_exits_within_3_s(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during a --workers 2
+    run: exit 130 within 3 s, one line, no worker traceback; no worker process is left. Slow: a
+    fresh process loads the toy model and segments 256 px images until two are written (~10 s)."""
+    from pnpovss.toyworld.world import make_sample
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(40):
+        Image.fromarray(make_sample(3, i, 256).image).save(d / f"img{i}.png")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pnpovss", "segment", str(d), *TOY, "--out", str(out),
+                             "--workers", "2"], stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and len(list(out.glob("img*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+        waited = time.monotonic() - sent
+        stderr = proc.stderr.read()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave workers behind
+    assert proc.returncode == 130 and waited <= 3.0, (proc.returncode, waited, stderr[-2000:])
+    assert "Traceback" not in stderr and stderr.rstrip().endswith("interrupted: rerun the same command to continue "
+                                                                  "where it stopped")
+    deadline = time.monotonic() + 10  # the workers end too (DataLoader's check their parent every 5 s)
+    with pytest.raises(ProcessLookupError):
+        while time.monotonic() < deadline:
+            os.killpg(proc.pid, 0)  # raises once no process of the run's group is left
+            time.sleep(0.2)

@@ -16,7 +16,8 @@ from ..fileio import IMAGE_SUFFIXES
 
 
 def _fail_cleanly(fn: Callable) -> Callable:
-    """Turn library errors into click's one-line ``Error: ...`` (exit 1) and Ctrl-C into exit 130."""
+    """Turn library errors into click's one-line ``Error: ...`` (exit 1) and Ctrl-C into exit 130
+    (at once: see the comment below)."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -27,7 +28,12 @@ def _fail_cleanly(fn: Callable) -> Callable:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("interrupted: rerun the same command to continue where it stopped", err=True)
-            sys.exit(130)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # Nothing is left to save (every result is renamed into place whole), and the
+            # interpreter's teardown (torch's threads, the model, worker bookkeeping) took seconds
+            # on a loaded machine: a user who pressed Ctrl-C gets the prompt back at once.
+            os._exit(130)
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
