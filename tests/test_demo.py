@@ -322,3 +322,23 @@ def test_presence_notes_reach_the_page(engine, photo):
     assert out.notes() == ["no candidate passed presence_threshold 1: the image is all background"]
     assert out.notes() == out.record["presence_notes"]
     assert engine.run(photo, "sky, sand", **page()).notes() == []  # keep_all: no presence stage
+
+
+def test_large_upload_is_shown_downscaled_and_downloaded_full_size(engine, tmp_path, rng):
+    """Above DISPLAY_MAX_SIDE the page gets the picture, masks and heat maps at display size; the
+    downloaded labels stay at full size (what `segment` writes)."""
+    from pnpovss.demo.engine import DISPLAY_MAX_SIDE
+    from pnpovss.postprocess import resize_labels
+
+    path = tmp_path / "big.png"
+    Image.fromarray((rng.random((60, 80, 3)) * 255).astype(np.uint8)).resize((1400, 1050)).save(path)
+    out = engine.run(path, "sky, sand", name="big.png", **page())
+    assert out.result.labels.shape == (1050, 1400)
+    shown = (round(1050 * DISPLAY_MAX_SIDE / 1400), DISPLAY_MAX_SIDE)
+    assert out.shown().image.shape[:2] == shown and all(m.shape == shown for m, _ in out.masks())
+    np.testing.assert_array_equal(out.shown().labels, resize_labels(out.result.labels, shown))
+    assert all(h.size == shown[::-1] for h, _ in out.heatmaps())
+    np.testing.assert_array_equal(np.asarray(Image.open(out.files[0])), out.result.labels)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "small.png")
+    small = engine.run(tmp_path / "small.png", "sky", **page())
+    assert small.display is None and small.shown() is small.result

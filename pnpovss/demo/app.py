@@ -98,7 +98,7 @@ def build_app(engine: DemoEngine) -> Any:
         except PnpOvssError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         return (
-            gr.AnnotatedImage(value=(out.result.image, out.masks()), color_map=out.colours()),
+            gr.AnnotatedImage(value=(out.shown().image, out.masks()), color_map=out.colours()),
             out.heatmaps(),
             gr.Dataframe(value=out.table(), headers=out.table_headers()),
             [str(p) for p in out.files],

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from ..config import FIELDS, PipelineConfig
 from ..errors import ConfigError, ImageLoadError, PnpOvssError
 from ..fileio import ImageInput, atomic_save_image, atomic_write_text, load_image
 from ..pipeline import SegmentationResult, Segmenter, parse_classes
 from ..visualize import label_png, palette
-from ..postprocess import postprocess
+from ..postprocess import postprocess, resize_labels, working_size
 
 POSTPROCESS_FIELDS = frozenset(
     {"threshold", "threshold_mode", "background_rule", "blur", "blur_sigma"}
@@ -38,6 +39,11 @@ cached grid maps. Any other field, and any non-config keyword, is part of the ca
 ``background`` is left out on purpose: the class-presence stage reads it to choose the caption."""
 
 CONFIG_FIELDS = frozenset(f.name for f in fields(PipelineConfig))
+
+DISPLAY_MAX_SIDE = 1024
+"""Long side of the pictures the page sends to the browser. A browser shows a few megapixels at
+most, while a photo's full-size overlay, masks and heat maps cost seconds to encode and send (an
+8000x8000 upload: tens of seconds per answer); the downloads stay at full size."""
 
 
 def parse_head_text(text: str | int | None) -> int | tuple[int, ...] | None:
@@ -98,14 +104,23 @@ class DemoResult:
         cols = palette(max(len(self.result.classes), 1))
         return {n: "#%02x%02x%02x" % tuple(int(v) for v in cols[i]) for i, n in enumerate(self.result.classes)}
 
+    display: SegmentationResult | None = None
+    """The result at display size (long side at most :data:`DISPLAY_MAX_SIDE`): what the page
+    shows; None: :attr:`result` itself is small enough."""
+
+    def shown(self) -> SegmentationResult:
+        """What the page draws: :attr:`display`, else the result itself."""
+        return self.display if self.display is not None else self.result
+
     def masks(self) -> list[tuple[np.ndarray, str]]:
-        """(H, W) 0/1 mask and name of every label but background (``gr.AnnotatedImage`` input)."""
-        res = self.result
+        """(h, w) 0/1 mask and name of every label but background (``gr.AnnotatedImage`` input),
+        at display size."""
+        res = self.shown()
         first = 1 if res.config.background else 0
         return [((res.labels == i).astype(np.float32), n) for i, n in enumerate(res.classes) if i >= first]
 
     def heatmaps(self) -> list[tuple[Any, str]]:
-        return [(self.result.heatmap(n), n) for n in self.result.classes]
+        return [(self.shown().heatmap(n), n) for n in self.result.classes]
 
     def presence(self) -> dict[str, dict[str, Any]]:
         """Class -> {"score", "kept"} when the result carries a presence decision (an object with
@@ -161,6 +176,7 @@ class DemoEngine:
         self._keep_outputs = keep_outputs
         self._lock = threading.Lock()
         self._calls = 0
+        self._shown_image: tuple[Any, Any, Any] = (None, None, None)
         self.out_dir = Path(tempfile.mkdtemp(prefix="pnpovss-demo-"))
 
     def close(self) -> None:
@@ -212,7 +228,19 @@ class DemoEngine:
                 cached = True
             files, record = self._write(res, name, names, bool(kwargs.get("keep_all", False)))
             return DemoResult(res, name, cached, self.map_runs, self._calls, time.perf_counter() - start, files,
-                              record)
+                              record, self._display(res))
+
+    def _display(self, res: SegmentationResult) -> SegmentationResult | None:
+        """``res`` with the image and labels at display size (None when it is small already); the
+        image is scaled once per upload (area resampling), the labels by nearest neighbour."""
+        size = working_size(res.labels.shape, DISPLAY_MAX_SIDE)
+        if size == res.labels.shape:
+            return None
+        key = (id(res.image), size)
+        if self._shown_image[0] != key:
+            small = Image.fromarray(np.ascontiguousarray(res.image)).resize(size[::-1], Image.Resampling.BOX)
+            self._shown_image = (key, np.asarray(small), res.image)  # keeps the image alive: its id stays its own
+        return dataclasses.replace(res, image=self._shown_image[1], labels=resize_labels(res.labels, size))
 
     @staticmethod
     def _key(rgb: np.ndarray, names: list[str], config: PipelineConfig, kwargs: dict[str, Any]) -> tuple:
