@@ -104,7 +104,8 @@ def crf_kernels(config: PipelineConfig, side: int) -> tuple[float, float]:
     return config.crf_gaussian_sxy * s, config.crf_bilateral_sxy * s
 
 
-def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig,
+                working_image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(C, gh, gw) class maps + the (H, W, 3) image -> (labels (H, W), scores (K, h, w)).
 
     With ``config.background`` channel 0 is background and class c is label c + 1. An image whose
@@ -112,14 +113,25 @@ def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig
     that long side (the maps come from a 24x24 or smaller grid, so little detail is lost) and the
     labels are upsampled back (nearest); ``scores`` then stay at that working size (h, w).
     Otherwise (h, w) = (H, W) and nothing differs from :func:`postprocess_full`.
+    ``working_image``: :func:`working_copy` of ``image`` made earlier (the demo post-processes one
+    upload again and again); used when it has the working size.
     """
     h, w = image.shape[:2]
     size = working_size((h, w), config.postprocess_max_side)
     if size == (h, w):
         return postprocess_full(grid_maps, image, config)
-    small = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size[::-1], Image.Resampling.BOX))
+    ok = working_image is not None and working_image.shape[:2] == size
+    small = working_image if ok else working_copy(image, config.postprocess_max_side)
     labels, scores = postprocess_full(grid_maps, small, config)
     return resize_labels(labels, (h, w)), scores
+
+
+def working_copy(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` scaled down (area resampling) to :func:`working_size`, or itself when small enough."""
+    size = working_size(image.shape[:2], max_side)
+    if size == image.shape[:2]:
+        return image
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size[::-1], Image.Resampling.BOX))
 
 
 def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:

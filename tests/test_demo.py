@@ -3,6 +3,7 @@ results and files as the pipeline and the CLI, the CLI's one-line errors. The pa
 from a real browser in ``test_demo_browser.py``."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -339,6 +340,14 @@ def test_large_upload_is_shown_downscaled_and_downloaded_full_size(engine, tmp_p
     np.testing.assert_array_equal(out.shown().labels, resize_labels(out.result.labels, shown))
     assert all(h.size == shown[::-1] for h, _ in out.heatmaps())
     np.testing.assert_array_equal(np.asarray(Image.open(out.files[0])), out.result.labels)
+    # a threshold change reuses the decoded upload and its working copy, and equals a fresh run
+    again = engine.run(path, "sky, sand", name="big.png", **page(threshold=0.5))
+    fresh = engine.seg.segment(str(path), ["sky", "sand"], **page(threshold=0.5))
+    assert again.maps_cached and np.array_equal(again.result.labels, fresh.labels)
+    # the same path with new content (as a re-upload could) is decoded again
+    Image.fromarray(np.full((1050, 1400, 3), 200, np.uint8)).save(path)
+    os.utime(path, ns=(1, 1))
+    assert not engine.run(path, "sky, sand", name="big.png", **page()).maps_cached
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "small.png")
     small = engine.run(tmp_path / "small.png", "sky", **page())
     assert small.display is None and small.shown() is small.result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -28,7 +29,7 @@ from ..errors import ConfigError, ImageLoadError, PnpOvssError
 from ..fileio import ImageInput, atomic_save_image, atomic_write_text, load_image
 from ..pipeline import SegmentationResult, Segmenter, parse_classes
 from ..visualize import label_png, palette
-from ..postprocess import postprocess, resize_labels, working_size
+from ..postprocess import postprocess, resize_labels, working_copy, working_size
 
 POSTPROCESS_FIELDS = frozenset(
     {"threshold", "threshold_mode", "background_rule", "blur", "blur_sigma"}
@@ -177,6 +178,8 @@ class DemoEngine:
         self._lock = threading.Lock()
         self._calls = 0
         self._shown_image: tuple[Any, Any, Any] = (None, None, None)
+        self._upload: tuple[Any, Any, Any] = (None, None, None)
+        self._working_image: tuple[Any, Any, Any] = (None, None, None)
         self.out_dir = Path(tempfile.mkdtemp(prefix="pnpovss-demo-"))
 
     def close(self) -> None:
@@ -199,11 +202,11 @@ class DemoEngine:
         """Segment ``image``; ``kwargs`` are ``Segmenter.segment`` keywords (see :func:`segment_kwargs`).
         Bad input raises :class:`PnpOvssError` with the CLI's one-line message."""
         start = time.perf_counter()
-        rgb = _load(image)
+        rgb, digest = self._decoded(image)
         names = parse_classes(classes)
         config = self.seg.config.replace(**{k: v for k, v in kwargs.items() if k in CONFIG_FIELDS})
         self.seg.validate(config)
-        key = self._key(rgb, names, config, kwargs)
+        key = self._key(digest, names, config, kwargs)
         with self._lock:
             base = self._maps.get(key)
             if base is None:
@@ -221,7 +224,8 @@ class DemoEngine:
             else:
                 self._maps.move_to_end(key)
                 if len(base.grid_maps) > 0:
-                    labels, scores = postprocess(base.grid_maps, base.image, config)
+                    labels, scores = postprocess(base.grid_maps, base.image, config,
+                                                 self._working(base.image, config.postprocess_max_side))
                     res = dataclasses.replace(base, labels=labels, scores=scores, config=config)
                 else:
                     res = dataclasses.replace(base, config=config)
@@ -229,6 +233,14 @@ class DemoEngine:
             files, record = self._write(res, name, names, bool(kwargs.get("keep_all", False)))
             return DemoResult(res, name, cached, self.map_runs, self._calls, time.perf_counter() - start, files,
                               record, self._display(res))
+
+    def _working(self, image: np.ndarray, max_side: int | None) -> np.ndarray:
+        """The post-processing copy of ``image`` (:func:`~pnpovss.postprocess.working_copy`), made
+        once per upload and size: a control change then costs the CRF, not a resize of the photo."""
+        key = (id(image), max_side)
+        if self._working_image[0] != key:
+            self._working_image = (key, working_copy(image, max_side), image)  # holds image: its id stays its own
+        return self._working_image[1]
 
     def _display(self, res: SegmentationResult) -> SegmentationResult | None:
         """``res`` with the image and labels at display size (None when it is small already); the
@@ -242,9 +254,28 @@ class DemoEngine:
             self._shown_image = (key, np.asarray(small), res.image)  # keeps the image alive: its id stays its own
         return dataclasses.replace(res, image=self._shown_image[1], labels=resize_labels(res.labels, size))
 
-    @staticmethod
-    def _key(rgb: np.ndarray, names: list[str], config: PipelineConfig, kwargs: dict[str, Any]) -> tuple:
+    def _decoded(self, image: ImageInput) -> tuple[np.ndarray, str]:
+        """The upload's pixels and their digest. The last uploaded file's are kept (keyed by path,
+        size and modification time): every control change sends the same file again, and
+        decoding and hashing a 64-megapixel photo took ~2 s of each answer."""
+        key = None
+        if isinstance(image, (str, Path)):
+            try:
+                st = os.stat(image)
+                key = (str(image), st.st_size, st.st_mtime_ns)
+            except OSError:
+                pass  # _load says what is wrong
+        last = self._upload
+        if key is not None and last[0] == key:
+            return last[1], last[2]
+        rgb = _load(image)
         digest = hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+        if key is not None:
+            self._upload = (key, rgb, digest)
+        return rgb, digest
+
+    @staticmethod
+    def _key(digest: str, names: list[str], config: PipelineConfig, kwargs: dict[str, Any]) -> tuple:
         maps = {k: v for k, v in config.to_dict().items() if k not in POSTPROCESS_FIELDS}
         extra = {k: v for k, v in kwargs.items() if k not in CONFIG_FIELDS}
         return digest, tuple(names), json.dumps(maps, sort_keys=True), json.dumps(extra, sort_keys=True, default=str)
