@@ -142,3 +142,19 @@ def test_cvpr_eval_scripts_threshold_and_background():
     classes = blur(upsample(threshold_maps(grid, 0.15, "absolute"), (20, 20)), cfg.blur_sigma)
     np.testing.assert_allclose(scores[1:], classes, atol=1e-6)
     np.testing.assert_allclose(scores[0], np.clip(1 - classes.sum(0), 0, 1), atol=1e-6)
+
+
+def test_labels_of_a_large_image_come_back_compact(two_tone_image):
+    """Above postprocess_max_side the full-size labels are uint8 (int64 at 64 megapixels took ~1 s
+    and 512 MB), with the same values as the working-size labels upsampled."""
+    from pnpovss.postprocess import resize_labels
+
+    big = two_tone_image.repeat(4, axis=0).repeat(4, axis=1)
+    grid = np.zeros((2, 4, 4), np.float32)
+    grid[0, :, :2], grid[1, :, 2:] = 1.0, 1.0
+    cfg = PipelineConfig(postprocess_max_side=64)
+    labels, _ = postprocess(grid, big, cfg)
+    working, _ = postprocess(grid, big[::4, ::4], cfg.replace(postprocess_max_side=None))
+    assert labels.dtype == np.uint8 and labels.shape == big.shape[:2]
+    assert postprocess(grid, two_tone_image, cfg)[0].dtype == np.int64  # small images: as before
+    np.testing.assert_array_equal(labels, resize_labels(working, big.shape[:2]))
