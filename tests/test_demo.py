@@ -351,3 +351,17 @@ def test_large_upload_is_shown_downscaled_and_downloaded_full_size(engine, tmp_p
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "small.png")
     small = engine.run(tmp_path / "small.png", "sky", **page())
     assert small.display is None and small.shown() is small.result
+
+
+def test_sigterm_handler_is_restored_after_an_exception():
+    """serve()'s SIGTERM-as-exit handler is swapped in for the block only (style: released in finally)."""
+    import signal
+
+    pytest.importorskip("gradio")
+    from pnpovss.demo.app import _terminate_as_exit
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RuntimeError), _terminate_as_exit():
+        assert signal.getsignal(signal.SIGTERM) is not before
+        raise RuntimeError("inside")
+    assert signal.getsignal(signal.SIGTERM) is before
