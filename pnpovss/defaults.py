@@ -8,3 +8,7 @@ re-export them under their old names.
 DEFAULT_MODEL = "Salesforce/blip-itm-large-flickr"
 DEFAULT_CLIP = "ViT-L-14-336"
 DEFAULT_CLIP_PRETRAINED = "openai"
+
+DEVICE_ORDER = ("cuda", "xpu", "mps", "cpu")
+"""``--device auto``'s preference (:mod:`pnpovss.devices`): NVIDIA/AMD GPUs (ROCm builds report as
+``cuda``), then Intel GPUs, then Apple silicon, then the CPU."""

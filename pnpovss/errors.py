@@ -9,6 +9,17 @@ and exits non-zero instead of showing a traceback.
 class PnpOvssError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
+    reported_by: str | None = None
+    """Under torchrun, an error every process raises alike (checks whose results the processes
+    gather, a device missing on the machine) names the rank variable (``RANK`` or ``LOCAL_RANK``)
+    whose process 0 alone prints it, so the user reads one line, not one per process."""
+
+
+def raised_alike(exc: PnpOvssError, by: str = "RANK") -> PnpOvssError:
+    """``exc``, marked as raised alike by every process (see :attr:`PnpOvssError.reported_by`)."""
+    exc.reported_by = by
+    return exc
+
 
 class ModelLoadError(PnpOvssError):
     """A model source could not be resolved or loaded."""

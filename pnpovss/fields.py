@@ -139,6 +139,7 @@ FIELDS: dict[str, FieldSpec] = {
     "crf_bilateral_sxy": FieldSpec("float", min=0.0, min_open=True),
     "crf_bilateral_srgb": FieldSpec("float", min=0.0, min_open=True),
     "crf_bilateral_compat": FieldSpec("float", min=0.0),
+    "crf_reference_side": FieldSpec("int", min=16, optional=True),
     "postprocess_max_side": FieldSpec("int", min=16, optional=True),
     "presence_threshold": FieldSpec("float", min=0.0, max=1.0),
     "presence_rounds": FieldSpec("int", min=0),

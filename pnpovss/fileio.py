@@ -10,6 +10,7 @@ partial file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import tempfile
@@ -112,6 +113,18 @@ def tensor_to_rgb(tensor) -> np.ndarray:
     return array_to_rgb(arr)
 
 
+def _stat_problem(path: Path, exc: OSError) -> str:
+    """Why ``path`` cannot be opened, in words: a symbolic link loop and a dangling link are named
+    as such (``exists()`` is False for both, and "no such file" would send the user looking for it)."""
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link loop (the links lead back to themselves); point the link at the image"
+    if exc.errno == errno.ENOENT:
+        if path.is_symlink():
+            return f"a symbolic link to a missing file ({os.readlink(path)})"
+        return "no such file"
+    return f"cannot open ({exc.strerror or type(exc).__name__})"
+
+
 def load_image(source: ImageInput, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Path, PIL image or array -> (H, W, 3) uint8. Raises :class:`ImageLoadError` with one line.
     A file above ``max_pixels`` (None: no limit) is refused before it is decoded."""
@@ -125,8 +138,10 @@ def load_image(source: ImageInput, max_pixels: int | None = MAX_PIXELS) -> np.nd
         raise ImageLoadError(f"cannot read an image from a {type(source).__name__}; pass a path, a PIL image, "
                              "a numpy array (H, W, 3) or a torch tensor (3, H, W)/(H, W, 3)")
     path = Path(source)
-    if not path.exists():
-        raise ImageLoadError(f"{path}: no such file")
+    try:
+        path.stat()
+    except OSError as exc:
+        raise ImageLoadError(f"{path}: {_stat_problem(path, exc)}") from None
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a directory, not an image")
     try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import weakref
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -15,6 +17,7 @@ import torch
 from .backbones import DEFAULT_MODEL, Backbone, load_backbone, resolve_source
 from .backbones.base import TextBatch
 from .config import PRESET_FILENAME, PipelineConfig, load_preset
+from .devices import resolve_device  # noqa: F401  (also importable from here, as before)
 from .dropout import DropoutMaps, salience_dropout
 from .errors import PnpOvssError
 from .fileio import ImageInput, load_image
@@ -45,16 +48,22 @@ def parse_classes(classes: str | Sequence[str]) -> list[str]:
     return names
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise PnpOvssError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PnpOvssError("device cuda requested but no CUDA GPU is available; use --device cpu")
-    return dev
+_LOCKS: "weakref.WeakKeyDictionary[Backbone, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(backbone: Backbone) -> threading.RLock:
+    """The one lock of ``backbone``'s model, shared by every :class:`Segmenter` on it.
+
+    A network pass changes module state for its duration (forward hooks capture attention,
+    :func:`~pnpovss.hooks.swapped_forwards` replaces forwards for fused attention and reduced
+    precision), so two passes on one model must not overlap; post-processing touches no module and
+    runs outside the lock. Re-entrant: a locked step may call another."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(backbone)
+        if lock is None:
+            lock = _LOCKS[backbone] = threading.RLock()
+        return lock
 
 
 def _image_key(image: np.ndarray, size: int) -> str:
@@ -76,6 +85,10 @@ class Segmenter:
     paper does). CLIP's second opinion (``presence_clip_ratio``) and the recurrent presence check
     (``presence_rounds``) need a CLIP: the config's ``presence_clip_model`` (loaded on first use), or a
     :class:`pnpovss.reward.ClipScorer` passed as ``presence_clip``.
+
+    Threads may share one instance: the network passes and the image cache are serialised by
+    :func:`model_lock` (so concurrent calls give the single-thread results), while post-processing
+    (blur, CRF) of different calls runs in parallel. Processes each load their own instance.
     """
 
     def __init__(self, backbone: Backbone, config: PipelineConfig | None = None, presence_clip=None) -> None:
@@ -86,6 +99,7 @@ class Segmenter:
         self._clip_key: tuple[str, str] | None = None
         self._cache_key: str | None = None
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.lock = model_lock(backbone)
 
     @classmethod
     def from_pretrained(
@@ -150,13 +164,14 @@ class Segmenter:
         if config.presence_clip_model is None:
             return None
         key = (config.presence_clip_model, config.presence_clip_template)
-        if self._clip_key != key:
-            from .reward import ClipScorer, load_clip
+        with self.lock:
+            if self._clip_key != key:
+                from .reward import ClipScorer, load_clip
 
-            self._clip = ClipScorer(load_clip(config.presence_clip_model, device=self.backbone.device),
-                                    template=config.presence_clip_template)
-            self._clip_key = key
-        return self._clip
+                self._clip = ClipScorer(load_clip(config.presence_clip_model, device=self.backbone.device),
+                                        template=config.presence_clip_template)
+                self._clip_key = key
+            return self._clip
 
     def precision(self, config: PipelineConfig | None = None) -> Precision:
         """What ``config.dtype`` means on this model's device (``auto`` resolved, with a note when
@@ -169,15 +184,20 @@ class Segmenter:
 
     def set_image(self, image: ImageInput, config: PipelineConfig | None = None) -> np.ndarray:
         """Decode ``image`` and cache its first-pass encoding; returns the RGB array."""
-        rgb = load_image(image)
+        return self._encoded(load_image(image), config)[0]
+
+    def _encoded(self, rgb: np.ndarray, config: PipelineConfig | None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """(rgb, pixels, embeds) of ``rgb``, from the cache or encoded into it. Callers hold
+        :attr:`lock` until they are done with the pair when another thread may replace it."""
         size = self.image_size(config)
         compiled = "+compiled" if self.backbone.compile_vision else ""
         key = _image_key(rgb, size) + self.precision(config).name + compiled
-        if key != self._cache_key:
-            pixels = self.backbone.preprocess([rgb], size)
-            self._cache = (pixels, self.encode(pixels, config))
-            self._cache_key = key
-        return rgb
+        with self.lock:
+            if key != self._cache_key or self._cache is None:
+                pixels = self.backbone.preprocess([rgb], size)
+                self._cache = (pixels, self.encode(pixels, config))
+                self._cache_key = key
+            return (rgb, *self._cache)
 
     def segment(self, image: ImageInput, classes: str | Sequence[str], *, keep_all: bool = False,
                 caption: Sequence[str] | None = None, **overrides: Any) -> SegmentationResult:
@@ -189,21 +209,24 @@ class Segmenter:
         config = self.config.replace(**overrides) if overrides else self.config
         self.validate(config)
         names = parse_classes(classes)
-        rgb = self.set_image(image, config)
-        assert self._cache is not None
-        pixels, embeds = self._cache
-        if caption is not None:
-            return self._kept_from_caption([rgb], pixels, embeds, [names], [caption], config)[0].finish()
-        return self._finish([rgb], pixels, embeds, [names], config, keep_all)[0]
+        rgb = load_image(image)
+        with self.lock:
+            rgb, pixels, embeds = self._encoded(rgb, config)
+            if caption is not None:
+                pending = self._kept_from_caption([rgb], pixels, embeds, [names], [caption], config)[0]
+            else:
+                pending = self._finish([rgb], pixels, embeds, [names], config, keep_all, defer=True)[0]
+        return pending.finish()  # post-processing: no model state, so outside the lock
 
     def detect_classes(self, image: ImageInput, classes: str | Sequence[str], **overrides: Any) -> Presence:
         """Only the presence scores and selection (no segmentation, no recurrent check)."""
         config = self.config.replace(**overrides) if overrides else self.config
         self.validate(config)
         names = parse_classes(classes)
-        rgb = self.set_image(image, config)
-        assert self._cache is not None
-        return detect(self.backbone, self._cache[1], names, config, scorer=self._opinion_scorer(config), rgb=rgb)
+        rgb = load_image(image)
+        with self.lock:
+            rgb, _pixels, embeds = self._encoded(rgb, config)
+            return detect(self.backbone, embeds, names, config, scorer=self._opinion_scorer(config), rgb=rgb)
 
     def _opinion_scorer(self, config: PipelineConfig):
         return self.clip_scorer(config) if config.presence_clip_ratio > 0 else None
@@ -246,10 +269,12 @@ class Segmenter:
             per_image = [parse_classes(classes)] * len(images)  # type: ignore[arg-type]
         rgbs = [load_image(img) for img in images]
         pixels = self.backbone.preprocess(rgbs, self.image_size(config))
-        if caption is not None:
-            captions = [parse_classes(caption)] * len(images)
-            return self._kept_from_caption(rgbs, pixels, self.encode(pixels, config), per_image, captions, config)
-        return self._finish(rgbs, pixels, self.encode(pixels, config), per_image, config, keep_all, defer=True)
+        with self.lock:
+            embeds = self.encode(pixels, config)
+            if caption is not None:
+                captions = [parse_classes(caption)] * len(images)
+                return self._kept_from_caption(rgbs, pixels, embeds, per_image, captions, config)
+            return self._finish(rgbs, pixels, embeds, per_image, config, keep_all, defer=True)
 
     def segment_stream(
         self,
@@ -276,7 +301,7 @@ class Segmenter:
 
     def encode(self, pixels: torch.Tensor, config: PipelineConfig | None = None) -> torch.Tensor:
         """The backbone's image encoding of preprocessed ``pixels`` in ``config``'s precision."""
-        with self.precision(config).vision_autocast(self.backbone.vision_linears()):
+        with self.lock, self.precision(config).vision_autocast(self.backbone.vision_linears()):
             return self.backbone.encode_image(pixels)
 
     def class_grid_maps(
@@ -292,9 +317,10 @@ class Segmenter:
         the image key/value projections reduced, the GradCAM forward/backward fp32)."""
         precision = self.precision(config)
         projections, linears = self.backbone.image_projections(), self.backbone.vision_linears()
-        return salience_dropout(self.backbone, pixels, embeds, text, config,
-                                lambda: precision.vision_autocast(linears),
-                                lambda: precision.text_autocast(projections))
+        with self.lock:
+            return salience_dropout(self.backbone, pixels, embeds, text, config,
+                                    lambda: precision.vision_autocast(linears),
+                                    lambda: precision.text_autocast(projections))
 
     def _finish(self, rgbs, pixels, embeds, classes, config, keep_all=True, defer=False) -> list:
         """Results, or with ``defer`` :class:`PendingResult` s (finished already where the

@@ -100,11 +100,12 @@ def dense_crf(maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> np
     probs = maps.astype(np.float64) if config.crf_unary == "probs" else softmax(maps.astype(np.float64))
     probs = probs.reshape(n, -1)
     unary = np.ascontiguousarray(-np.log(np.clip(probs, CRF_CLIP, 1.0)).astype(np.float32))
+    g_sxy, b_sxy = crf_kernels(config, max(h, w))
     crf = dcrf.DenseCRF2D(w, h, n)
     crf.setUnaryEnergy(unary)
-    crf.addPairwiseGaussian(sxy=config.crf_gaussian_sxy, compat=config.crf_gaussian_compat)
+    crf.addPairwiseGaussian(sxy=g_sxy, compat=config.crf_gaussian_compat)
     crf.addPairwiseBilateral(
-        sxy=config.crf_bilateral_sxy,
+        sxy=b_sxy,
         srgb=config.crf_bilateral_srgb,
         rgbim=np.array(image, dtype=np.uint8, order="C", copy=True),  # pydensecrf needs a writeable buffer
         compat=config.crf_bilateral_compat,
@@ -113,22 +114,49 @@ def dense_crf(maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> np
     return q.argmax(axis=0).reshape(h, w)
 
 
-def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+def crf_kernels(config: PipelineConfig, side: int) -> tuple[float, float]:
+    """(gaussian sxy, bilateral sxy) in pixels of an image of long side ``side``.
+
+    With ``crf_reference_side`` R and ``side`` L > R both widths scale by L/R, so that a kernel
+    covers the same part of the scene at any pixel size. The compatibilities stay: pydensecrf
+    normalises its kernels (``NORMALIZE_SYMMETRIC``, its default), so a wider kernel over more
+    pixels does not weigh more against the unary (checked in ``tests/test_postprocess.py``; scaling
+    them by (R/L)^2 as well made the upscaled labels worse there). Otherwise the configured pixels."""
+    ref = config.crf_reference_side
+    s = max(1.0, side / ref) if ref else 1.0
+    return config.crf_gaussian_sxy * s, config.crf_bilateral_sxy * s
+
+
+def postprocess(grid_maps: np.ndarray, image: np.ndarray, config: PipelineConfig,
+                working_image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(C, gh, gw) class maps + the (H, W, 3) image -> (labels (H, W), scores (K, h, w)).
 
     With ``config.background`` channel 0 is background and class c is label c + 1. An image whose
     long side exceeds ``config.postprocess_max_side`` is post-processed on a copy scaled down to
     that long side (the maps come from a 24x24 or smaller grid, so little detail is lost) and the
-    labels are upsampled back (nearest); ``scores`` then stay at that working size (h, w).
+    labels are upsampled back (nearest) as ``uint8`` (``uint16`` above 256 labels), an eighth of
+    the memory and time of int64 at photo sizes; ``scores`` then stay at that working size (h, w).
     Otherwise (h, w) = (H, W) and nothing differs from :func:`postprocess_full`.
+    ``working_image``: :func:`working_copy` of ``image`` made earlier (the demo post-processes one
+    upload again and again); used when it has the working size.
     """
     h, w = image.shape[:2]
     size = working_size((h, w), config.postprocess_max_side)
     if size == (h, w):
         return postprocess_full(grid_maps, image, config)
-    small = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size[::-1], Image.Resampling.BOX))
+    ok = working_image is not None and working_image.shape[:2] == size
+    small = working_image if ok else working_copy(image, config.postprocess_max_side)
     labels, scores = postprocess_full(grid_maps, small, config)
-    return resize_labels(labels, (h, w)), scores
+    compact = np.uint8 if labels.max(initial=0) < 256 else np.uint16  # 64 MP of int64 took ~1.2 s to write
+    return resize_labels(labels.astype(compact), (h, w)), scores
+
+
+def working_copy(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` scaled down (area resampling) to :func:`working_size`, or itself when small enough."""
+    size = working_size(image.shape[:2], max_side)
+    if size == image.shape[:2]:
+        return image
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size[::-1], Image.Resampling.BOX))
 
 
 def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .distributed import DistContext
-from .errors import ImageLoadError, PnpOvssError
+from .errors import ImageLoadError, PnpOvssError, raised_alike
 from .fileio import MAX_PIXELS, atomic_write_text, load_image
 from .outputs import check_writable_dir, file_digest, is_done
 from .workers import finish_and_write, segment_in_batches  # noqa: F401  (finish_and_write: re-exported)
@@ -127,8 +127,8 @@ def check_same_inputs(paths: Sequence[Path], dist: DistContext) -> None:
     machines would split the work wrongly)."""
     digest = hashlib.sha1("\0".join(map(str, paths)).encode()).hexdigest()
     if len(set(dist.gather(digest))) > 1:
-        raise PnpOvssError("the processes see different input images (a folder that differs between machines?); "
-                           "give every node the same inputs at the same paths")
+        raise raised_alike(PnpOvssError("the processes see different input images (a folder that differs between machines?); "
+                           "give every node the same inputs at the same paths"))
 
 
 def check_images(job: FolderJob, dist: DistContext) -> dict[Path, Any]:
@@ -147,7 +147,7 @@ def check_images(job: FolderJob, dist: DistContext) -> dict[Path, Any]:
             kept[p] = rgb
     errors = sorted(e for e in dist.gather(error) if e is not None)
     if errors:
-        raise ImageLoadError(errors[0][1])
+        raise raised_alike(ImageLoadError(errors[0][1]))
     return kept
 
 
@@ -179,7 +179,7 @@ def check_out_dir(out: Path, dist: DistContext) -> None:
     for check in (lambda: check_writable_dir(out, what) if dist.is_main else None, create_and_check):
         errors = [e for e in dist.gather(error_of(check)) if e]
         if errors:
-            raise PnpOvssError(errors[0])
+            raise raised_alike(PnpOvssError(errors[0]))
 
 
 # ------------------------------------------------------------------------------------ the run

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import signal
+import warnings
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -52,8 +54,12 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)  # the main process's network has the cores' threads
+def _worker_init(*_worker_id: int) -> None:
+    """Both kinds of worker: one torch thread (the main process's network has the cores), and
+    Ctrl-C left to the main process, which stops them (a worker interrupted on its own would
+    print a traceback and leave the main process waiting for it)."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _context() -> Any:
@@ -84,7 +90,8 @@ def segment_in_batches(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Pa
         return
     loader = torch.utils.data.DataLoader(
         _Images(todo, job.max_pixels, kept), batch_size=None, shuffle=False, collate_fn=_as_is,
-        num_workers=job.workers, multiprocessing_context=_context() if job.workers else None)
+        num_workers=job.workers, multiprocessing_context=_context() if job.workers else None,
+        worker_init_fn=_worker_init if job.workers else None)
     pool = ProcessPoolExecutor(job.workers, mp_context=_context(), initializer=_worker_init) if job.workers else None
     running: deque[tuple[list[int], list[Future]]] = deque()
     size, sizing = job.batch_size or 1, job.batch_size is None
@@ -118,8 +125,11 @@ def segment_in_batches(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Pa
         for i in positions:
             yield i, None
 
+    with warnings.catch_warnings():  # torch warns about more workers than cores when built (shown) and again here
+        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        decoded = iter(loader)
     try:
-        for i, rgb, error in loader:
+        for i, rgb, error in decoded:
             if error is not None:
                 if not job.skip_bad:
                     raise ImageLoadError(error)
@@ -133,9 +143,24 @@ def segment_in_batches(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Pa
             yield from flush()
         while running:
             yield from collect()
+    except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C here, or in the caller while this generator waits
+        if pool is not None:
+            _stop_now(pool)
+        raise
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        decoded = None  # noqa: F841  (the DataLoader's workers stop now, not at interpreter exit)
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """Ctrl-C: end the post-processing workers at once instead of letting them finish their
+    images (seconds each for large ones). Safe: results are written to temporary files renamed
+    into place, so a killed write leaves no partial result, and a rerun redoes those images.
+    ``_processes`` is the executor's own table of its workers (CPython 3.8+); without it the
+    workers finish their current image as before."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
 
 
 __all__ = ["finish_and_write", "segment_in_batches"]

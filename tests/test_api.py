@@ -81,3 +81,34 @@ def test_backbone_check_config_is_the_one_model_dependent_check(segmenter):
             segmenter.validate(cfg.replace(**bad))
     with pytest.raises(PnpOvssError, match="36"):
         bb.check_config(cfg, 36)
+
+
+def test_many_candidates_give_no_tokenizer_length_warning():
+    """A candidate list longer than the model's captions is split by the presence stage; the
+    tokenizer's "sequence length is longer than ... indexing errors" warning must not appear
+    (at transformers' default verbosity, which conftest turns down)."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    seg = Segmenter.from_pretrained("toy", device="cpu")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    hf_logging.get_logger().addHandler(handler)
+    try:
+        _segment_many(seg)
+    finally:
+        hf_logging.get_logger().removeHandler(handler)
+        hf_logging.set_verbosity(level)
+    assert not [r for r in records if "Token indices sequence length" in r]
+
+
+def _segment_many(seg):
+    words = sorted(w for w in seg.backbone.tokenizer.get_vocab() if w.isalpha() and w != "background")
+    names = [f"{a} {b}" for a in words[:5] for b in words[5:11]][:30]
+    assert seg.backbone.caption_length(seg.config.prompt, names) > seg.backbone.tokenizer.model_max_length
+    res = seg.segment(np.zeros((64, 64, 3), np.uint8), names, presence_threshold=0.0)
+    assert len(res.presence.scores) == 30

@@ -3,6 +3,7 @@ results and files as the pipeline and the CLI, the CLI's one-line errors. The pa
 from a real browser in ``test_demo_browser.py``."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -22,7 +23,9 @@ PAGE = dict(layer=2, head="1", drop_iters=2, drop_k=3, halving=False, threshold=
 
 @pytest.fixture
 def engine(segmenter):
-    return DemoEngine(segmenter, "tiny")
+    with DemoEngine(segmenter, "tiny") as eng:
+        yield eng
+    assert not eng.out_dir.exists()  # closing removes every answer's files
 
 
 @pytest.fixture
@@ -73,7 +76,8 @@ def test_postprocess_fields_leave_the_grid_maps_alone(segmenter, photo):
     """The cache key leaves out POSTPROCESS_FIELDS: changing all of them must not change the maps."""
     changed = dict(threshold=0.5, threshold_mode="binary", background_rule="one_minus_sum",
                    blur=False, blur_sigma=0.2, crf=False, crf_unary="probs", crf_iters=3, crf_gaussian_sxy=1.0,
-                   crf_gaussian_compat=2.0, crf_bilateral_sxy=9.0, crf_bilateral_srgb=2.0, crf_bilateral_compat=3.0)
+                   crf_gaussian_compat=2.0, crf_bilateral_sxy=9.0, crf_bilateral_srgb=2.0, crf_bilateral_compat=3.0,
+                   crf_reference_side=64)
     assert set(changed) == POSTPROCESS_FIELDS
     for keep_all in (True, False):  # presence threshold 0: every candidate kept, so there are maps
         base = segmenter.segment(str(photo), ["sky", "sand"], keep_all=keep_all, presence_threshold=0.0)
@@ -211,9 +215,12 @@ def test_table_shows_presence_when_results_carry_it(engine, photo):
     assert rows["sky"][2:] == [0.91, True] and rows["cat"] == ["cat", 0.0, 0.02, False]
 
 
-def test_demo_on_a_taken_port_is_a_one_line_error():
+def test_demo_on_a_taken_port_is_a_one_line_error(tmp_path, monkeypatch):
     """Loads the toy model (a few seconds) before Gradio finds the port taken."""
     import socket
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
     pytest.importorskip("gradio")
     with socket.socket() as taken:
@@ -224,6 +231,7 @@ def test_demo_on_a_taken_port_is_a_one_line_error():
     assert res.exit_code == 1, res.output
     last = res.output.strip().splitlines()[-1]
     assert last == f"Error: cannot serve on 127.0.0.1:{port} (the port is in use); pass a free --port"
+    assert not list(tmp_path.glob("pnpovss-demo-*"))  # the failed start left no folder behind
 
 
 def test_demo_device_and_dtype_options(monkeypatch):
@@ -265,3 +273,95 @@ def test_presence_filter_on_the_page(engine, photo, map_calls):
     again = engine.run(photo, "sky, sand", **page(presence=True, presence_threshold=1.0, threshold=0.5))
     assert again.maps_cached and again.result.classes == ["background"] and (again.result.labels == 0).all()
     assert {r[0]: r[1:] for r in again.table()}["sky"][0] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_demo_stopped_by_a_signal_removes_its_folder(tmp_path, sig):
+    """Ctrl-C (SIGINT) and kill (SIGTERM) on a serving `pnpovss demo`: the process ends and its
+    temporary folder is gone. Slow: a fresh process imports Gradio and loads the toy model
+    (~10 s on 2 shared cores)."""
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    pytest.importorskip("gradio")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pnpovss", "demo", "--model", "toy", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.time() + 180
+        while not list(tmp_path.glob("pnpovss-demo-*")) or not _answers(f"http://127.0.0.1:{port}/"):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.3)
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list(tmp_path.glob("pnpovss-demo-*"))
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def test_presence_notes_reach_the_page(engine, photo):
+    """The presence stage's notes (here: nothing passes a threshold of 1) are what the page shows."""
+    out = engine.run(photo, "sky, sand", **page(presence=True, presence_threshold=1.0))
+    assert out.notes() == ["no candidate passed presence_threshold 1: the image is all background"]
+    assert out.notes() == out.record["presence_notes"]
+    assert engine.run(photo, "sky, sand", **page()).notes() == []  # keep_all: no presence stage
+
+
+def test_large_upload_is_shown_downscaled_and_downloaded_full_size(engine, tmp_path, rng):
+    """Above DISPLAY_MAX_SIDE the page gets the picture, masks and heat maps at display size; the
+    downloaded labels stay at full size (what `segment` writes)."""
+    from pnpovss.demo.engine import DISPLAY_MAX_SIDE
+    from pnpovss.postprocess import resize_labels
+
+    path = tmp_path / "big.png"
+    Image.fromarray((rng.random((60, 80, 3)) * 255).astype(np.uint8)).resize((1400, 1050)).save(path)
+    out = engine.run(path, "sky, sand", name="big.png", **page())
+    assert out.result.labels.shape == (1050, 1400)
+    shown = (round(1050 * DISPLAY_MAX_SIDE / 1400), DISPLAY_MAX_SIDE)
+    assert out.shown().image.shape[:2] == shown and all(m.shape == shown for m, _ in out.masks())
+    np.testing.assert_array_equal(out.shown().labels, resize_labels(out.result.labels, shown))
+    assert all(h.size == shown[::-1] for h, _ in out.heatmaps())
+    np.testing.assert_array_equal(np.asarray(Image.open(out.files[0])), out.result.labels)
+    # a threshold change reuses the decoded upload and its working copy, and equals a fresh run
+    again = engine.run(path, "sky, sand", name="big.png", **page(threshold=0.5))
+    fresh = engine.seg.segment(str(path), ["sky", "sand"], **page(threshold=0.5))
+    assert again.maps_cached and np.array_equal(again.result.labels, fresh.labels)
+    # the same path with new content (as a re-upload could) is decoded again
+    Image.fromarray(np.full((1050, 1400, 3), 200, np.uint8)).save(path)
+    os.utime(path, ns=(1, 1))
+    assert not engine.run(path, "sky, sand", name="big.png", **page()).maps_cached
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "small.png")
+    small = engine.run(tmp_path / "small.png", "sky", **page())
+    assert small.display is None and small.shown() is small.result
+
+
+def test_sigterm_handler_is_restored_after_an_exception():
+    """serve()'s SIGTERM-as-exit handler is swapped in for the block only (style: released in finally)."""
+    import signal
+
+    pytest.importorskip("gradio")
+    from pnpovss.demo.app import _terminate_as_exit
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RuntimeError), _terminate_as_exit():
+        assert signal.getsignal(signal.SIGTERM) is not before
+        raise RuntimeError("inside")
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -146,7 +146,7 @@ def test_page_in_a_real_browser(server, tmp_path):
             page.locator("#input-image input[type=file]").set_input_files(str(SHAPES))
             page.locator("#classes textarea").fill("circle,star")
             page.locator("#run").click()
-            first = _wait_status(page, r"maps computed; .*GradCAM runs so far: 1\)")
+            first = _wait_status(page, r"maps computed; .*GradCAM runs so far: 1\); you waited \d+\.\d\d s$")
             page.wait_for_function("() => [...document.querySelectorAll('#overlay img')].length >= 3 && "
                                    "[...document.querySelectorAll('#overlay img')].every(i => i.complete && i.naturalWidth > 0)")
             assert page.locator("#overlay .legend-item").all_inner_texts() == ["circle", "star"]
@@ -170,7 +170,7 @@ def test_page_in_a_real_browser(server, tmp_path):
             box = page.locator("#threshold input[type=number]")
             box.fill("0.6")
             box.press("Enter")
-            second = _wait_status(page, r"reused from the cache; .*GradCAM runs so far: 1\)")
+            second = _wait_status(page, r"reused from the cache; .*GradCAM runs so far: 1\); you waited")
             assert second != first
             page.wait_for_function("before => { const m = [...document.querySelectorAll('#overlay img.mask')]"
                                    ".map(e => e.src); return m.length > 0 && m.join() !== before.join(); }",
@@ -181,6 +181,8 @@ def test_page_in_a_real_browser(server, tmp_path):
             layer.fill("9")
             page.locator("#run").click()
             _wait_toast(page, "layer 9 is out of range: this model has cross-attention layers 1..")
+            failed = _wait_status(page, r"The last request failed")
+            assert "server time" not in failed  # not the previous answer's line
             _close_toasts(page)
             layer.fill("1")
             page.locator("#classes textarea").fill("circle,,star")
@@ -202,6 +204,13 @@ def test_page_in_a_real_browser(server, tmp_path):
             _wait_status(page, r"maps computed; .*GradCAM runs so far: 2\)")
             _wait_text(page, "#classes-table", ["heart", "presence score", "false"])  # the filter dropped heart
             assert page.locator("#overlay .legend-item").all_inner_texts() == ["circle", "star"]
+
+            # the presence stage's notes are shown: here nothing passes a threshold of 1
+            presence = page.locator("#presence-threshold input[type=number]")
+            presence.fill("1")
+            presence.press("Enter")
+            page.locator("#run").click()
+            _wait_text(page, "#presence-notes", ["no candidate passed presence_threshold 1: the image is all background"])
         finally:
             browser.close()
 
@@ -212,7 +221,9 @@ def test_segment_endpoint_with_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/segment"]
+    endpoints = client.view_api(print_info=False, return_format="dict")
+    assert sorted(endpoints["named_endpoints"]) == ["/run", "/segment"] and not endpoints["unnamed_endpoints"]
+    api = endpoints["named_endpoints"]["/segment"]
     assert len(api["parameters"]) == 2 and len(api["returns"]) == 2
 
     overlay, record = client.predict(handle_file(str(SHAPES)), "circle,star", api_name="/segment")

@@ -74,6 +74,16 @@ def test_bad_files_give_one_line_errors(tmp_path):
         load_image(np.full((4, 4, 3), np.nan))
 
 
+def test_symbolic_link_loop_and_dangling_link_are_named(tmp_path):
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "missing.png")
+    with pytest.raises(ImageLoadError, match=r"a\.png: a symbolic link loop \(the links lead back to themselves\)"):
+        load_image(tmp_path / "a.png")
+    with pytest.raises(ImageLoadError, match=r"gone\.png: a symbolic link to a missing file \(.*missing\.png\)$"):
+        load_image(tmp_path / "gone.png")
+
+
 def test_atomic_write_gives_ordinary_permissions(tmp_path):
     """Results are written via a private temporary file but end up readable like any new file."""
     import os

@@ -16,6 +16,7 @@ def test_named_presets_are_listed_and_valid():
     for name in list_presets():
         cfg = PipelineConfig.from_dict(load_preset(name))
         assert "background" not in load_preset(name)  # the dataset decides (eval refuses a mismatch)
+        assert load_preset(name)["crf_reference_side"] is None  # the reference's CRF kernels, in pixels
         assert (cfg.layer, cfg.head, cfg.saliency, cfg.drop_saliency) == (8, 9, "gradcam", "reference")
 
 

@@ -247,3 +247,88 @@ def test_torchrun_coco_file_is_complete(toy_folder, tmp_path):
     assert proc.returncode == 0, stderr[-3000:]
     assert (two / "ann.json").read_text() == (one / "ann.json").read_text()
     assert len(json.loads((one / "ann.json").read_text())["images"]) == 8
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_skip_bad_with_nothing_segmented_exits_1(tmp_path, workers):
+    """--skip-bad over a folder where every image is bad: the summary lists them, and the run
+    fails (exit 1, one line) instead of reporting "segmented 0" as a success."""
+    d = tmp_path / "bad"
+    d.mkdir()
+    for i in range(2):
+        (d / f"b{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 40)
+    out = tmp_path / "out"
+    res = run("segment", d, *TOY, "--out", out, "--skip-bad", "--workers", workers)
+    assert res.exit_code == 1, res.output
+    assert res.output.strip().splitlines()[-1].startswith("Error: no image could be segmented: all 2 were unreadable")
+    assert json.loads((out / runner.SUMMARY_NAME).read_text())["counts"]["skipped"] == 2
+
+
+def test_more_workers_than_cores_warns_once(toy_folder, tmp_path, monkeypatch):
+    """torch warns when a DataLoader has more workers than cores, once when built and again when
+    iterated; the run shows it once."""
+    import warnings
+
+    import torch
+
+    monkeypatch.setattr(torch._utils, "cpu_count", lambda: 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run("segment", toy_folder, *TOY, "--out", tmp_path / "out", "--workers", 2)
+    assert res.exit_code == 0, res.output
+    assert sum("This DataLoader will create 2 worker processes" in str(w.message) for w in caught) == 1
+
+
+def test_an_error_every_process_raises_is_printed_by_process_0_only(tmp_path, monkeypatch):
+    """Under torchrun (RANK set) a gathered check's error is printed once: by rank 0; the other
+    ranks exit 1 silently. An error of one process alone is printed by it."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(2):
+        (d / f"bad{i}.png").write_bytes(b"not a png")
+    for rank, printed in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setattr(runner, "check_same_inputs", lambda paths, ctx: None)
+        from pnpovss import distributed
+        monkeypatch.setattr(distributed, "from_env", lambda device: DistContext(int(rank), 2, int(rank)))
+        monkeypatch.setattr(DistContext, "gather", lambda self, obj: [obj, obj])
+        res = run("segment", d, *TOY, "--out", tmp_path / "out")
+        assert res.exit_code == 1 and ("bad" in res.output) == printed, res.output
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_workers_exits_within_3_s(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during a --workers 2
+    run: exit 130 within 3 s, one line, no worker traceback; no worker process is left. Slow: a
+    fresh process loads the toy model and segments 256 px images until two are written (~10 s)."""
+    from pnpovss.toyworld.world import make_sample
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(40):
+        Image.fromarray(make_sample(3, i, 256).image).save(d / f"img{i}.png")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pnpovss", "segment", str(d), *TOY, "--out", str(out),
+                             "--workers", "2"], stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and len(list(out.glob("img*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+        waited = time.monotonic() - sent
+        stderr = proc.stderr.read()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave workers behind
+    assert proc.returncode == 130 and waited <= 3.0, (proc.returncode, waited, stderr[-2000:])
+    assert "Traceback" not in stderr and stderr.rstrip().endswith("interrupted: rerun the same command to continue "
+                                                                  "where it stopped")
+    deadline = time.monotonic() + 10  # the workers end too (DataLoader's check their parent every 5 s)
+    with pytest.raises(ProcessLookupError):
+        while time.monotonic() < deadline:
+            os.killpg(proc.pid, 0)  # raises once no process of the run's group is left
+            time.sleep(0.2)

@@ -165,13 +165,16 @@ class Backbone(abc.ABC):
         return len(classes)
 
     def _tokenize_with_offsets(self, caption: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """Token ids (with special tokens) and each token's character span ((0, 0) for specials)."""
+        """Token ids (with special tokens) and each token's character span ((0, 0) for specials).
+        ``verbose=False``: the tokenizer's "longer than the maximum sequence length" warning would
+        fire for every long candidate list, whose captions are split or refused with one line by
+        the callers (:meth:`build_text`, :mod:`~pnpovss.presence`), never run whole."""
         if getattr(self.tokenizer, "is_fast", False):
-            enc = self.tokenizer(caption, return_offsets_mapping=True, add_special_tokens=True)
+            enc = self.tokenizer(caption, return_offsets_mapping=True, add_special_tokens=True, verbose=False)
             return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
         # Slow tokenizers: grow the caption word by word and attribute the new tokens to those characters.
-        ids = self.tokenizer(caption, add_special_tokens=True)["input_ids"]
-        plain = self.tokenizer(caption, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(caption, add_special_tokens=True, verbose=False)["input_ids"]
+        plain = self.tokenizer(caption, add_special_tokens=False, verbose=False)["input_ids"]
         lead = next(i for i in range(len(ids)) if ids[i : i + len(plain)] == plain)
         offsets: list[tuple[int, int]] = [(0, 0)] * len(ids)
         done, pos = 0, 0
@@ -179,7 +182,8 @@ class Backbone(abc.ABC):
         for w_i, word in enumerate(words):
             start = pos
             pos += len(word)
-            upto = len(self.tokenizer(" ".join(words[: w_i + 1]), add_special_tokens=False)["input_ids"])
+            upto = len(self.tokenizer(" ".join(words[: w_i + 1]), add_special_tokens=False,
+                                      verbose=False)["input_ids"])
             for t in range(done, upto):
                 offsets[lead + t] = (start, pos)
             done = upto

@@ -4,6 +4,7 @@ device notice, and loading a dataset with its segmenter for ``eval`` and ``tune`
 from __future__ import annotations
 
 import glob
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -15,16 +16,24 @@ from ..fileio import IMAGE_SUFFIXES
 
 
 def _fail_cleanly(fn: Callable) -> Callable:
-    """Turn library errors into click's one-line ``Error: ...`` (exit 1) and Ctrl-C into exit 130."""
+    """Turn library errors into click's one-line ``Error: ...`` (exit 1) and Ctrl-C into exit 130
+    (at once: see the comment below)."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except PnpOvssError as exc:
+            if exc.reported_by and os.environ.get(exc.reported_by, "0") != "0":
+                sys.exit(1)  # under torchrun every process raised it alike: process 0 prints it
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("interrupted: rerun the same command to continue where it stopped", err=True)
-            sys.exit(130)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # Nothing is left to save (every result is renamed into place whole), and the
+            # interpreter's teardown (torch's threads, the model, worker bookkeeping) took seconds
+            # on a loaded machine: a user who pressed Ctrl-C gets the prompt back at once.
+            os._exit(130)
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__

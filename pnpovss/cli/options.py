@@ -14,7 +14,7 @@ import click
 from ..config import PipelineConfig, list_presets
 from ..datasets import DATASET_ALIASES, DATASETS, dataset_names
 from ..datasets.toyworld import DEFAULT_IMAGES
-from ..defaults import DEFAULT_MODEL
+from ..defaults import DEFAULT_MODEL, DEVICE_ORDER
 
 DEFAULTS = PipelineConfig()
 """The pipeline's defaults, for help text."""
@@ -66,7 +66,8 @@ batch_size = click.option("--batch-size", default="auto", show_default=True,
 def device(default: str = "auto") -> Callable[[Callable], Callable]:
     """``--device`` (``auto`` on every command)."""
     return click.option("--device", default=default, show_default=True,
-                        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
+                        help=f"auto (the first available of {', '.join(DEVICE_ORDER)}), or one of them, e.g. cpu, cuda, "
+                             "cuda:N, mps; a device this machine lacks is an error naming those it has.")
 
 
 def _dataset(required: bool) -> Callable[[Callable], Callable]:

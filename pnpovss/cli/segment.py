@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError, PnpOvssError
+from ..errors import ConfigError, PnpOvssError, raised_alike
 from ..fields import FIELDS
 from ..fileio import MAX_PIXELS
 from . import options as opt
@@ -87,6 +87,10 @@ def _run(job: Any, model: str | None, preset: str | None, clip_name: str | None,
     from ..outputs import remove_stale_temps
     from ..pipeline import Segmenter, resolve_device
 
+    try:
+        resolve_device(device)  # a device this machine lacks fails before anything is read or started
+    except PnpOvssError as exc:  # alike on every process of a machine: its local process 0 says so
+        raise raised_alike(exc, "LOCAL_RANK") from None
     ctx = from_env(device)
     try:
         runner.check_same_inputs(job.paths, ctx)
@@ -107,6 +111,9 @@ def _run(job: Any, model: str | None, preset: str | None, clip_name: str | None,
             click.echo(f"{summary.line()}\nwrote {3 * summary.segmented} files to {job.out}", err=True)
             if job.coco is not None:
                 click.echo(f"wrote COCO annotations of the run to {job.coco}", err=True)
+        if summary.skipped and not summary.segmented and not summary.already_done:  # --skip-bad, all bad
+            raise raised_alike(PnpOvssError(f"no image could be segmented: all {len(summary.skipped)} were unreadable "
+                                            f"(reasons in {job.out / runner.SUMMARY_NAME})"))
     finally:
         shutdown(ctx)
 

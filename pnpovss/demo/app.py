@@ -5,9 +5,9 @@ Gradio is imported here only, so the core package and ``pnpovss --help`` never n
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..datasets.base import CLASSNAMES_DIR, read_classnames
 from ..errors import PnpOvssError
@@ -69,13 +69,23 @@ def _gradio() -> Any:
     return gradio
 
 
+_START_CLOCK = "(...inputs) => { window.pnpovssAsked = performance.now(); return inputs; }"
+"""Runs in the browser as a request is sent: notes the time and passes the inputs on unchanged."""
+_WAITED = ("(status) => window.pnpovssAsked === undefined ? status : status + '; you waited ' + "
+           "((performance.now() - window.pnpovssAsked) / 1000).toFixed(2) + ' s'")
+"""After an answer is shown: the status line adds the time the visitor waited, measured in the browser."""
+_FAILED = "() => 'The last request failed (the message says why); the results below are from the one before.'"
+"""After an error: the status line no longer reports the previous answer as if it were this one."""
+
+
 def build_app(engine: DemoEngine) -> Any:
     """The page (``gr.Blocks``); ``launch()`` it, or use :func:`serve`."""
     gr = _gradio()
 
     cfg = engine.seg.config
     vocab = vocabularies()
-    examples_dir = Path(tempfile.mkdtemp(prefix="pnpovss-demo-examples-"))
+    examples_dir = engine.out_dir / "examples"  # removed with the engine's folder
+    examples_dir.mkdir(exist_ok=True)
     head_text = "mean" if cfg.head is None else ",".join(str(h) for h in cfg.heads_tuple() or ())
 
     def answer(image: str | None, classes: str, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma,
@@ -88,18 +98,19 @@ def build_app(engine: DemoEngine) -> Any:
         except PnpOvssError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         return (
-            gr.AnnotatedImage(value=(out.result.image, out.masks()), color_map=out.colours()),
+            gr.AnnotatedImage(value=(out.shown().image, out.masks()), color_map=out.colours()),
             out.heatmaps(),
             gr.Dataframe(value=out.table(), headers=out.table_headers()),
             [str(p) for p in out.files],
             out.status(),
+            "\n".join(f"* {note}" for note in out.notes()),
         )
 
     def live(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
              presence_threshold, progress=gr.Progress()):
         """Post-processing controls: answer only once a picture is there (maps come from the cache)."""
         if image is None:
-            return (gr.skip(),) * 5
+            return (gr.skip(),) * 6
         return answer(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
                       presence_threshold, progress)
 
@@ -148,6 +159,7 @@ def build_app(engine: DemoEngine) -> Any:
                                             elem_id="overlay")
                 table = gr.Dataframe(headers=["label", "pixels %"], label="Classes", interactive=False,
                                      elem_id="classes-table")
+                notes = gr.Markdown("", elem_id="presence-notes")  # why the kept classes differ from the threshold's
                 heatmaps = gr.Gallery(label="Per-label score maps", columns=4, height=260)
                 files = gr.File(label="Downloads (as pnpovss segment writes them)", file_count="multiple",
                                 elem_id="downloads")
@@ -161,14 +173,17 @@ def build_app(engine: DemoEngine) -> Any:
             api_button = gr.Button()
 
         knobs = [layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence, presence_threshold]
-        outputs = [overlay, heatmaps, table, files, status]
+        outputs = [overlay, heatmaps, table, files, status, notes]
         vocabulary.change(lambda v: gr.skip() if v == OWN_WORDS else vocab[v], vocabulary, classes,
                           api_visibility="private")
-        for trigger in (run.click, classes.submit):
-            trigger(answer, [image, classes, *knobs], outputs, api_name="run", concurrency_id="model")
-        for trigger in (threshold.change, blur_sigma.change, crf.change):
-            trigger(live, [image, classes, *knobs], outputs, api_visibility="private", concurrency_id="model",
-                    trigger_mode="always_last", show_progress="minimal")
+        asked = gr.on([run.click, classes.submit], answer, [image, classes, *knobs], outputs, api_name="run",
+                      concurrency_id="model", js=_START_CLOCK)
+        changed = gr.on([threshold.change, blur_sigma.change, crf.change], live, [image, classes, *knobs], outputs,
+                        api_visibility="private", concurrency_id="model", trigger_mode="always_last",
+                        show_progress="minimal", js=_START_CLOCK)
+        for event in (asked, changed):  # the browser's own clock: upload, queue and picture transfer included
+            event.success(None, [status], [status], js=_WAITED, api_visibility="private")
+            event.failure(None, None, [status], js=_FAILED, api_visibility="private")
         api_button.click(api_segment, [api_image, api_classes], [api_overlay, api_json], api_name="segment",
                          concurrency_id="model")
     app.queue(default_concurrency_limit=1)  # one model instance: requests wait their turn
@@ -189,13 +204,31 @@ def serve(model: str, *, host: str = "127.0.0.1", port: int = 7860, device: str 
     seg = Segmenter.from_pretrained(model, device=device, **({} if dtype is None else {"dtype": dtype}))
     if on_load is not None:
         on_load(seg)
-    engine = DemoEngine(seg, model)
-    app = build_app(engine)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web-font download: works offline
+    with DemoEngine(seg, model) as engine, _terminate_as_exit():  # its folder goes on every way out
+        app = build_app(engine)
+        try:
+            app.launch(server_name=host, server_port=port, theme=theme, show_error=True,
+                       allowed_paths=[str(engine.out_dir)])
+        except OSError as exc:  # Gradio's "Cannot find empty port" and socket errors
+            why = "the port is in use" if "empty port" in str(exc) else str(exc).splitlines()[0]
+            raise PnpOvssError(f"cannot serve on {host}:{port} ({why}); pass a free --port") from None
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``, a service manager) ends the process through ``SystemExit`` inside the
+    block, so that ``finally`` and ``with`` exits run as they do on Ctrl-C; restored after."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        app.launch(server_name=host, server_port=port, theme=theme, show_error=True,
-                   allowed_paths=[str(engine.out_dir)])
-    except OSError as exc:  # Gradio's "Cannot find empty port" and socket errors
-        why = "the port is in use" if "empty port" in str(exc) else str(exc).splitlines()[0]
-        raise PnpOvssError(f"cannot serve on {host}:{port} ({why}); pass a free --port") from None
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -21,13 +22,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from ..config import FIELDS, PipelineConfig
 from ..errors import ConfigError, ImageLoadError, PnpOvssError
 from ..fileio import ImageInput, atomic_save_image, atomic_write_text, load_image
 from ..pipeline import SegmentationResult, Segmenter, parse_classes
 from ..visualize import label_png, palette
-from ..postprocess import postprocess
+from ..postprocess import postprocess, resize_labels, working_copy, working_size
 
 POSTPROCESS_FIELDS = frozenset(
     {"threshold", "threshold_mode", "background_rule", "blur", "blur_sigma"}
@@ -38,6 +40,11 @@ cached grid maps. Any other field, and any non-config keyword, is part of the ca
 ``background`` is left out on purpose: the class-presence stage reads it to choose the caption."""
 
 CONFIG_FIELDS = frozenset(f.name for f in fields(PipelineConfig))
+
+DISPLAY_MAX_SIDE = 1024
+"""Long side of the pictures the page sends to the browser. A browser shows a few megapixels at
+most, while a photo's full-size overlay, masks and heat maps cost seconds to encode and send (an
+8000x8000 upload: tens of seconds per answer); the downloads stay at full size."""
 
 
 def parse_head_text(text: str | int | None) -> int | tuple[int, ...] | None:
@@ -98,14 +105,23 @@ class DemoResult:
         cols = palette(max(len(self.result.classes), 1))
         return {n: "#%02x%02x%02x" % tuple(int(v) for v in cols[i]) for i, n in enumerate(self.result.classes)}
 
+    display: SegmentationResult | None = None
+    """The result at display size (long side at most :data:`DISPLAY_MAX_SIDE`): what the page
+    shows; None: :attr:`result` itself is small enough."""
+
+    def shown(self) -> SegmentationResult:
+        """What the page draws: :attr:`display`, else the result itself."""
+        return self.display if self.display is not None else self.result
+
     def masks(self) -> list[tuple[np.ndarray, str]]:
-        """(H, W) 0/1 mask and name of every label but background (``gr.AnnotatedImage`` input)."""
-        res = self.result
+        """(h, w) 0/1 mask and name of every label but background (``gr.AnnotatedImage`` input),
+        at display size."""
+        res = self.shown()
         first = 1 if res.config.background else 0
         return [((res.labels == i).astype(np.float32), n) for i, n in enumerate(res.classes) if i >= first]
 
     def heatmaps(self) -> list[tuple[Any, str]]:
-        return [(self.result.heatmap(n), n) for n in self.result.classes]
+        return [(self.shown().heatmap(n), n) for n in self.result.classes]
 
     def presence(self) -> dict[str, dict[str, Any]]:
         """Class -> {"score", "kept"} when the result carries a presence decision (an object with
@@ -114,6 +130,15 @@ class DemoResult:
         if found is None:
             return {}
         return found.to_json() if hasattr(found, "to_json") else dict(found)
+
+    def notes(self) -> list[str]:
+        """The presence stage's notes: why the kept classes differ from what the threshold alone
+        would keep (CLIP's veto, caption capacity, nothing present) and what the recurrent check removed."""
+        found = getattr(self.result, "presence", None)
+        if found is None or not hasattr(found, "notes"):
+            return []
+        dropped = [f"the recurrent check removed {', '.join(names)}" for names in found.dropped_by_check]
+        return [*found.notes, *dropped]
 
     def table(self) -> list[list[Any]]:
         """Rows: label, pixel percent (and presence score / kept once results carry ``presence``)."""
@@ -134,13 +159,14 @@ class DemoResult:
 
     def status(self) -> str:
         how = "reused from the cache" if self.maps_cached else "computed"
-        return (f"GradCAM + DropOut maps {how}; answered in {self.seconds:.2f} s "
+        return (f"GradCAM + DropOut maps {how}; server time {self.seconds:.2f} s "
                 f"(answer {self.answer}; GradCAM runs so far: {self.map_runs})")
 
 
 class DemoEngine:
     """One :class:`Segmenter` shared by every visitor; calls are serialised by a lock (the
-    segmenter caches one image encoding and a model must not run twice at once)."""
+    segmenter caches one image encoding and a model must not run twice at once). Its files live
+    in one temporary folder, removed by :meth:`close` (or leaving a ``with`` block)."""
 
     def __init__(self, segmenter: Segmenter, model: str, *, cache_size: int = 8, keep_outputs: int = 64) -> None:
         self.seg = segmenter
@@ -151,7 +177,20 @@ class DemoEngine:
         self._keep_outputs = keep_outputs
         self._lock = threading.Lock()
         self._calls = 0
+        self._shown_image: tuple[Any, Any, Any] = (None, None, None)
+        self._upload: tuple[Any, Any, Any] = (None, None, None)
+        self._working_image: tuple[Any, Any, Any] = (None, None, None)
         self.out_dir = Path(tempfile.mkdtemp(prefix="pnpovss-demo-"))
+
+    def close(self) -> None:
+        """Remove the answers' folder (every download and the page's examples live in it)."""
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+
+    def __enter__(self) -> "DemoEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def describe(self) -> str:
         b = self.seg.backbone
@@ -163,11 +202,11 @@ class DemoEngine:
         """Segment ``image``; ``kwargs`` are ``Segmenter.segment`` keywords (see :func:`segment_kwargs`).
         Bad input raises :class:`PnpOvssError` with the CLI's one-line message."""
         start = time.perf_counter()
-        rgb = _load(image)
+        rgb, digest = self._decoded(image)
         names = parse_classes(classes)
         config = self.seg.config.replace(**{k: v for k, v in kwargs.items() if k in CONFIG_FIELDS})
         self.seg.validate(config)
-        key = self._key(rgb, names, config, kwargs)
+        key = self._key(digest, names, config, kwargs)
         with self._lock:
             base = self._maps.get(key)
             if base is None:
@@ -185,18 +224,58 @@ class DemoEngine:
             else:
                 self._maps.move_to_end(key)
                 if len(base.grid_maps) > 0:
-                    labels, scores = postprocess(base.grid_maps, base.image, config)
+                    labels, scores = postprocess(base.grid_maps, base.image, config,
+                                                 self._working(base.image, config.postprocess_max_side))
                     res = dataclasses.replace(base, labels=labels, scores=scores, config=config)
                 else:
                     res = dataclasses.replace(base, config=config)
                 cached = True
             files, record = self._write(res, name, names, bool(kwargs.get("keep_all", False)))
             return DemoResult(res, name, cached, self.map_runs, self._calls, time.perf_counter() - start, files,
-                              record)
+                              record, self._display(res))
+
+    def _working(self, image: np.ndarray, max_side: int | None) -> np.ndarray:
+        """The post-processing copy of ``image`` (:func:`~pnpovss.postprocess.working_copy`), made
+        once per upload and size: a control change then costs the CRF, not a resize of the photo."""
+        key = (id(image), max_side)
+        if self._working_image[0] != key:
+            self._working_image = (key, working_copy(image, max_side), image)  # holds image: its id stays its own
+        return self._working_image[1]
+
+    def _display(self, res: SegmentationResult) -> SegmentationResult | None:
+        """``res`` with the image and labels at display size (None when it is small already); the
+        image is scaled once per upload (area resampling), the labels by nearest neighbour."""
+        size = working_size(res.labels.shape, DISPLAY_MAX_SIDE)
+        if size == res.labels.shape:
+            return None
+        key = (id(res.image), size)
+        if self._shown_image[0] != key:
+            small = Image.fromarray(np.ascontiguousarray(res.image)).resize(size[::-1], Image.Resampling.BOX)
+            self._shown_image = (key, np.asarray(small), res.image)  # keeps the image alive: its id stays its own
+        return dataclasses.replace(res, image=self._shown_image[1], labels=resize_labels(res.labels, size))
+
+    def _decoded(self, image: ImageInput) -> tuple[np.ndarray, str]:
+        """The upload's pixels and their digest. The last uploaded file's are kept (keyed by path,
+        size and modification time): every control change sends the same file again, and
+        decoding and hashing a 64-megapixel photo took ~2 s of each answer."""
+        key = None
+        if isinstance(image, (str, Path)):
+            try:
+                st = os.stat(image)
+                key = (str(image), st.st_size, st.st_mtime_ns)
+            except OSError:
+                pass  # _load says what is wrong
+        last = self._upload
+        if key is not None and last[0] == key:
+            return last[1], last[2]
+        rgb = _load(image)
+        digest = hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+        if key is not None:
+            self._upload = (key, rgb, digest)
+        return rgb, digest
 
     @staticmethod
-    def _key(rgb: np.ndarray, names: list[str], config: PipelineConfig, kwargs: dict[str, Any]) -> tuple:
-        digest = hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+    def _key(digest: str, names: list[str], config: PipelineConfig, kwargs: dict[str, Any]) -> tuple:
         maps = {k: v for k, v in config.to_dict().items() if k not in POSTPROCESS_FIELDS}
         extra = {k: v for k, v in kwargs.items() if k not in CONFIG_FIELDS}
         return digest, tuple(names), json.dumps(maps, sort_keys=True), json.dumps(extra, sort_keys=True, default=str)
