@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from pnpovss.fileio import atomic_write_text  # noqa: E402
 from pnpovss.search import BEST_FILE, RUN_FILE, TRACE_FILE, Trial  # noqa: E402
-from pnpovss.search.select import paper_choice, select  # noqa: E402
+from pnpovss.search.select import argmax, paper_choice, select  # noqa: E402
 
 
 def parse_pairs(text: str) -> list[tuple[int, int]]:
@@ -69,6 +69,21 @@ def evaluate(args: argparse.Namespace, runs: Path, held_out: int, name: str, pre
     return float(json.loads(out.read_text())["miou"])
 
 
+def evaluate_trial(args: argparse.Namespace, runs: Path, tune_dir: Path, run: dict[str, Any], held_out: int,
+                   trial: Trial, name: str, known: dict[int, float], log: Path) -> float:
+    """Held-out mIoU of another rule's pick: the preset tune would write for that trial, evaluated
+    (``known``: trials already evaluated, trial 0 and tune's own pick)."""
+    if trial.trial in known:
+        return known[trial.trial]
+    preset = tune_dir / f"{name}-t{trial.trial}.json"
+    if not preset.is_file():  # what tune writes for that trial: its base configuration + the trial's params
+        from pnpovss.config import PipelineConfig, save_preset
+
+        config = PipelineConfig().replace(**run["base_config"]).replace(**trial.params)
+        save_preset(preset, config, trial=trial.trial, selected_by=name)
+    return evaluate(args, runs, held_out, f"S{run['seed']}-t{trial.trial}-{name}", preset, log)
+
+
 def run_pair(args: argparse.Namespace, runs: Path, pair: tuple[int, int]) -> dict[str, Any] | None:
     seed, held_out = pair
     tune_dir = runs / f"tune-S{seed}"
@@ -84,15 +99,10 @@ def run_pair(args: argparse.Namespace, runs: Path, pair: tuple[int, int]) -> dic
     picked = best["trial"]
     tuned = defaults if picked == 0 else evaluate(args, runs, held_out, f"S{seed}-t{picked}", tune_dir / BEST_FILE, log)
     run = json.loads((tune_dir / RUN_FILE).read_text())
-    paper = paper_choice(trials)
-    paper_preset = tune_dir / f"paper-t{paper.trial}.json"
-    if paper.trial and not paper_preset.is_file():  # what tune writes for that trial (its base + the trial's params)
-        from pnpovss.config import PipelineConfig, save_preset
-
-        config = PipelineConfig().replace(**run["base_config"]).replace(**paper.params)
-        save_preset(paper_preset, config, trial=paper.trial, reward_variant="binary", selection="argmax")
-    paper_miou = defaults if paper.trial == 0 else evaluate(args, runs, held_out, f"S{seed}-t{paper.trial}-paper",
-                                                           paper_preset, log)
+    paper = paper_choice(trials)  # the paper's reward and rule
+    previous = argmax(trials, run["reward"]).trial  # argmax of the default reward: tune's rule before `robust`
+    other = {name: evaluate_trial(args, runs, tune_dir, run, held_out, trial, name, {0: defaults, picked: tuned}, log)
+             for name, trial in (("paper", paper), ("previous", previous))}
     t1 = time.perf_counter()  # the selection rule's own cost: tune applies it after every trial
     for k in range(1, len(trials) + 1):
         select(trials[:k], "robust", run["reward"])
@@ -100,20 +110,40 @@ def run_pair(args: argparse.Namespace, runs: Path, pair: tuple[int, int]) -> dic
     return {"tune_seed": seed, "held_out_seed": held_out, "defaults_miou": round(defaults, 4),
             "tuned_miou": round(tuned, 4), "gain": round(tuned - defaults, 4), "picked_trial": picked,
             "picked_params": best["params"], "selection": best.get("selection"),
-            "paper_trial": paper.trial, "paper_params": paper.params, "paper_miou": round(paper_miou, 4),
-            "paper_gain": round(paper_miou - defaults, 4), "trials": len(trials),
+            "paper_trial": paper.trial, "paper_params": paper.params, "paper_miou": round(other["paper"], 4),
+            "paper_gain": round(other["paper"] - defaults, 4), "previous_trial": previous.trial,
+            "previous_miou": round(other["previous"], 4), "previous_gain": round(other["previous"] - defaults, 4),
+            "trials": len(trials),
             "tune_seconds": round(sum(t.seconds for t in trials), 1), "select_seconds": round(select_seconds, 3),
             "space": run["space"],
             "seconds_this_call": round(time.time() - t0, 1)}
 
 
+def why(row: dict[str, Any]) -> str:
+    """The selection's reason, short: the winner's lead, or the check the best challenger failed."""
+    sel = row.get("selection") or {}
+    checks = sel.get("checks") or []
+    if row["picked_trial"]:
+        c = checks[-1]
+        return f"z {c['z']:.2f}, halves {c['half_z'][0]:.2f} / {c['half_z'][1]:.2f}"
+    if not checks:
+        return "kept: no trial above trial 0"
+    return f"kept: trial {checks[0]['trial']} failed {' + '.join(checks[0]['failed'])}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| tuning seed | held-out seed | defaults | tuned | gain | picked | why | paper (binary, argmax) gain |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in sorted(rows, key=lambda r: r["gain"]):
-        why = (r.get("selection") or {}).get("reason", "")
+    """The README's table: worst pair first."""
+    lines = ["| tuning seed | held-out seed | defaults | tuned | gain | picked trial | why | argmax `boundary` (previous default) | paper: argmax `binary` |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(rows, key=lambda r: (r["gain"], r["tune_seed"])):
         lines.append(f"| {r['tune_seed']} | {r['held_out_seed']} | {r['defaults_miou']:.2f} | {r['tuned_miou']:.2f} | "
-                     f"{r['gain']:+.2f} | {r['picked_trial']} | {why} | {r['paper_gain']:+.2f} |")
+                     f"{r['gain']:+.2f} | {r['picked_trial']} | {why(r)} | {r['previous_gain']:+.2f} | "
+                     f"{r['paper_gain']:+.2f} |")
+    s = summary(rows)
+    lines.append(f"| mean | | | | **{s['mean_gain']:+.2f}** | | kept the defaults on {s['kept_defaults']} of "
+                 f"{s['pairs']} | {s['previous_mean_gain']:+.2f} | {s['paper_mean_gain']:+.2f} |")
+    lines.append(f"| worst | | | | **{s['worst_gain']:+.2f}** | | | {s['previous_worst_gain']:+.2f} | "
+                 f"{s['paper_worst_gain']:+.2f} |")
     return "\n".join(lines)
 
 
@@ -124,6 +154,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "best_gain": round(max(gains), 4), "pairs_worse_than_minus_1": sum(g < -1.0 for g in gains),
             "kept_defaults": sum(r["picked_trial"] == 0 for r in rows),
             "paper_mean_gain": round(sum(paper) / len(paper), 4), "paper_worst_gain": round(min(paper), 4),
+            "previous_mean_gain": round(sum(r["previous_gain"] for r in rows) / len(rows), 4),
+            "previous_worst_gain": round(min(r["previous_gain"] for r in rows), 4),
             "select_share_of_tune_time": round(sum(r["select_seconds"] for r in rows)
                                                / sum(r["tune_seconds"] for r in rows), 5)}
 
