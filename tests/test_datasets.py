@@ -193,3 +193,16 @@ def test_a_peer_table_is_selected_by_name(voc_root, tmp_path):
         load_dataset("voc21", voc_root, class_names="nope")
     with pytest.raises(PnpOvssError, match="toy world has only its own"):
         load_dataset("toyworld", class_names="sclip")
+
+
+def test_context_names_follow_the_mmsegmentation_label_order():
+    """mmsegmentation's converter numbers Pascal Context's 59 classes alphabetically (its
+    PascalContextDataset59; SCLIP's name file for the same labels): class id k must be named as
+    that list's k-th class, whatever synonyms we add."""
+    from pnpovss.datasets.base import CLASSNAMES_DIR, read_classnames
+
+    ours = read_classnames(CLASSNAMES_DIR / "context.txt")[1:]
+    theirs = [names[0] for names in read_classnames(CLASSNAMES_DIR / "sclip" / "context59.txt")]
+    assert len(ours) == len(theirs) == 59
+    assert all(name in synonyms for name, synonyms in zip(theirs, ours)), [
+        (k, name, synonyms) for k, (name, synonyms) in enumerate(zip(theirs, ours)) if name not in synonyms]

@@ -86,6 +86,15 @@ def test_segments_spreading_over_the_image_are_rejected(base_columns):
     assert decision.trial.trial == 0 and decision.checks[0]["failed"] == ["coverage"]
 
 
+@pytest.mark.parametrize("factor, rejected", [(1.4, False), (1.6, True), (4.0, True)])
+def test_coverage_is_judged_relative_to_trial_0(base_columns, factor, rejected):
+    rng = np.random.default_rng(8)
+    wider = make_trial(1, shifted(base_columns, boundary=rng.normal(4, 3, N), coverage=base_columns["coverage"]
+                                  * (factor - 1)), base_columns)
+    c = check(wider, make_trial(0, base_columns), "boundary")
+    assert c["coverage_ratio"] == pytest.approx(factor) and ("coverage" in c["failed"]) == rejected
+
+
 def test_the_best_eligible_trial_wins_over_a_better_rewarded_ineligible_one(base_columns):
     rng = np.random.default_rng(6)
     base = make_trial(0, base_columns)

@@ -181,7 +181,9 @@ class PascalVOC(WithOrWithoutBackground):
 
 class PascalContext(WithOrWithoutBackground):
     """Pascal Context val (5105 images) as converted by mmsegmentation: 60 classes with background,
-    or 59 with background ignored."""
+    or 59 with background ignored. The converter numbers the 59 classes in alphabetical order
+    (mmsegmentation's ``PascalContextDataset59``; SCLIP's ``cls_context59.txt`` and the reference's
+    own Context list agree), so ``classnames/context.txt`` lists them in that order."""
 
     title = "Pascal Context"
     default_root = "data/VOCdevkit/VOC2010"
