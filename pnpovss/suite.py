@@ -114,15 +114,16 @@ def _finished(path: Path, key: dict[str, Any]) -> float | None:
 
 
 def run_suite(segmenter: Any, suite: str, datasets: dict[str, SegDataset], missing: dict[str, str], out: Path, *,
-              images: int | None = None, labels: str = "gt", dist: Any = None, batch_size: int | None = 1,
+              images: int | None = None, labels: str | None = None, dist: Any = None, batch_size: int | None = 1,
               ran: dict[str, str] | None = None, echo: Callable[[str], None] = print) -> SuiteResult:
     """Evaluate ``datasets`` (from :func:`find_datasets`) one after the other with one segmenter,
     skipping those finished earlier with the same settings, and write the files (main process)."""
     from .backbones import source_label
     from .distributed import DistContext
-    from .evaluate import evaluate, run_meta
+    from .evaluate import evaluate, label_protocol, run_meta
 
     dist = dist or DistContext()
+    labels = label_protocol(labels, False, segmenter.config.eval_labels)  # None: the configuration's protocol
     out = Path(out)
     miou: dict[str, float | None] = {name: None for name in SUITES[suite]}
     for name, reason in missing.items():

@@ -7,10 +7,13 @@ several commands share are declared once in :mod:`.options`, the helpers they sh
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from . import demo, eval, segment, tune
-from .common import _fail_cleanly, announce, expand_inputs, parse_batch_size  # noqa: F401  (importable as before)
+from .common import INTERRUPTED, _fail_cleanly, announce, expand_inputs, parse_batch_size  # noqa: F401  (importable as before)
 from .segment import parse_head
 
 
@@ -25,4 +28,22 @@ main.add_command(eval.eval_cmd)
 main.add_command(tune.tune)
 main.add_command(demo.demo)
 
-__all__ = ["main", "announce", "expand_inputs", "parse_batch_size", "parse_head"]
+
+
+def run() -> None:
+    """The console entry (``pnpovss``, ``python -m pnpovss``): :func:`main`, and a run stopped by
+    Ctrl-C leaves at once. Nothing is left to save then (every result is renamed into place whole),
+    and the interpreter's teardown (torch's threads, the model, worker bookkeeping) took seconds on
+    a loaded machine. Only here, in the process's own entry: ``main`` called in-process (click's
+    test runner, a program embedding the CLI) just raises ``SystemExit(130)``."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code == INTERRUPTED:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(INTERRUPTED)
+        raise
+
+
+__all__ = ["main", "run", "announce", "expand_inputs", "parse_batch_size", "parse_head"]

@@ -15,6 +15,10 @@ from ..errors import PnpOvssError
 from ..fileio import IMAGE_SUFFIXES
 
 
+INTERRUPTED = 130
+"""Exit status of a run stopped by Ctrl-C."""
+
+
 def _fail_cleanly(fn: Callable) -> Callable:
     """Turn library errors into click's one-line ``Error: ...`` (exit 1) and Ctrl-C into exit 130
     (at once: see the comment below)."""
@@ -28,12 +32,7 @@ def _fail_cleanly(fn: Callable) -> Callable:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("interrupted: rerun the same command to continue where it stopped", err=True)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            # Nothing is left to save (every result is renamed into place whole), and the
-            # interpreter's teardown (torch's threads, the model, worker bookkeeping) took seconds
-            # on a loaded machine: a user who pressed Ctrl-C gets the prompt back at once.
-            os._exit(130)
+            sys.exit(INTERRUPTED)  # the console entry (pnpovss.cli.run) then leaves at once
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
