@@ -217,7 +217,7 @@ def test_resume_after_interrupt_gives_the_same_trace(evaluator, segmenter, tmp_p
     assert preset["finished"] and preset["params"] == full.trial.params and preset["selection"]["rule"] == "robust"
 
 
-RECORDED = sorted((REPO / "search" / "runs" / "robustness").glob("*/tune-S*/trace.jsonl"))
+RECORDED = sorted((REPO / "search" / "runs" / "robustness" / "toyworld").glob("tune-S*/trace.jsonl"))
 """The recorded tuning runs of the current trace format (``search/runs/robustness``; the older
 ``search/runs/toyworld`` runs are format 2, without per-image rewards)."""
 RUN_KEYS = ("seed", "reward", "reward_version", "trace_format", "space", "base_config", "selection")
