@@ -1,5 +1,6 @@
 """Label-free hyper-parameter search (``pnpovss tune``): random search over pipeline settings,
-scored by the CLIP masked-vs-blank reward (:mod:`pnpovss.reward`), resumable and multi-process.
+scored by a CLIP reward (the default ``boundary``, :mod:`pnpovss.reward_region`; the paper's
+masked-vs-blank ones, :mod:`pnpovss.reward`), selected by a rule, resumable and multi-process.
 
 One module per job:
 
@@ -12,7 +13,9 @@ One module per job:
 - :mod:`~pnpovss.search.stats`: totals and the paired z-score against trial 0;
 - :mod:`~pnpovss.search.trace`: a run directory's files (:class:`Trial` records in
   ``trace.jsonl``, ``run.json``, the lock);
-- :mod:`~pnpovss.search.loop`: :func:`run_search` (proposals, resume, selection).
+- :mod:`~pnpovss.search.select`: the selection rules (``robust``, the default: keep the defaults
+  unless a trial's lead is real; the paper's ``argmax``);
+- :mod:`~pnpovss.search.loop`: :func:`run_search` (proposals, resume, applying the rule).
 
 The tagging objective of the presence stage (:mod:`pnpovss.presence_tuning`) uses the same loop.
 """
