@@ -19,7 +19,6 @@ each post-processing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pnpovss import PipelineConfig, Segmenter
 from pnpovss.metrics import ConfusionMatrix
 from pnpovss.postprocess import postprocess
 from pnpovss.toyworld.world import SHAPES, make_sample
+from benchio import emit  # noqa: E402  (bench/ is this script's directory)
 
 CLASSES = ["background", *SHAPES]
 
@@ -131,10 +131,7 @@ def main() -> None:
         result["agreement"] = agreement(args.images, args.sizes, args.seed)
     if args.cli:
         result["cli"] = cli(args.full_res, args.threads)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

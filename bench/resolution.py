@@ -27,7 +27,6 @@ measures the working-size cap.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -41,6 +40,7 @@ from pnpovss import Segmenter
 from pnpovss.metrics import ConfusionMatrix
 from pnpovss.postprocess import postprocess, working_size
 from pnpovss.toyworld.world import SHAPES, make_sample
+from benchio import emit  # noqa: E402  (bench/ is this script's directory)
 
 CLASSES = ["background", *SHAPES]
 VARIANTS = ("absolute", "no_crf", "relative", "relative_compat")
@@ -121,10 +121,7 @@ def main() -> None:
     result = {"command": "python bench/resolution.py " + " ".join(sys.argv[1:]),
               "runs": [measure(s, args.images, args.sizes, args.variants, args.reference_side) for s in args.seed],
               "load_average_1min": round(os.getloadavg()[0], 2)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

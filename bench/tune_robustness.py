@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pnpovss.fileio import atomic_write_text  # noqa: E402
+from benchio import emit  # noqa: E402  (bench/ is this script's directory)
 from pnpovss.search import BEST_FILE, RUN_FILE, TRACE_FILE, Trial  # noqa: E402
 from pnpovss.search.select import argmax, paper_choice, select  # noqa: E402
 
@@ -183,16 +183,7 @@ def main() -> None:
     record = {"bench": "tune_robustness", "dataset": args.dataset, "set": args.set_name,
               "tune_images": args.tune_images, "eval_images": args.eval_images, "iters": args.iters,
               "runs": os.path.relpath(runs, ROOT), "summary": summary(rows), "pairs": rows}
-    emit(record, table(rows), args.json)
-
-
-def emit(record: dict[str, Any], markdown: str, path: str | None) -> None:
-    """Print the record (JSON, stdout) and its table (stderr); write the record to ``path`` atomically."""
-    text = json.dumps(record, indent=2)
-    print(text)
-    print(markdown, file=sys.stderr)
-    if path:
-        atomic_write_text(Path(path), text + "\n")
+    emit(record, args.json, table(rows))
 
 
 if __name__ == "__main__":

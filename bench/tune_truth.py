@@ -35,7 +35,7 @@ from pnpovss.fileio import atomic_write_text  # noqa: E402
 from pnpovss.metrics import ConfusionMatrix  # noqa: E402
 from pnpovss.search import TRACE_FILE, Trial  # noqa: E402
 from pnpovss.search.select import argmax, robust  # noqa: E402
-from tune_robustness import emit  # noqa: E402  (bench/ is this script's directory)
+from benchio import emit  # noqa: E402  (bench/ is this script's directory)
 
 TRUTH_FILE = "truth.json"
 
@@ -180,7 +180,7 @@ def main() -> None:
     record = {"bench": "tune_truth", "images": args.images, "iters": args.iters,
               "note": "gains are true mIoU on the tuning images themselves (in-sample), for rule design",
               "summary": summary, "seeds": rows}
-    emit(record, table(record), args.json)
+    emit(record, args.json, table(record))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from ..config import save_preset
 from ..errors import PnpOvssError
