@@ -221,5 +221,17 @@ class PipelineConfig:
         return cls().replace(**dict(data))
 
 
-__all__ = ["PipelineConfig", "FIELDS", "FieldSpec", "check_overrides", "HeadSpec", "list_presets", "load_preset",
+def as_recorded(config: Any, recorded: Any) -> Any:
+    """``config`` (a :meth:`PipelineConfig.to_dict`) without the fields a recorded configuration
+    lacks and that sit at their default: a setting added to the library after the record was
+    written, left at its default, cannot have changed what was recorded (defaults keep the earlier
+    behaviour). Resume checks (``segment``'s outputs, ``tune``'s ``run.json``) compare through it, so
+    a new field does not redo or refuse earlier work."""
+    if not isinstance(config, Mapping) or not isinstance(recorded, Mapping):
+        return config
+    defaults = PipelineConfig().to_dict()
+    return {k: v for k, v in config.items() if k in recorded or v != defaults.get(k, object())}
+
+
+__all__ = ["PipelineConfig", "FIELDS", "as_recorded", "FieldSpec", "check_overrides", "HeadSpec", "list_presets", "load_preset",
            "parse_assignments", "save_preset", "PRESET_FILENAME"]

@@ -332,3 +332,28 @@ def test_ctrl_c_with_workers_exits_within_3_s(tmp_path):
         while time.monotonic() < deadline:
             os.killpg(proc.pid, 0)  # raises once no process of the run's group is left
             time.sleep(0.2)
+
+
+def test_outputs_written_before_a_new_setting_at_its_default_are_not_redone(toy_folder, tmp_path):
+    """A field added to the library later, left at its default, cannot have changed an output: a
+    rerun keeps outputs whose recorded configuration lacks it. A missing field with a value other
+    than its default is another configuration: that image is segmented again."""
+    from pnpovss import PipelineConfig
+
+    out = tmp_path / "out"
+    assert run("segment", toy_folder, *TOY, "--out", out).exit_code == 0
+    defaults = PipelineConfig().to_dict()
+    files = sorted(p for p in out.glob("*.json") if p.name != runner.SUMMARY_NAME)
+    at_default = next(k for k, v in json.loads(files[0].read_text())["config"].items() if v == defaults[k])
+    for p in files:  # as if written before the field existed
+        meta = json.loads(p.read_text())
+        del meta["config"][at_default]
+        p.write_text(json.dumps(meta))
+    assert run("segment", toy_folder, *TOY, "--out", out).exit_code == 0
+    assert json.loads((out / runner.SUMMARY_NAME).read_text())["counts"]["already_done"] == 8
+    meta = json.loads(files[0].read_text())
+    differs = next(k for k, v in meta["config"].items() if k in defaults and v != defaults[k])
+    del meta["config"][differs]  # the toy preset's own value: not the default, so not the same run
+    files[0].write_text(json.dumps(meta))
+    assert run("segment", toy_folder, *TOY, "--out", out).exit_code == 0
+    assert json.loads((out / runner.SUMMARY_NAME).read_text())["counts"]["already_done"] == 7

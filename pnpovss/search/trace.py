@@ -11,6 +11,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from ..config import as_recorded
 from ..errors import PnpOvssError
 from ..fileio import atomic_write_text
 
@@ -138,18 +139,6 @@ def record_selection(out: Path, decision: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps({**info, OUTCOME_KEY: decision}, indent=2, sort_keys=True) + "\n")
 
 
-def _as_recorded(config: Any, recorded: Any) -> Any:
-    """``config`` without the fields a recorded base configuration lacks and that sit at their
-    default: a setting added to the library after the run, left at its default, cannot have
-    changed it (defaults keep the earlier behaviour), so it does not make the run a different one."""
-    if not isinstance(config, dict) or not isinstance(recorded, dict):
-        return config
-    from ..config import PipelineConfig
-
-    defaults = PipelineConfig().to_dict()
-    return {k: v for k, v in config.items() if k in recorded or v != defaults.get(k, object())}
-
-
 def check_run(out: Path, run_info: dict, write: bool) -> None:
     """Write ``run.json`` (when ``write``), or refuse a directory whose ``run.json`` differs (the
     recorded selection outcome aside)."""
@@ -160,7 +149,7 @@ def check_run(out: Path, run_info: dict, write: bool) -> None:
         except (OSError, json.JSONDecodeError):
             raise PnpOvssError(f"{path} is unreadable; remove {out} or use another --out") from None
         old.pop(OUTCOME_KEY, None)
-        run_info = {**run_info, "base_config": _as_recorded(run_info.get("base_config"), old.get("base_config"))}
+        run_info = {**run_info, "base_config": as_recorded(run_info.get("base_config"), old.get("base_config"))}
         diff = sorted(k for k in set(old) | set(run_info) if old.get(k) != run_info.get(k))
         if diff:
             raise PnpOvssError(f"{out} holds a different tune run ({', '.join(diff)} differ); restart with the "
