@@ -26,16 +26,14 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from ..config import save_preset
 from ..errors import PnpOvssError
 from ..reward import REWARD_VERSION
 from .evaluator import RewardEvaluator
+from .select import DEFAULT_SELECTION, SELECTIONS, Decision, select
 from .space import SearchSpace, canon
 from .stats import paired_z, per_image_array, totals
-from .select import DEFAULT_SELECTION, SELECTIONS, Decision, select
 from .trace import BEST_FILE, TRACE_FILE, TRACE_FORMAT, TraceLog, Trial, check_run, exclusive, record_selection
-
 
 
 def run_search(evaluator: RewardEvaluator, space: SearchSpace, *, iters: int, seed: int, out_dir: str | os.PathLike[str],
