@@ -42,6 +42,8 @@ class PresenceEvaluator:
     shard), with the vocabulary's ITM scores of each image computed once."""
 
     rewards = ("tags",)
+    columns = rewards
+    """Per-image columns recorded in the trace (no statistics beside the reward)."""
 
     def __init__(self, segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], *,
                  dist: DistContext | None = None) -> None:

@@ -121,7 +121,7 @@ class _SearchState:
                 rewards, z, per_image = earlier.rewards, earlier.z, earlier.images
             else:
                 images = self.evaluator.per_image(params)
-                names, columns = self.evaluator.rewards, getattr(self.evaluator, "columns", self.evaluator.rewards)
+                names, columns = self.evaluator.rewards, self.evaluator.columns
                 base = images if t == 0 else per_image_array(self.trials[0], columns)
                 n = len(names)
                 rewards, z = totals(images[:, :n], names), paired_z(images[:, :n], base[:, :n], names)

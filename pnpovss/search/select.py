@@ -110,14 +110,9 @@ def check(trial: Trial, base: Trial, reward: str, rule: RobustRule = ROBUST) -> 
 def robust(trials: Sequence[Trial], reward: str, rule: RobustRule = ROBUST) -> Decision:
     """The ``robust`` rule (module doc)."""
     base = trials[0]
-    seen: set[str] = set()
-    challengers = []
-    for t in trials[1:]:
-        key = repr(sorted(t.params.items()))
-        if key not in seen and t.params != base.params and t.rewards[reward] > base.rewards[reward]:
-            seen.add(key)
-            challengers.append(t)
-    challengers.sort(key=lambda t: (-t.rewards[reward], t.trial))
+    # a repeated proposal (``Trial.repeat``) carries an earlier trial's scores: judged once
+    challengers = sorted((t for t in trials[1:] if not t.repeat and t.rewards[reward] > base.rewards[reward]),
+                         key=lambda t: (-t.rewards[reward], t.trial))
     checks = []
     for t in challengers:
         c = check(t, base, reward, rule)
