@@ -365,9 +365,10 @@ def write_preset(model: str, result: dict, command: str) -> Path:
     path = Path(resolve_source(model)) / PRESET_FILENAME
     preset = result["preset"]
     old = json.loads(path.read_text()) if path.is_file() else {}
-    # the presence settings (chosen by --presence-sweep) stay; layer, head and drop_k are replaced
-    kept = {k: v for k, v in old.get("config", {}).items() if k.startswith("presence_")}
-    doc = {"config": {**result["preset"], **kept}, **({"presence": old["presence"]} if "presence" in old else {}),
+    # settings chosen elsewhere (--presence-sweep, the scenes' size) stay; layer, head and drop_k are replaced
+    kept = {k: v for k, v in old.get("config", {}).items() if k not in preset}
+    notes = {k: old[k] for k in ("presence", "resolution") if k in old}
+    doc = {"config": {**result["preset"], **kept}, **notes,
            "selected_by": command + " (step 1: GradCAM, one pass, default blur + CRF, "
            "every layer x (each head, head mean); step 2: the full default pipeline at that layer/head for "
            f"drop_k in {list(DROP_K_CHOICES)}; best mIoU on development seed {result['seed']})",

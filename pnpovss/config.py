@@ -91,14 +91,15 @@ class PipelineConfig:
     crf_bilateral_sxy: float = 50.0
     crf_bilateral_srgb: float = 5.0
     crf_bilateral_compat: float = 10.0
-    crf_reference_side: int | None = None
-    """``None``: the CRF's ``sxy`` are pixels of the image post-processed, as in the reference
-    (whose values were set for dataset images of at most ~500 px). A number R: on an image whose
-    post-processed long side L exceeds R, both ``sxy`` grow by L/R, so a kernel covers the same part
-    of the scene as at R px and a large photo is labelled as its R px copy would be; images up to
-    R px are unaffected (:func:`pnpovss.postprocess.crf_kernels`; README, "Large images"). Not the
-    default: on held-out toy scenes upscaled to 1024 px, R=512 lifted mIoU from 10.3 to 3.0 points
-    below native size, short of the 2 points asked of a default (``bench/resolution.py``)."""
+    crf_reference_side: int | None = 512
+    """The long side, in pixels, at which the CRF's ``sxy`` hold. On an image whose post-processed
+    long side L exceeds R, both ``sxy`` grow by L/R, so a kernel covers the same part of the scene
+    as at R px (:func:`pnpovss.postprocess.crf_kernels`; README, "Large images"); images up to R px
+    are unaffected. 512: the reference set its values on dataset images of at most ~500 px, so they
+    keep the reference's behaviour there, while a photo is no longer labelled with kernels a tenth
+    of its scale (held-out toy scenes upscaled to 1024 px: 10.3 points below native size with
+    pixel kernels, 3.0 with R=512; ``bench/resolution.py``). ``None``: pixels at every size, as
+    the reference (every ``reference-*`` preset). The toy model's preset says 96, its scenes' size."""
     postprocess_max_side: int | None = 1024
     """Blur and CRF run on a copy of the image whose long side is at most this many pixels, and the
     labels are upsampled back (``None``: always full resolution). Images up to this size are

@@ -26,6 +26,7 @@ from PIL import Image
 
 from .errors import PnpOvssError
 from .fileio import atomic_write_text
+from .metrics import label_counts
 
 if TYPE_CHECKING:
     from .result import SegmentationResult
@@ -47,7 +48,7 @@ def require(module: str, what: str) -> ModuleType:
 def class_masks(labels: np.ndarray, classes: Sequence[str], background: bool) -> list[tuple[int, str, np.ndarray]]:
     """(label index, class name, (H, W) bool mask) of every class with pixels in ``labels``, in
     label order; label 0 is left out when it is the background channel."""
-    counts = np.bincount(labels.ravel(), minlength=len(classes))
+    counts = label_counts(labels, len(classes))
     first = 1 if background else 0
     return [(k, classes[k], labels == k) for k in range(first, len(classes)) if counts[k]]
 

@@ -6,11 +6,13 @@ normalise + threshold on the grid -> bilinear (or bicubic-constant) upsampling -
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 from .config import PipelineConfig
 
@@ -74,9 +76,35 @@ def background_channel(class_maps: np.ndarray, rule: str = "zero") -> np.ndarray
 def blur(maps: np.ndarray, sigma_fraction: float, mode: str = "reflect") -> np.ndarray:
     """Step 6: Gaussian blur of each channel with sigma = fraction * max(H, W), then min-max.
     ``mode`` is scipy's border rule (the reference calls scipy with its default, ``reflect``)."""
-    sigma = sigma_fraction * max(maps.shape[-2:])
-    blurred = np.stack([gaussian_filter(m, sigma=sigma, mode=mode) for m in maps])
+    h, w = maps.shape[-2:]
+    sigma = sigma_fraction * max(h, w)
+    if sigma <= 1e-15 or max(h, w) > BLUR_OPERATOR_MAX_SIDE:
+        blurred = np.stack([gaussian_filter(m, sigma=sigma, mode=mode) for m in maps])
+    else:
+        rows, cols = blur_operator(h, sigma, mode), blur_operator(w, sigma, mode).T  # torch: its thread setting
+        blurred = np.stack([(rows @ torch.from_numpy(m).double()).to(_TORCH[m.dtype]).double() @ cols
+                            for m in maps]).astype(maps.dtype)
     return minmax(blurred, constant="keep")
+
+
+BLUR_OPERATOR_MAX_SIDE = 2048
+"""Up to this side the blur is two matrix products (an operator matrix of side^2 doubles: 32 MB at
+2048); above it, scipy's filter itself."""
+
+
+@functools.lru_cache(maxsize=8)
+def blur_operator(n: int, sigma: float, mode: str) -> torch.Tensor:
+    """scipy's 1-D Gaussian filter of length ``n`` as an (n, n) matrix: the filter applied to the
+    identity, so ``M @ x`` is ``gaussian_filter1d(x)`` with scipy's own weights and border rule.
+    :func:`blur` applies it per axis, rounding to the maps' dtype between the axes as scipy's
+    ``gaussian_filter`` does, which gives its result (equal on the test's maps; the double sums'
+    order may differ in the last bit of a rare value) at a fraction of the time: at
+    a 1024 px working size, a sigma of 51 px is a 411-tap correlation per pixel (seconds per
+    answer on the demo page), against one cached matrix product per axis."""
+    return torch.from_numpy(gaussian_filter1d(np.eye(n), sigma, axis=0, mode=mode))
+
+
+_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 
 CRF_CLIP = 1e-5

@@ -12,6 +12,7 @@ from PIL import Image
 
 from .config import PipelineConfig
 from .errors import PnpOvssError
+from .metrics import label_counts
 from .postprocess import postprocess
 from .presence import Presence
 from .visualize import overlay_image
@@ -38,7 +39,7 @@ class SegmentationResult:
         return f"SegmentationResult({w}x{h} image, classes={self.classes}, fractions={{{', '.join(f'{k!r}: {v:.3f}' for k, v in self.fractions().items())}}})"
 
     def fractions(self) -> dict[str, float]:
-        counts = np.bincount(self.labels.ravel(), minlength=len(self.classes))
+        counts = label_counts(self.labels, len(self.classes))
         return {name: float(c) / self.labels.size for name, c in zip(self.classes, counts)}
 
     def overlay(self, alpha: float = 0.5) -> Image.Image:
@@ -126,3 +127,4 @@ class PendingResult:
             self.result = SegmentationResult(labels, scores, self.classes, self.image, self.config, self.grid_maps,
                                              self.presence)
         return self.result
+

@@ -326,8 +326,8 @@ def test_presence_notes_reach_the_page(engine, photo):
 
 
 def test_large_upload_is_shown_downscaled_and_downloaded_full_size(engine, tmp_path, rng):
-    """Above DISPLAY_MAX_SIDE the page gets the picture, masks and heat maps at display size; the
-    downloaded labels stay at full size (what `segment` writes)."""
+    """Above DISPLAY_MAX_SIDE the page gets the picture and masks at display size (heat maps at
+    HEATMAP_MAX_SIDE); the downloaded labels stay at full size (what `segment` writes)."""
     from pnpovss.demo.engine import DISPLAY_MAX_SIDE
     from pnpovss.postprocess import resize_labels
 
@@ -338,7 +338,10 @@ def test_large_upload_is_shown_downscaled_and_downloaded_full_size(engine, tmp_p
     shown = (round(1050 * DISPLAY_MAX_SIDE / 1400), DISPLAY_MAX_SIDE)
     assert out.shown().image.shape[:2] == shown and all(m.shape == shown for m, _ in out.masks())
     np.testing.assert_array_equal(out.shown().labels, resize_labels(out.result.labels, shown))
-    assert all(h.size == shown[::-1] for h, _ in out.heatmaps())
+    from pnpovss.demo.engine import HEATMAP_MAX_SIDE
+
+    thumb = (round(1050 * HEATMAP_MAX_SIDE / 1400), HEATMAP_MAX_SIDE)  # heat maps: gallery thumbnails
+    assert all(h.size == thumb[::-1] for h, _ in out.heatmaps())
     np.testing.assert_array_equal(np.asarray(Image.open(out.files[0])), out.result.labels)
     # a threshold change reuses the decoded upload and its working copy, and equals a fresh run
     again = engine.run(path, "sky, sand", name="big.png", **page(threshold=0.5))

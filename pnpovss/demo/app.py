@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 from ..datasets.base import CLASSNAMES_DIR, read_classnames
 from ..errors import PnpOvssError
 from ..pipeline import BACKGROUND
-from .engine import DemoEngine, segment_kwargs, upload_name
+from .engine import PICTURE_FORMAT, DemoEngine, segment_kwargs, upload_name
 
 OWN_WORDS = "(type your own)"
 EXAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "examples" / "shapes.png"
@@ -98,7 +98,7 @@ def build_app(engine: DemoEngine) -> Any:
         except PnpOvssError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         return (
-            gr.AnnotatedImage(value=(out.shown().image, out.masks()), color_map=out.colours()),
+            gr.AnnotatedImage(value=(out.shown().image, out.masks()), color_map=out.colours(), format=PICTURE_FORMAT),
             out.heatmaps(),
             gr.Dataframe(value=out.table(), headers=out.table_headers()),
             [str(p) for p in out.files],
@@ -156,11 +156,11 @@ def build_app(engine: DemoEngine) -> Any:
             with gr.Column(scale=2):
                 status = gr.Markdown("Upload an image, type classes, press Segment.", elem_id="status")
                 overlay = gr.AnnotatedImage(label="Segmentation (click a legend entry to highlight it)",
-                                            elem_id="overlay")
+                                            elem_id="overlay", format=PICTURE_FORMAT)
                 table = gr.Dataframe(headers=["label", "pixels %"], label="Classes", interactive=False,
                                      elem_id="classes-table")
                 notes = gr.Markdown("", elem_id="presence-notes")  # why the kept classes differ from the threshold's
-                heatmaps = gr.Gallery(label="Per-label score maps", columns=4, height=260)
+                heatmaps = gr.Gallery(label="Per-label score maps", columns=4, height=260, format=PICTURE_FORMAT)
                 files = gr.File(label="Downloads (as pnpovss segment writes them)", file_count="multiple",
                                 elem_id="downloads")
         gr.Examples(example_inputs(examples_dir), inputs=[image, classes])

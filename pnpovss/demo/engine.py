@@ -46,6 +46,14 @@ DISPLAY_MAX_SIDE = 1024
 most, while a photo's full-size overlay, masks and heat maps cost seconds to encode and send (an
 8000x8000 upload: tens of seconds per answer); the downloads stay at full size."""
 
+HEATMAP_MAX_SIDE = 512
+"""Long side of the per-label score maps: the page shows them as a gallery of thumbnails, and
+drawing and encoding one 1024 px map per label took about half a second each."""
+
+PICTURE_FORMAT = "jpeg"
+"""How the page's pictures travel to the browser (Gradio's default, WebP, took ~0.4 s to encode a
+1024 px picture on this machine, JPEG ~0.02 s; masks stay PNG, Gradio's choice)."""
+
 
 def parse_head_text(text: str | int | None) -> int | tuple[int, ...] | None:
     """The page's head box: ``"9"`` -> 9, ``"3,9"`` -> (3, 9), ``"mean"``/``"all"`` -> None (all heads)."""
@@ -121,7 +129,13 @@ class DemoResult:
         return [((res.labels == i).astype(np.float32), n) for i, n in enumerate(res.classes) if i >= first]
 
     def heatmaps(self) -> list[tuple[Any, str]]:
-        return [(self.shown().heatmap(n), n) for n in self.result.classes]
+        """Each label's score map over the picture, at most :data:`HEATMAP_MAX_SIDE` px."""
+        res = self.shown()
+        size = working_size(res.labels.shape, HEATMAP_MAX_SIDE)
+        if size != res.labels.shape:
+            small = Image.fromarray(np.ascontiguousarray(res.image)).resize(size[::-1], Image.Resampling.BOX)
+            res = dataclasses.replace(res, image=np.asarray(small), labels=resize_labels(res.labels, size))
+        return [(res.heatmap(n), n) for n in self.result.classes]
 
     def presence(self) -> dict[str, dict[str, Any]]:
         """Class -> {"score", "kept"} when the result carries a presence decision (an object with
