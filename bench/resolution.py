@@ -23,7 +23,12 @@ size (the native labels upscaled nearest-neighbour). Variants (``--variants``):
   if pydensecrf's kernels were unnormalised sums; they are normalised).
 
 Post-processing above ``postprocess_max_side`` (1024) runs at that working size, so 2048 px also
-measures the working-size cap.
+measures the working-size cap. ``--network-input native`` takes the class maps from the 96 px scene
+(only post-processing sees the size) and ``--upscale nearest`` enlarges without smoothing: the two
+together isolate the CRF's geometry from the resampled picture (development seeds only):
+
+    python bench/resolution.py --seed 0 7 --images 10 --sizes 96 384 --variants default absolute \
+        --upscale nearest --network-input native --json bench/results/resolution_dev_isolated.json
 """
 
 from __future__ import annotations
@@ -66,10 +71,11 @@ def variant_config(config, name: str, side: int, reference: int):
     raise ValueError(name)
 
 
-def upscale(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def upscale(image: np.ndarray, mask: np.ndarray, size: int, method: str = "bicubic") -> tuple[np.ndarray, np.ndarray]:
     if size == image.shape[0]:
         return image, mask
-    img = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+    resample = Image.Resampling.BICUBIC if method == "bicubic" else Image.Resampling.NEAREST
+    img = np.asarray(Image.fromarray(image).resize((size, size), resample))
     return img, np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST))
 
 
@@ -78,7 +84,8 @@ def nearest(labels: np.ndarray, size: int) -> np.ndarray:
     return labels[idx[:, None], idx[None, :]]
 
 
-def measure(seed: int, images: int, sizes: list[int], variants: list[str], reference: int) -> dict:
+def measure(seed: int, images: int, sizes: list[int], variants: list[str], reference: int,
+            method: str = "bicubic", network_input: str = "upscaled") -> dict:
     seg = Segmenter.from_pretrained("toy", device="cpu")
     cms = {(s, v): ConfusionMatrix(len(CLASSES)) for s in sizes for v in variants}
     agree = {(s, v): [] for s in sizes for v in variants}
@@ -88,8 +95,8 @@ def measure(seed: int, images: int, sizes: list[int], variants: list[str], refer
         lut = np.array([CLASSES.index(n) for n in ["background", *sample.labels]])
         native: dict[str, np.ndarray] = {}
         for size in sorted(sizes):
-            img, truth = upscale(sample.image, sample.mask, size)
-            pixels = seg.backbone.preprocess([img], seg.image_size())
+            img, truth = upscale(sample.image, sample.mask, size, method)
+            pixels = seg.backbone.preprocess([sample.image if network_input == "native" else img], seg.image_size())
             maps = seg.class_grid_maps(pixels, seg.encode(pixels), [sample.labels], seg.config)[0]
             for v in variants:
                 t0 = time.perf_counter()
@@ -108,7 +115,8 @@ def measure(seed: int, images: int, sizes: list[int], variants: list[str], refer
                                "postprocess_seconds_per_image": round(secs[size, v] / images, 2)}
                            for v in variants}
     return {"seed": seed, "images": images, "reference_side": reference, "model": "toy (its preset)",
-            "default_crf_reference_side": seg.config.crf_reference_side,
+            "default_crf_reference_side": seg.config.crf_reference_side, "upscale": method,
+            "network_input": network_input,
             "labels": "given (keep_all)", "sizes": rows}
 
 
@@ -119,12 +127,17 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[96, 384, 1024, 2048])
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=["default", "absolute", "no_crf", "relative"])
     ap.add_argument("--reference-side", type=int, default=512)
+    ap.add_argument("--upscale", choices=["bicubic", "nearest"], default="bicubic",
+                    help="how the scenes are enlarged (nearest: the same picture in blocks, no smoothing)")
+    ap.add_argument("--network-input", choices=["upscaled", "native"], default="upscaled",
+                    help="native: the class maps come from the 96 px scene itself, so only post-processing sees the size")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     result = {"command": "python bench/resolution.py " + " ".join(sys.argv[1:]),
-              "runs": [measure(s, args.images, args.sizes, args.variants, args.reference_side) for s in args.seed],
+              "runs": [measure(s, args.images, args.sizes, args.variants, args.reference_side, args.upscale,
+                               args.network_input) for s in args.seed],
               "load_average_1min": round(os.getloadavg()[0], 2)}
     emit(result, args.json)
 
