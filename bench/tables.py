@@ -410,6 +410,80 @@ the current rule gains {dev['mean_gain']:+.2f} on average, worst {dev['worst_gai
 designed on toy-world seeds only."""
 
 
+# ------------------------------------------------------------------------------ quoted values
+def _speed_rows(name: str) -> dict[tuple[str, int], dict]:
+    """A speed record's rows by (row name, classes)."""
+    return {(r["name"], r["classes"]): r for r in record(name)["rows"] if r.get("seconds")}
+
+
+def _pct(x: float, digits: int = 2) -> str:
+    return f"{100 * x:.{digits}f}%"
+
+
+BF16_TARGETS = {"over_fp32": 0.65, "speedup_vs_reference": 4.5}
+"""The speed targets bf16 was built to (issue text): at most this fraction of fp32's seconds, at
+least this many times faster than the reference pattern, at every class count."""
+
+
+def values() -> dict[str, str]:
+    """Named numbers that docs prose quotes as ``{{name}}`` (the MkDocs hook puts them in at build
+    time), each computed from a record; a name the prose quotes and this lacks fails the build."""
+    v: dict[str, str] = {}
+    toy = record(TOY)
+    rows = {**toy["rows"], **toy["options"], **toy["no_background_label"]}
+    for name, r in rows.items():
+        v[f"toy.{name}"] = one(r["miou"])
+        v[f"toy.{name}.vs-full"] = f"{r['miou'] - rows['full']['miou']:+.1f}"
+    for name, a in toy["pixel_agreement_with_full"].items():
+        v[f"toy.{name}.agreement"] = _pct(a)
+
+    packed = _speed_rows("speed_quick_bf16_packed.json")
+    ratios = {r["classes"]: r for r in record("speed_quick_bf16_packed.json")["ratios"]}
+    classes = sorted(ratios)
+    over, speedup = BF16_TARGETS["over_fp32"], BF16_TARGETS["speedup_vs_reference"]
+    v["bf16.target.over-fp32"] = f"{over}x"
+    v["bf16.target.speedup"] = f"{speedup}x"
+    met = all(ratios[c]["bf16_over_pnpovss"] <= over and ratios[c]["bf16_speedup_vs_reference"] >= speedup for c in classes)
+    v["bf16.targets-met"] = "are met" if met else "are not both met"
+    v["bf16.over-fp32"] = _span([ratios[c]["bf16_over_pnpovss"] for c in classes], 2) + "x"
+    v["bf16.speedup-vs-reference"] = _span([ratios[c]["bf16_speedup_vs_reference"] for c in classes]) + "x"
+    per_image = [b / f for c in classes for b, f in zip(packed[("pnpovss_bf16", c)]["seconds_each"],
+                                                       packed[("pnpovss", c)]["seconds_each"])]
+    v["bf16.over-fp32.per-image"] = _span(per_image, 2) + "x"
+    v["bf16.max-diff"] = f"{max(packed[('pnpovss_bf16', c)]['max_abs_diff_vs_fp32'] for c in classes):.1e}"
+    v["bf16.map-max"] = f"{max(packed[('pnpovss_bf16', c)]['ref_map_max'] for c in classes):.1e}"
+    agree = packed[("pnpovss_bf16", classes[0])]["drop_agreement_vs_fp32"]
+    v["bf16.drop-agreement"] = ", ".join(_pct(a, 0) for a in agree[:-1]) + " and " + _pct(agree[-1], 0)
+    v["bf16.unpacked.seconds"] = " s and ".join(f"{packed[('pnpovss_bf16_unpacked', c)]['seconds']:.1f}" for c in classes) + " s"
+    v["bf16.prepack-saving"] = _span([packed[("pnpovss_bf16_unpacked", c)]["seconds"] - packed[("pnpovss_bf16", c)]["seconds"]
+                                      for c in classes]) + " s"
+    fp32_mem = max(packed[("pnpovss", c)]["peak_mb"] for c in classes) / 1024
+    bf16_mem = max(packed[("pnpovss_bf16", c)]["peak_mb"] for c in classes) / 1024
+    v["bf16.extra-memory"] = f"{bf16_mem - fp32_mem:.1f} GB more peak memory on BLIP-large ({bf16_mem:.1f} vs {fp32_mem:.1f} GB)"
+    v["bf16.compiled.seconds"] = " s and ".join(f"{packed[('pnpovss_bf16_compiled', c)]['seconds']:.1f}" for c in classes) + " s"
+    v["bf16.seconds"] = " s and ".join(f"{packed[('pnpovss_bf16', c)]['seconds']:.1f}" for c in classes) + " s"
+    compiled_mem = max(packed[("pnpovss_bf16_compiled", c)]["peak_mb"] for c in classes) / 1024
+    v["bf16.compiled.extra-memory"] = f"{compiled_mem - bf16_mem:.1f} GB"
+
+    bt = _speed_rows("speed_bridgetower_bf16.json")
+    v["bt.fp32.seconds"] = f"{bt[('pnpovss', 1)]['seconds']:.1f} s"
+    v["bt.bf16.seconds"] = f"{bt[('pnpovss_bf16', 1)]['seconds']:.1f} s"
+    v["bt.bf16.ratio"] = f"{bt[('pnpovss_bf16', 1)]['seconds'] / bt[('pnpovss', 1)]['seconds']:.2f}x"
+    v["bt.unpacked.seconds"] = f"{bt[('pnpovss_bf16_unpacked', 1)]['seconds']:.1f} s"
+    v["bt.bf16.memory"] = f"{bt[('pnpovss_bf16', 1)]['peak_mb'] / 1024:.1f} GiB against {bt[('pnpovss', 1)]['peak_mb'] / 1024:.1f} GiB"
+
+    batch = _speed_rows("speed_quick_bf16_batch_packed.json")
+    batch_ratios = {r["classes"]: r for r in record("speed_quick_bf16_batch_packed.json")["ratios"]}
+    v["batch.bf16.seconds"] = " s and ".join(f"{batch[('pnpovss_bf16_batch', c)]['seconds']:.1f}" for c in classes) + " s"
+    v["batch.bf16.single.seconds"] = " s and ".join(f"{batch[('pnpovss_bf16', c)]['seconds']:.1f}" for c in classes) + " s"
+    v["batch.gain"] = "x and ".join(f"{batch_ratios[c]['pnpovss_bf16_batch_gain_per_image']:.2f}" for c in classes) + "x"
+    b_mem = max(batch[("pnpovss_bf16_batch", c)]["peak_mb"] for c in classes) / 1024
+    s_mem = max(batch[("pnpovss_bf16", c)]["peak_mb"] for c in classes) / 1024
+    v["batch.extra-memory"] = f"{b_mem - s_mem:.1f} GB more peak memory ({b_mem:.1f} vs {s_mem:.1f} GB)"
+    v["batch.bf16.over-fp32"] = "x and ".join(f"{batch_ratios[c]['bf16_over_pnpovss']:.2f}" for c in classes) + "x"
+    return v
+
+
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[], str]]] = {
     "toyworld-stages": ((TOY,), toyworld_stages),
     "toyworld-options": ((TOY,), toyworld_options),

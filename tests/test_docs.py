@@ -142,6 +142,25 @@ def test_generated_tables_are_what_bench_tables_writes():
     assert f"<!-- generated: {tables.README_TABLE} -->" in README.read_text()
 
 
+def test_quoted_values_are_computed_from_the_records(site, tmp_path, monkeypatch):
+    """Every ``{{name}}`` a page quotes is one of bench/tables.py's values, and the built page
+    shows the value, not the name."""
+    tables = load_tables()
+    values = tables.values()
+    for page in PAGES:
+        for name in re.findall(r"\{\{\s*([\w.-]+)\s*\}\}", page.read_text()):
+            assert name in values, f"{rel(page)}: {{{{{name}}}}} is not in bench/tables.py's values()"
+    text = page_text(site, "results/precision")
+    assert "{{" not in text and f"scores {values['toy.full_bf16']} mIoU against {values['toy.full']}" in " ".join(text.split())
+    toy = json.loads((tables.RESULTS / tables.TOY).read_text())
+    toy["options"]["full_bf16"]["miou"] = 12.345
+    for name in ("speed_quick_bf16_packed.json", "speed_bridgetower_bf16.json", "speed_quick_bf16_batch_packed.json"):
+        (tmp_path / name).write_text((tables.RESULTS / name).read_text())
+    (tmp_path / tables.TOY).write_text(json.dumps(toy))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    assert tables.values()["toy.full_bf16"] == "12.3"
+
+
 def test_tables_read_their_numbers_from_the_json(tmp_path, monkeypatch):
     tables = load_tables()
     toy = json.loads((tables.RESULTS / tables.TOY).read_text())
@@ -161,13 +180,15 @@ HAND_COPIED = re.compile(r"<!-- hand-copied from (?P<sources>[^>]*?) -->(?P<body
 
 def prose(text: str) -> str:
     """What of a Markdown text is prose a reader takes numbers from: without fenced and inline
-    code, generated blocks, hand-copied blocks (checked apart), HTML comments and link targets."""
+    code, generated blocks, hand-copied blocks (checked apart), HTML comments, link targets and
+    ``{{name}}`` values (computed from the records at build time)."""
     text = re.sub(r"^(\s*)(```|~~~).*?^\1\2[ \t]*$", "", text, flags=re.S | re.M)
     text = HAND_COPIED.sub("", text)
     text = re.sub(r"<!-- generated: .*?<!-- /generated -->", "", text, flags=re.S)
     text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
     text = re.sub(r"(`+).+?\1", "", text, flags=re.S)
     text = re.sub(r"\]\([^)]*\)", "]", text)
+    text = re.sub(r"\{\{[^}]*\}\}", "", text)  # a value bench/tables.py computes, put in at build time
     return re.sub(r"Python ≥ \d+\.\d+", "", text)
 
 
@@ -185,6 +206,7 @@ def test_the_number_rule_flags_typed_numbers_only():
     assert typed_numbers("threshold 0.15, a 24x24 grid, T = 4, seed 7, Python ≥ 3.10") == []
     assert typed_numbers("`68.6` and\n```text\n68.6\n```\n[a](x/1.2.md)") == []
     assert typed_numbers("<!-- hand-copied from bench/results/x.json -->\n68.6\n<!-- /hand-copied -->") == []
+    assert typed_numbers("scores {{toy.full}} (+{{toy.full_bf16.vs-full}})") == []
 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=rel)

@@ -1,5 +1,6 @@
-"""MkDocs hook: replace each ``<!-- generated: NAME -->`` line of a page with the table
-:data:`tools.docs.reference.GENERATORS` makes from the code, at build time."""
+"""MkDocs hook, at build time: each ``<!-- generated: NAME -->`` line of a page becomes the table
+:data:`tools.docs.reference.GENERATORS` makes from the code, and each ``{{name}}`` in the prose the
+number ``bench/tables.py``'s ``values()`` computes from the recorded benchmarks."""
 
 from __future__ import annotations
 
@@ -14,6 +15,21 @@ if _ROOT not in sys.path:  # mkdocs loads this file by path; the tables import p
 from tools.docs.reference import GENERATORS  # noqa: E402
 
 _MARK = re.compile(r"^<!-- generated: ([\w-]+) -->$", re.M)
+_VALUE = re.compile(r"(`+).+?\1|\{\{\s*([\w.-]+)\s*\}\}", re.S)  # code spans are left as they are
+_values: dict[str, str] | None = None
+
+
+def quoted_values() -> dict[str, str]:
+    """``bench/tables.py``'s :func:`values`, computed once per build from the records."""
+    global _values
+    if _values is None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("bench_tables", Path(_ROOT) / "bench" / "tables.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _values = module.values()
+    return _values
 
 
 def on_page_markdown(markdown: str, **kwargs) -> str:
@@ -23,4 +39,12 @@ def on_page_markdown(markdown: str, **kwargs) -> str:
             raise KeyError(f"unknown generated table {name!r}; known: {', '.join(GENERATORS)}")
         return GENERATORS[name]()
 
-    return _MARK.sub(table, markdown)
+    def value(match: re.Match) -> str:
+        name = match.group(2)
+        if name is None:
+            return match.group(0)
+        if name not in quoted_values():
+            raise KeyError(f"unknown quoted value {{{{{name}}}}}: add it to values() in bench/tables.py")
+        return quoted_values()[name]
+
+    return _MARK.sub(table, _VALUE.sub(value, markdown))  # generated tables may quote ``{{name}}`` themselves
