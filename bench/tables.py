@@ -437,6 +437,11 @@ def values() -> dict[str, str]:
     for name, a in toy["pixel_agreement_with_full"].items():
         v[f"toy.{name}.agreement"] = _pct(a)
 
+    for key, name in (("sweep", "toyworld_sweep_seed0.json"), ("sweep-reference-defaults", "toyworld_sweep_seed0_reference_defaults.json")):
+        sweep = record(name)
+        for k, miou in sweep["miou_by_drop_k"].items():
+            v[f"{key}.k{k}"] = one(miou)
+
     packed = _speed_rows("speed_quick_bf16_packed.json")
     ratios = {r["classes"]: r for r in record("speed_quick_bf16_packed.json")["ratios"]}
     classes = sorted(ratios)
