@@ -420,6 +420,10 @@ def _pct(x: float, digits: int = 2) -> str:
     return f"{100 * x:.{digits}f}%"
 
 
+RESOLUTION_RULE = 2.0
+"""A pixel-size setting becomes the default only if mIoU at 384 and 1024 px stays within this many
+points of native size (held-out seed)."""
+
 BF16_TARGETS = {"over_fp32": 0.65, "speedup_vs_reference": 4.5}
 """The speed targets bf16 was built to (issue text): at most this fraction of fp32's seconds, at
 least this many times faster than the reference pattern, at every class count."""
@@ -441,6 +445,38 @@ def values() -> dict[str, str]:
         sweep = record(name)
         for k, miou in sweep["miou_by_drop_k"].items():
             v[f"{key}.k{k}"] = one(miou)
+
+    demo = record("demo_latency.json")
+    v["demo.load"] = f"{demo['load_average_before'][0]:.1f}-{demo['load_average_after'][0]:.1f}"
+    large = demo["large_upload"]
+    v["demo.large.load"] = f"{large['load_average'][0]:.1f}"
+    v["demo.large.segment-over-cli"] = f"{large['segment_over_cli']:.2f}x"
+    v["demo.large.threshold"] = _latency(large["browser"]["threshold_change"])
+    v["demo.large.drag"] = _span([d["seconds_to_last_value"] for d in large["browser"]["drag"]], 0) + " s"
+    v["demo.large.drag.typed"] = str(large["browser"]["drag"][0]["values_typed"])
+    v["demo.large.drag.answers"] = _span([d["answers_computed"] for d in large["browser"]["drag"]], 0)
+    small, big = demo["images"].values()
+    v["demo.small.postprocess.browser-max"] = f"{small['browser']['postprocess_only']['max_s']:.2f} s"
+    v["demo.big.postprocess.engine"] = f"{big['engine']['postprocess_only']['median_s']:.2f}"
+    v["demo.big.full.engine"] = f"{big['engine']['full']['median_s']:.2f} s"
+
+    cli, quiet = record("large_image_cli.json")["cli"], record("large_image_cli_quiet.json")["cli"]
+    v["large.cli.load"] = f"{cli['load_average_1min']:.0f}"
+    v["large.quiet.load"] = f"{quiet['load_average_1min']:.1f}"
+    q = quiet["rows"]["default"]
+    v["large.quiet.default"] = f"{q['seconds']:.1f} s wall, {q['cpu_seconds']:.1f} s CPU and {q['peak_rss_gib']:.2f} GiB"
+    for key, name in (("dev", "resolution_dev_seed0.json"), ("held-out", "resolution_seed7.json")):
+        sizes = record(name)["runs"][0]["sizes"]
+        native = min(sizes, key=int)
+        for variant in ("absolute", "relative", "no_crf"):
+            v[f"resolution.{key}.{variant}"] = " / ".join(f"{sizes[n][variant]['miou']:.2f}" for n in sizes if n in ("96", "384", "1024"))
+            for n in sizes:
+                v[f"resolution.{key}.{variant}.{n}.drop"] = f"{sizes[native][variant]['miou'] - sizes[n][variant]['miou']:.1f}"
+                v[f"resolution.{key}.{variant}.{n}.agreement"] = _pct(sizes[n][variant]["agreement_with_native"], 1)
+
+    held = record("resolution_seed7.json")["runs"][0]["sizes"]
+    worst = max(held["96"]["relative"]["miou"] - held[n]["relative"]["miou"] for n in ("384", "1024"))
+    v["resolution.default-rule"] = f"{worst:.1f}, is {'not ' if worst > RESOLUTION_RULE else ''}"
 
     packed = _speed_rows("speed_quick_bf16_packed.json")
     ratios = {r["classes"]: r for r in record("speed_quick_bf16_packed.json")["ratios"]}
