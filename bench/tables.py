@@ -446,6 +446,27 @@ def values() -> dict[str, str]:
         for k, miou in sweep["miou_by_drop_k"].items():
             v[f"{key}.k{k}"] = one(miou)
 
+    for name, t in toy["tags"].items():
+        for key in ("precision", "recall", "f1"):
+            v[f"tags.{name}.{key}"] = one(t[key])
+        v[f"tags.{name}.exact"] = f"{t['exact_sets']:.0f}%"
+    for name, r in rows.items():
+        for c, iou in r["per_class"].items():
+            v[f"toy.{name}.{c}"] = one(iou)
+    v["toy.vocab_detect.over-full"] = f"{rows['vocab_detect']['miou'] / rows['full']['miou']:.2f}x"
+    v["toy.vocab_all.below-detect"] = one(rows["vocab_detect"]["miou"] - rows["vocab_all"]["miou"])
+
+    sweeps = [record(f"toyworld_presence_sweep_seed{seed}.json") for seed in (0, 1)]
+    for key, label in (("by_threshold", "threshold"), ("by_threshold_and_clip_ratio", "combination")):
+        common = [k for k in sweeps[0][key] if all(k in sw[key] for sw in sweeps)]
+        best = max(common, key=lambda k: sum(sw[key][k]["f1"] for sw in sweeps))
+        v[f"presence.best-{label}"] = best.replace("/", " x ")
+        v[f"presence.best-{label}.f1"] = " / ".join(one(sw[key][best]["f1"]) for sw in sweeps)
+        v[f"presence.best-{label}.miou"] = " / ".join(one(sw[key][best]["miou"]) for sw in sweeps)
+        for k in common:
+            v[f"presence.{label}.{k}.f1"] = " / ".join(one(sw[key][k]["f1"]) for sw in sweeps)
+            v[f"presence.{label}.{k}.miou"] = " / ".join(one(sw[key][k]["miou"]) for sw in sweeps)
+
     demo = record("demo_latency.json")
     v["demo.load"] = f"{demo['load_average_before'][0]:.1f}-{demo['load_average_after'][0]:.1f}"
     large = demo["large_upload"]
