@@ -4,7 +4,8 @@
     python bench/tables.py --check    # exit 1 (naming the tables) if any differs from what is committed
 
 Tables (``TABLES``: name -> the records it reads and the function that writes it; a new table is
-one function and one entry). Each is written to ``docs/generated/NAME.md``, which the docs pages
+one function and one entry); the prose readings among them are in ``bench/readings.py``, with the
+named values docs prose quotes, and the shared record helpers in ``bench/records.py``. Each is written to ``docs/generated/NAME.md``, which the docs pages
 include (``--8<-- "docs/generated/NAME.md"``); ``README_TABLE`` also goes into README.md between
 ``<!-- generated: NAME -->`` and ``<!-- /generated -->``. After a benchmark is re-recorded, one
 run of this script brings every table up to date; ``tests/test_docs.py`` checks that the
@@ -14,48 +15,31 @@ committed tables are what this script writes.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:  # loaded by path (the tests, the MkDocs hook): find the sibling modules
+    sys.path.insert(0, str(BENCH))
+from readings import (  # noqa: E402  (bench/ is this script's directory)
+    presence_cost_reading,
+    speed_reading,
+    throughput_reading,
+    toyworld_protocols_reading,
+    toyworld_reading,
+    tune_robustness_reading,
+)
+from records import PROTOCOLS, ROOT, TOY, TOY_CLASSES, _latency, bench_module, markdown, one, record  # noqa: E402
+
 OUT = ROOT / "docs" / "generated"
 README = ROOT / "README.md"
+
+
 README_TABLE = "readme-results"
 
 
-def record(name: str) -> dict[str, Any]:
-    """``bench/results/NAME``, parsed."""
-    return json.loads((RESULTS / name).read_text())
-
-
-def bench_module(name: str):
-    """``bench/NAME.py`` as a module, to reuse the table function its ``--table`` prints."""
-    if str(ROOT / "bench") not in sys.path:
-        sys.path.insert(0, str(ROOT / "bench"))  # the bench scripts import benchio as a sibling
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def markdown(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def one(x: float) -> str:
-    return f"{x:.1f}"
-
-
-# ------------------------------------------------------------------------------------- toy world
-TOY = "toyworld_seed7.json"
-TOY_CLASSES = ["background", "circle", "square", "triangle", "star", "cross", "heart"]
 TOY_ROW_NOTES = {
     "full": "default pipeline",
     "vocab_all": "all six names in the caption",
@@ -84,9 +68,6 @@ def toyworld_options() -> str:
     return _toy_rows(record(TOY)["options"])
 
 
-PROTOCOLS = ("gt", "reference", "all", "detect")
-
-
 def toyworld_protocols() -> str:
     """``pnpovss eval --labels L`` on seed 7: one record per protocol."""
     rows = []
@@ -103,76 +84,6 @@ def toyworld_tags() -> str:
     return markdown(["row", "precision", "recall", "F1", "exact label set (% of images)"],
                     [[f"`{n}`", one(t["precision"]), one(t["recall"]), one(t["f1"]), one(t["exact_sets"])]
                      for n, t in tags.items()])
-
-
-def _compare(a: float, b: float, low: str = "below", high: str = "above") -> str:
-    return low if a < b else high
-
-
-def toyworld_reading() -> str:
-    """What the toy-world tables say, as prose whose every number is computed from the records."""
-    toy = record(TOY)
-    rows = {**toy["rows"], **toy["options"]}
-
-    def m(name: str) -> float:
-        return rows[name]["miou"]
-
-    stats = record("toyworld_mapstats_seed0.json")["stats"]
-    grad, att = stats["gradcam_L1"], stats["attention_L1"]
-    per = rows["full"]["per_class"]
-    shapes = sorted(TOY_CLASSES[1:], key=lambda c: per[c])
-    weak, strong = shapes[:3], shapes[3:]
-    one_change = [m("full") - m(n) for n in ("full_threshold_binary", "full_crf_probs")]
-    blur_gain = m("gradcam+dropout+blur") - m("gradcam+dropout")
-    crf_gain = m("full") - m("gradcam+dropout+blur")
-    return f"""{toy['seconds_per_image']:.2f} s per image for `full` on one CPU thread (`seconds_per_image` in the JSON). Read honestly:
-
-* The toy BLIP localises: `full` ({m('full'):.1f}) is far above `random_weights` ({m('random_weights'):.1f}),
-  {m('full') - m('no_vlm'):.1f} points above the colour heuristic `no_vlm` ({m('no_vlm'):.1f}) and
-  {m('full') - m('attention'):.1f} above raw attention (`attention`, {m('attention'):.1f}).
-* The gain comes from the whole chain, not from GradCAM: before any post-processing GradCAM's maps
-  score {_compare(m('gradcam'), m('attention'))} raw attention ({m('gradcam'):.1f} vs {m('attention'):.1f}), and raw attention through the same
-  blur and CRF scores {m('attention+blur+crf'):.1f} (`attention+blur+crf`), {_compare(m('attention+blur+crf'), m('full'))} `full`. At layer 1
-  GradCAM's maps put {_compare(grad['own'], att['own'], 'less', 'more')} of their mass on the class's own object than attention's
-  ({100 * grad['own']:.0f}% vs {100 * att['own']:.0f}%), but the gradient dS/dA is positive on only
-  {100 * grad['gradient_positive']['own']:.0f}% of the own object's patches, and on {100 * grad['gradient_positive']['other_objects']:.0f}% of
-  *other* objects' patches: on this model the gradient marks "an object", not "this word's object",
-  and relu cuts the rest of the object away (`python bench/toyworld.py --map-stats --seed 0 --images 100`,
-  `bench/results/toyworld_mapstats_seed0.json`).
-* Salience DropOut does what the paper says once blur and CRF follow it: `full` {m('full'):.1f} against
-  {m('gradcam+blur+crf'):.1f} without it (`gradcam+blur+crf`); before blur it changes mIoU from {m('gradcam'):.1f} to
-  {m('gradcam+dropout'):.1f}, because the later passes' maps are scattered until blur and CRF pull them together.
-  With the paper's k = 10 (`full_drop_k10`) `full` is {m('full_drop_k10'):.1f}. Blur ({blur_gain:+.1f} after
-  DropOut) and the dense CRF ({crf_gain:+.1f}) help. `full_attention_drop` (one vision pass, dropped patches
-  hidden from the cross-attention) scores {m('full_attention_drop'):.1f}.
-* Classes differ ({', '.join(f'`{c}` {per[c]:.1f}' for c in weak)} against
-  {min(per[c] for c in strong):.0f}-{max(per[c] for c in strong):.0f} for {', '.join(strong)}), and `vocab_all`, where the caption names
-  all six shapes, absent ones included, falls to {m('vocab_all'):.1f}: the toy model finds objects better
-  than it tells which word is which. The presence stage (`vocab_detect`, see
-  [Class presence](../method/presence.md)) brings it back to {m('vocab_detect'):.1f}.
-* The CVPR-era evaluation scripts' post-processing, reproduced (`full_eval_scripts`: an absolute
-  threshold on the sum of min-max normalised passes, background 1 - Σ of the blurred maps, maps as
-  CRF probabilities, 20 iterations), scores {m('full_eval_scripts'):.1f}: on this model's dense maps almost every
-  patch clears an absolute threshold on a sum of several passes, so the masks cover the image and
-  background is rarely predicted (background IoU {rows['full_eval_scripts']['per_class']['background']:.1f}). Its earlier approximation
-  (`full_eval_scripts_approx`: threshold after min-max, background before the blur) scores
-  {m('full_eval_scripts_approx'):.1f}; one change at a time costs {min(one_change):.1f}-{max(one_change):.1f} points (`full_threshold_binary`,
-  `full_crf_probs`). With the rest of the scripts' chain (bicubic-constant upsampling and the
-  zeroing after the min-max: `full_eval_scripts_exact`, the `reference-cvpr-*` presets'
-  post-processing) it scores {m('full_eval_scripts_exact'):.1f}, and {m('full_eval_scripts_exact_pass0'):.1f} with VOC's pass 0 alone
-  (`full_eval_scripts_exact_pass0`). Our defaults follow the segmentation script. The other
-  reference-fidelity rows are discussed in [Fidelity to the reference code](../method/fidelity.md)."""
-
-
-def toyworld_protocols_reading() -> str:
-    gt, ref = (record(f"toyworld_eval_{p}_seed7.json")["miou"] for p in ("gt", "reference"))
-    bench = record(TOY)["rows"]["vocab_reference"]["miou"]
-    return f"""Read: the caption's contents are the largest protocol difference. Captioning all six shapes and
-keeping the true classes' maps costs {gt - ref:.1f} points against a labels-only caption on this model
-(the maps of a class change when the caption names classes that are not there: the toy model was
-trained on captions naming only some of the shapes), so `gt` numbers are not comparable with the
-paper's tables; `reference` is. The bench records the same protocol as its `vocab_reference` row
-(`bench/toyworld.py`, same images and settings: {bench:.1f}, {'the same' if round(bench, 3) == round(ref, 3) else 'not the same'} mIoU as `eval --labels reference`)."""
 
 
 README_ROWS = {
@@ -192,7 +103,6 @@ def readme_results() -> str:
                     [[f"{text} (`{name}`)", one(rows[name]["miou"])] for name, text in README_ROWS.items()])
 
 
-# ----------------------------------------------------------------------------- speed, precision
 def _drop_empty_columns(table: str) -> str:
     """Leave out the columns whose every cell is ``-`` (rows the record did not run)."""
     lines = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines()]
@@ -224,89 +134,8 @@ def speed_bf16() -> str:
     return markdown(["classes", *BF16_ROWS, "bf16 / pnpovss", "reference / bf16"], rows)
 
 
-def _span(values: list[float], digits: int = 1) -> str:
-    """``a-b`` of the smallest and largest value (one value when they agree at ``digits``)."""
-    low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
-    return low if low == high else f"{low}-{high}"
-
-
-def _exactly(value: float) -> str:
-    return "exactly 0" if value == 0 else f"up to {value:.0e}"
-
-
-def speed_reading() -> str:
-    """What the full speed record says against its targets, every number from the record."""
-    result = record("speed_full.json")
-    rows = [r for r in result["rows"] if r.get("seconds")]
-
-    def row(name: str, model: str, size: int, classes: int) -> dict:
-        return next(r for r in rows if (r["name"], r["model"], r["image_size"], r["classes"]) == (name, model, size, classes))
-
-    def groups(model: str, size: int | None = None) -> list[dict]:
-        return [g for g in result["ratios"] if g["model"] == model and (size is None or g["image_size"] == size)]
-
-    ours = [r for r in rows if r["name"] == "pnpovss"]
-    blip_ours = [r for r in ours if r["model"] == "blip"]
-    bt_ours = [r for r in ours if r["model"] == "bridgetower"]
-    bt_size = bt_ours[0]["image_size"]
-    speedup = {key: [g["speedup_vs_reference"] for g in groups(*key)] for key in (("blip", 384), ("blip", 768), ("bridgetower", bt_size))}
-    memory = [100 * g["memory_vs_reference"] for g in result["ratios"]]
-    floor = [g["pnpovss_over_floor"] for g in result["ratios"]]
-    big = [r for r in blip_ours if r["image_size"] == 768]
-    big_ref = [r for r in rows if r["name"] == "reference_pattern" and r["model"] == "blip" and r["image_size"] == 768]
-    flat = sorted((r for r in blip_ours if r["image_size"] == 384), key=lambda r: r["classes"])
-    eager = {size: [row("pnpovss_eager_vision", "blip", size, r["classes"])["seconds"] / r["seconds"]
-                    for r in blip_ours if r["image_size"] == size] for size in (384, 768)}
-    attention = [r["seconds"] / row("pnpovss_attention_drop", "blip", r["image_size"], r["classes"])["seconds"] for r in blip_ours]
-    toy = {**record(TOY)["rows"], **record(TOY)["options"]}
-    drop_diff = toy["full_attention_drop"]["miou"] - toy["full"]["miou"]
-    spread = max(max(r["seconds_each"]) / min(r["seconds_each"]) - 1 for r in rows if len(r.get("seconds_each", [])) > 1)
-    return f"""Read against the targets: our maps equal the reference pattern's to float rounding (max abs diff
-≤ {max(r['max_abs_diff'] for r in blip_ours):.0e} against map values up to {max(r['ref_map_max'] for r in blip_ours):.0e}; {_exactly(max(r['max_abs_diff'] for r in bt_ours))} for BridgeTower)
-at {_span(speedup[('blip', 384)])}x less time at 384 px, {_span(speedup[('blip', 768)])}x at 768 px and {_span(speedup[('bridgetower', bt_size)])}x for BridgeTower at {bt_size} px,
-with {_span(memory, 0)}% of its peak memory ({max(r['peak_mb'] for r in big) / 1024:.1f} GB instead of {min(r['peak_mb'] for r in big_ref) / 1024:.0f} GB for BLIP at
-768 px). We stay within {_span(floor, 2)}x of `floor`, the least the method can cost (below 1.0x is
-timing noise: `floor` runs the same vision passes). The cost is flat in the number of classes (one
-caption holds them all: {' / '.join(f"{r['seconds']:.1f}" for r in flat)} s for {' / '.join(str(r['classes']) for r in flat)} classes at 384 px).
-`pnpovss_eager_vision` is our pipeline with BLIP's own eager attention in the vision tower: the fused
-attention is worth {_span(eager[384])}x at 384 px and {_span(eager[768])}x at 768 px, where the attention probabilities of
-2305 tokens dominate. Attention-mode dropout is another {_span(attention)}x faster on BLIP (one vision pass
-per image) but gives different maps; on the toy world its mIoU is {abs(drop_diff):.1f} points
-{'below' if drop_diff < 0 else 'above'} re-encoding ({toy['full_attention_drop']['miou']:.1f} vs {toy['full']['miou']:.1f}, `full_attention_drop` in the toy-world table), so it
-is an option and re-encoding (the paper) stays the default. Times are from a quiet machine but one
-run: single images of the same row differed by up to {100 * spread:.0f}% (`seconds_each`; the `gflops` field
-records matmul throughput before each image)."""
-
-
 def throughput() -> str:
     return bench_module("throughput").markdown(record("throughput.json"))
-
-
-def throughput_reading() -> str:
-    result = record("throughput.json")
-    toy, blip = result["ratios"]["toy"], result["ratios"]["blip-large-random"]
-    blip_row = next(r for r in result["rows"] if r["model"] == "blip-large-random" and r["processes"] == 1 and r["workers"] == 0)
-    two_process = [toy["overlap_2_process"], blip["overlap_2_process"]]
-    return f"""Ratios (the JSON's `ratios`): the overlap (`--workers 1` over `--workers 0`) gave **{toy['overlap_1_process']:.2f}x** on the
-toy folder with one process, {toy['overlap_2_process']:.2f}x with two, **{blip['overlap_1_process']:.2f}x** on BLIP-L with one process and
-{blip['overlap_2_process']:.2f}x with two; two processes over one gave {toy['two_processes_workers_0']:.2f}x (toy) and **{blip['two_processes_workers_0']:.2f}x** (BLIP-L).
-What this says: on BLIP-L the network takes {blip_row['seconds'] / blip_row['images']:.0f} s an image here and blur + CRF a small
-fraction of a second ([Speed and memory](speed.md)), so there is nothing to hide; on the toy model
-decoding and post-processing are a larger share, and one worker bought {100 * (toy['overlap_1_process'] - 1):.0f}% in this one run,
-with one process leaving it a core. With two processes on two busy cores, nothing is left for the
-workers ({_span(two_process, 2)}x). A second process is what pays here ({blip['two_processes_workers_0']:.1f}x on BLIP-L, the second
-core; less than 2x because the cores were shared with other jobs). The overlap is meant for GPUs,
-where the network is fast and the CPU work is the bottleneck; it was not measured on one.
-{'Every row' if all(r.get('same_files_as_first') for r in result['rows']) else 'Not every row'} wrote the same files as the first (`same files`)."""
-
-
-def presence_cost_reading() -> str:
-    rows = record("presence_speed.json")["rows"]
-    base = rows["pipeline"]["seconds"]
-    itm, clip, text = (rows[n]["seconds"] for n in ("presence_150", "clip_opinion_150", "clip_text_150"))
-    return f"""Per image, presence over 150 candidates costs {itm / base:.2f}x of the pipeline with the ITM score alone and
-{(itm + clip) / base:.2f}x with CLIP's second opinion; the CLIP text embeddings are computed once for a candidate
-list (the first image of a run pays them: {(itm + clip + text) / base:.2f}x in all on that image)."""
 
 
 PRESENCE_ROWS = {
@@ -329,7 +158,6 @@ def presence_cost() -> str:
     return markdown(["row", "seconds", "/ default pipeline"], rows)
 
 
-# ----------------------------------------------------------------------------------- large images
 def large_image() -> str:
     cli = record("large_image_cli.json")["cli"]
     agreement = record("large_image_agreement.json")["agreement"]
@@ -362,11 +190,6 @@ def resolution() -> str:
                      "no CRF (blur + argmax)"], rows)
 
 
-# ------------------------------------------------------------------------------------------- demo
-def _latency(entry: dict | None) -> str:
-    return f"{entry['median_s']:.2f} s ({entry['max_s']:.2f})" if entry else ""
-
-
 def demo_latency() -> str:
     result = record("demo_latency.json")
     rows = []
@@ -383,167 +206,12 @@ def demo_latency() -> str:
     return markdown(["input", "change", "engine", "HTTP endpoint", "in the browser"], rows)
 
 
-# ------------------------------------------------------------------------------------------- tuning
 def tune_robustness() -> str:
     return bench_module("tune_robustness").table(record("tune_robustness.json")["pairs"])
 
 
 def tune_truth_dev() -> str:
     return bench_module("tune_truth").table(record("tune_truth_dev.json"))
-
-
-def tune_robustness_reading() -> str:
-    """What the robustness records say, from their summaries."""
-    held = record("tune_robustness.json")
-    dev = record("tune_robustness_dev.json")["summary"]
-    s = held["summary"]
-    previous_worst = min(held["pairs"], key=lambda r: r["previous_gain"])
-    return f"""With the default selection no pair lost more than {-s['worst_gain']:.2f} mIoU and the mean gain is
-{s['mean_gain']:+.2f}; the defaults were kept on {s['kept_defaults']} of {s['pairs']} pairs, where no trial's lead passed the
-checks. The previous default (argmax of `boundary`, same trials) gained {s['previous_mean_gain']:+.2f} on average
-but lost {-s['previous_worst_gain']:.2f} on pair {previous_worst['tune_seed']}->{previous_worst['held_out_seed']}; the paper's reward with argmax gained
-{s['paper_mean_gain']:+.2f} and lost up to {-s['paper_worst_gain']:.2f}. On the {dev['pairs']} development pairs
-(`--pairs 200:300,...,205:305 --set-name development --json bench/results/tune_robustness_dev.json`)
-the current rule gains {dev['mean_gain']:+.2f} on average, worst {dev['worst_gain']:+.2f}; argmax of `boundary`
-{dev['previous_worst_gain']:+.2f} at worst. The rule's own cost is {100 * s['select_share_of_tune_time']:.3f}% of the tune's time
-(`select_share_of_tune_time`). How it does with real BLIP and CLIP is not measured here; it was
-designed on toy-world seeds only."""
-
-
-# ------------------------------------------------------------------------------ quoted values
-def _speed_rows(name: str) -> dict[tuple[str, int], dict]:
-    """A speed record's rows by (row name, classes)."""
-    return {(r["name"], r["classes"]): r for r in record(name)["rows"] if r.get("seconds")}
-
-
-def _pct(x: float, digits: int = 2) -> str:
-    return f"{100 * x:.{digits}f}%"
-
-
-RESOLUTION_RULE = 2.0
-"""A pixel-size setting becomes the default only if mIoU at 384 and 1024 px stays within this many
-points of native size (held-out seed)."""
-
-BF16_TARGETS = {"over_fp32": 0.65, "speedup_vs_reference": 4.5}
-"""The speed targets bf16 was built to (issue text): at most this fraction of fp32's seconds, at
-least this many times faster than the reference pattern, at every class count."""
-
-
-def values() -> dict[str, str]:
-    """Named numbers that docs prose quotes as ``{{name}}`` (the MkDocs hook puts them in at build
-    time), each computed from a record; a name the prose quotes and this lacks fails the build."""
-    v: dict[str, str] = {}
-    toy = record(TOY)
-    rows = {**toy["rows"], **toy["options"], **toy["no_background_label"]}
-    for name, r in rows.items():
-        v[f"toy.{name}"] = one(r["miou"])
-        v[f"toy.{name}.vs-full"] = f"{r['miou'] - rows['full']['miou']:+.1f}"
-    for name, a in toy["pixel_agreement_with_full"].items():
-        v[f"toy.{name}.agreement"] = _pct(a)
-
-    for key, name in (("sweep", "toyworld_sweep_seed0.json"), ("sweep-reference-defaults", "toyworld_sweep_seed0_reference_defaults.json")):
-        sweep = record(name)
-        for k, miou in sweep["miou_by_drop_k"].items():
-            v[f"{key}.k{k}"] = one(miou)
-
-    for name, t in toy["tags"].items():
-        for key in ("precision", "recall", "f1"):
-            v[f"tags.{name}.{key}"] = one(t[key])
-        v[f"tags.{name}.exact"] = f"{t['exact_sets']:.0f}%"
-    for name, r in rows.items():
-        for c, iou in r["per_class"].items():
-            v[f"toy.{name}.{c}"] = one(iou)
-    v["toy.vocab_detect.over-full"] = f"{rows['vocab_detect']['miou'] / rows['full']['miou']:.2f}x"
-    v["toy.vocab_all.below-detect"] = one(rows["vocab_detect"]["miou"] - rows["vocab_all"]["miou"])
-
-    sweeps = [record(f"toyworld_presence_sweep_seed{seed}.json") for seed in (0, 1)]
-    for key, label in (("by_threshold", "threshold"), ("by_threshold_and_clip_ratio", "combination")):
-        common = [k for k in sweeps[0][key] if all(k in sw[key] for sw in sweeps)]
-        best = max(common, key=lambda k: sum(sw[key][k]["f1"] for sw in sweeps))
-        v[f"presence.best-{label}"] = best.replace("/", " x ")
-        v[f"presence.best-{label}.f1"] = " / ".join(one(sw[key][best]["f1"]) for sw in sweeps)
-        v[f"presence.best-{label}.miou"] = " / ".join(one(sw[key][best]["miou"]) for sw in sweeps)
-        for k in common:
-            v[f"presence.{label}.{k}.f1"] = " / ".join(one(sw[key][k]["f1"]) for sw in sweeps)
-            v[f"presence.{label}.{k}.miou"] = " / ".join(one(sw[key][k]["miou"]) for sw in sweeps)
-
-    demo = record("demo_latency.json")
-    v["demo.load"] = f"{demo['load_average_before'][0]:.1f}-{demo['load_average_after'][0]:.1f}"
-    large = demo["large_upload"]
-    v["demo.large.load"] = f"{large['load_average'][0]:.1f}"
-    v["demo.large.segment-over-cli"] = f"{large['segment_over_cli']:.2f}x"
-    v["demo.large.threshold"] = _latency(large["browser"]["threshold_change"])
-    v["demo.large.drag"] = _span([d["seconds_to_last_value"] for d in large["browser"]["drag"]], 0) + " s"
-    v["demo.large.drag.typed"] = str(large["browser"]["drag"][0]["values_typed"])
-    v["demo.large.drag.answers"] = _span([d["answers_computed"] for d in large["browser"]["drag"]], 0)
-    small, big = demo["images"].values()
-    v["demo.small.postprocess.browser-max"] = f"{small['browser']['postprocess_only']['max_s']:.2f} s"
-    v["demo.big.postprocess.engine"] = f"{big['engine']['postprocess_only']['median_s']:.2f}"
-    v["demo.big.full.engine"] = f"{big['engine']['full']['median_s']:.2f} s"
-
-    cli, quiet = record("large_image_cli.json")["cli"], record("large_image_cli_quiet.json")["cli"]
-    v["large.cli.load"] = f"{cli['load_average_1min']:.0f}"
-    v["large.quiet.load"] = f"{quiet['load_average_1min']:.1f}"
-    q = quiet["rows"]["default"]
-    v["large.quiet.default"] = f"{q['seconds']:.1f} s wall, {q['cpu_seconds']:.1f} s CPU and {q['peak_rss_gib']:.2f} GiB"
-    for key, name in (("dev", "resolution_dev_seed0.json"), ("held-out", "resolution_seed7.json")):
-        sizes = record(name)["runs"][0]["sizes"]
-        native = min(sizes, key=int)
-        for variant in ("absolute", "relative", "no_crf"):
-            v[f"resolution.{key}.{variant}"] = " / ".join(f"{sizes[n][variant]['miou']:.2f}" for n in sizes if n in ("96", "384", "1024"))
-            for n in sizes:
-                v[f"resolution.{key}.{variant}.{n}.drop"] = f"{sizes[native][variant]['miou'] - sizes[n][variant]['miou']:.1f}"
-                v[f"resolution.{key}.{variant}.{n}.agreement"] = _pct(sizes[n][variant]["agreement_with_native"], 1)
-
-    held = record("resolution_seed7.json")["runs"][0]["sizes"]
-    worst = max(held["96"]["relative"]["miou"] - held[n]["relative"]["miou"] for n in ("384", "1024"))
-    v["resolution.default-rule"] = f"{worst:.1f}, is {'not ' if worst > RESOLUTION_RULE else ''}"
-
-    packed = _speed_rows("speed_quick_bf16_packed.json")
-    ratios = {r["classes"]: r for r in record("speed_quick_bf16_packed.json")["ratios"]}
-    classes = sorted(ratios)
-    over, speedup = BF16_TARGETS["over_fp32"], BF16_TARGETS["speedup_vs_reference"]
-    v["bf16.target.over-fp32"] = f"{over}x"
-    v["bf16.target.speedup"] = f"{speedup}x"
-    met = all(ratios[c]["bf16_over_pnpovss"] <= over and ratios[c]["bf16_speedup_vs_reference"] >= speedup for c in classes)
-    v["bf16.targets-met"] = "are met" if met else "are not both met"
-    v["bf16.over-fp32"] = _span([ratios[c]["bf16_over_pnpovss"] for c in classes], 2) + "x"
-    v["bf16.speedup-vs-reference"] = _span([ratios[c]["bf16_speedup_vs_reference"] for c in classes]) + "x"
-    per_image = [b / f for c in classes for b, f in zip(packed[("pnpovss_bf16", c)]["seconds_each"],
-                                                       packed[("pnpovss", c)]["seconds_each"])]
-    v["bf16.over-fp32.per-image"] = _span(per_image, 2) + "x"
-    v["bf16.max-diff"] = f"{max(packed[('pnpovss_bf16', c)]['max_abs_diff_vs_fp32'] for c in classes):.1e}"
-    v["bf16.map-max"] = f"{max(packed[('pnpovss_bf16', c)]['ref_map_max'] for c in classes):.1e}"
-    agree = packed[("pnpovss_bf16", classes[0])]["drop_agreement_vs_fp32"]
-    v["bf16.drop-agreement"] = ", ".join(_pct(a, 0) for a in agree[:-1]) + " and " + _pct(agree[-1], 0)
-    v["bf16.unpacked.seconds"] = " s and ".join(f"{packed[('pnpovss_bf16_unpacked', c)]['seconds']:.1f}" for c in classes) + " s"
-    v["bf16.prepack-saving"] = _span([packed[("pnpovss_bf16_unpacked", c)]["seconds"] - packed[("pnpovss_bf16", c)]["seconds"]
-                                      for c in classes]) + " s"
-    fp32_mem = max(packed[("pnpovss", c)]["peak_mb"] for c in classes) / 1024
-    bf16_mem = max(packed[("pnpovss_bf16", c)]["peak_mb"] for c in classes) / 1024
-    v["bf16.extra-memory"] = f"{bf16_mem - fp32_mem:.1f} GB more peak memory on BLIP-large ({bf16_mem:.1f} vs {fp32_mem:.1f} GB)"
-    v["bf16.compiled.seconds"] = " s and ".join(f"{packed[('pnpovss_bf16_compiled', c)]['seconds']:.1f}" for c in classes) + " s"
-    v["bf16.seconds"] = " s and ".join(f"{packed[('pnpovss_bf16', c)]['seconds']:.1f}" for c in classes) + " s"
-    compiled_mem = max(packed[("pnpovss_bf16_compiled", c)]["peak_mb"] for c in classes) / 1024
-    v["bf16.compiled.extra-memory"] = f"{compiled_mem - bf16_mem:.1f} GB"
-
-    bt = _speed_rows("speed_bridgetower_bf16.json")
-    v["bt.fp32.seconds"] = f"{bt[('pnpovss', 1)]['seconds']:.1f} s"
-    v["bt.bf16.seconds"] = f"{bt[('pnpovss_bf16', 1)]['seconds']:.1f} s"
-    v["bt.bf16.ratio"] = f"{bt[('pnpovss_bf16', 1)]['seconds'] / bt[('pnpovss', 1)]['seconds']:.2f}x"
-    v["bt.unpacked.seconds"] = f"{bt[('pnpovss_bf16_unpacked', 1)]['seconds']:.1f} s"
-    v["bt.bf16.memory"] = f"{bt[('pnpovss_bf16', 1)]['peak_mb'] / 1024:.1f} GiB against {bt[('pnpovss', 1)]['peak_mb'] / 1024:.1f} GiB"
-
-    batch = _speed_rows("speed_quick_bf16_batch_packed.json")
-    batch_ratios = {r["classes"]: r for r in record("speed_quick_bf16_batch_packed.json")["ratios"]}
-    v["batch.bf16.seconds"] = " s and ".join(f"{batch[('pnpovss_bf16_batch', c)]['seconds']:.1f}" for c in classes) + " s"
-    v["batch.bf16.single.seconds"] = " s and ".join(f"{batch[('pnpovss_bf16', c)]['seconds']:.1f}" for c in classes) + " s"
-    v["batch.gain"] = "x and ".join(f"{batch_ratios[c]['pnpovss_bf16_batch_gain_per_image']:.2f}" for c in classes) + "x"
-    b_mem = max(batch[("pnpovss_bf16_batch", c)]["peak_mb"] for c in classes) / 1024
-    s_mem = max(batch[("pnpovss_bf16", c)]["peak_mb"] for c in classes) / 1024
-    v["batch.extra-memory"] = f"{b_mem - s_mem:.1f} GB more peak memory ({b_mem:.1f} vs {s_mem:.1f} GB)"
-    v["batch.bf16.over-fp32"] = "x and ".join(f"{batch_ratios[c]['bf16_over_pnpovss']:.2f}" for c in classes) + "x"
-    return v
 
 
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[], str]]] = {

@@ -29,11 +29,15 @@ def rel(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
+def bench(name: str):
+    """``bench/NAME.py`` as a module; the bench scripts import their siblings from bench/."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
+    return importlib.import_module(name)
+
+
 def load_tables():
-    spec = importlib.util.spec_from_file_location("bench_tables", ROOT / "bench" / "tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench("tables")
 
 
 # ------------------------------------------------------------------------------------ the build
@@ -143,30 +147,30 @@ def test_generated_tables_are_what_bench_tables_writes():
 
 
 def test_quoted_values_are_computed_from_the_records(site, tmp_path, monkeypatch):
-    """Every ``{{name}}`` a page quotes is one of bench/tables.py's values, and the built page
+    """Every ``{{name}}`` a page quotes is one of bench/readings.py's values, and the built page
     shows the value, not the name."""
-    tables = load_tables()
-    values = tables.values()
+    readings, records = bench("readings"), bench("records")
+    values = readings.values()
     for page in PAGES:
         for name in re.findall(r"\{\{\s*([\w.-]+)\s*\}\}", page.read_text()):
-            assert name in values, f"{rel(page)}: {{{{{name}}}}} is not in bench/tables.py's values()"
+            assert name in values, f"{rel(page)}: {{{{{name}}}}} is not in bench/readings.py's values()"
     text = page_text(site, "results/precision")
     assert "{{" not in text and f"scores {values['toy.full_bf16']} mIoU against {values['toy.full']}" in " ".join(text.split())
-    toy = json.loads((tables.RESULTS / tables.TOY).read_text())
+    toy = json.loads((records.RESULTS / records.TOY).read_text())
     toy["options"]["full_bf16"]["miou"] = 12.345
-    for path in tables.RESULTS.glob("*.json"):
+    for path in records.RESULTS.glob("*.json"):
         (tmp_path / path.name).write_text(path.read_text())
-    (tmp_path / tables.TOY).write_text(json.dumps(toy))
-    monkeypatch.setattr(tables, "RESULTS", tmp_path)
-    assert tables.values()["toy.full_bf16"] == "12.3"
+    (tmp_path / records.TOY).write_text(json.dumps(toy))
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
+    assert readings.values()["toy.full_bf16"] == "12.3"
 
 
 def test_tables_read_their_numbers_from_the_json(tmp_path, monkeypatch):
-    tables = load_tables()
-    toy = json.loads((tables.RESULTS / tables.TOY).read_text())
+    tables, records = load_tables(), bench("records")
+    toy = json.loads((records.RESULTS / records.TOY).read_text())
     toy["rows"]["full"]["miou"] = 12.345
-    (tmp_path / tables.TOY).write_text(json.dumps(toy))
-    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    (tmp_path / records.TOY).write_text(json.dumps(toy))
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
     assert "| `full` (default pipeline) | 12.3 |" in tables.toyworld_stages()
     assert "| **the default pipeline** (labels given) (`full`) | 12.3 |" in tables.readme_results()
 

@@ -1,6 +1,6 @@
 """MkDocs hook, at build time: each ``<!-- generated: NAME -->`` line of a page becomes the table
 :data:`tools.docs.reference.GENERATORS` makes from the code, and each ``{{name}}`` in the prose the
-number ``bench/tables.py``'s ``values()`` computes from the recorded benchmarks."""
+number ``bench/readings.py``'s ``values()`` computes from the recorded benchmarks."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ _values: dict[str, str] | None = None
 
 
 def quoted_values() -> dict[str, str]:
-    """``bench/tables.py``'s :func:`values`, computed once per build from the records."""
+    """``bench/readings.py``'s :func:`values`, computed once per build from the records."""
     global _values
     if _values is None:
         import importlib.util
 
-        spec = importlib.util.spec_from_file_location("bench_tables", Path(_ROOT) / "bench" / "tables.py")
+        spec = importlib.util.spec_from_file_location("bench_readings", Path(_ROOT) / "bench" / "readings.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         _values = module.values()
@@ -44,7 +44,7 @@ def on_page_markdown(markdown: str, **kwargs) -> str:
         if name is None:
             return match.group(0)
         if name not in quoted_values():
-            raise KeyError(f"unknown quoted value {{{{{name}}}}}: add it to values() in bench/tables.py")
+            raise KeyError(f"unknown quoted value {{{{{name}}}}}: add it to values() in bench/readings.py")
         return quoted_values()[name]
 
     return _MARK.sub(table, _VALUE.sub(value, markdown))  # generated tables may quote ``{{name}}`` themselves
