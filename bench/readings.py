@@ -5,6 +5,7 @@ numbers docs prose quotes as ``{{name}}`` (put in at build time by ``tools/docs/
 from __future__ import annotations
 
 import sys
+import statistics
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -257,6 +258,25 @@ def values() -> dict[str, str]:
     held = record("resolution_seed7.json")["runs"][0]["sizes"]
     worst = max(held["96"]["relative"]["miou"] - held[n]["relative"]["miou"] for n in ("384", "1024"))
     v["resolution.default-rule"] = f"{worst:.1f}, is {'not ' if worst > RESOLUTION_RULE else ''}"
+
+    quick, full = record("speed_quick.json"), record("speed_full.json")
+    q = _speed_rows("speed_quick.json")
+    q_classes = sorted({c for _, c in q})
+
+    def per_class(name: str, fmt: str = "{:.1f}") -> str:
+        return " / ".join(fmt.format(q[(name, c)]["seconds"]) for c in q_classes)
+
+    v["quick.gflops"] = f"{statistics.median(r['gflops'] for r in quick['rows']):.0f}"
+    v["full.gflops"] = f"{statistics.median(r['gflops'] for r in full['rows']):.0f}"
+    v["quick.pnpovss"] = per_class("pnpovss") + " s"
+    v["quick.reference"] = per_class("reference_pattern") + " s"
+    v["quick.floor"] = per_class("floor") + " s"
+    v["quick.speedup"] = " / ".join(f"{g['speedup_vs_reference']:.1f}x" for g in quick["ratios"])
+    v["quick.over-floor"] = " / ".join(f"{g['pnpovss_over_floor']:.2f}x" for g in quick["ratios"])
+    v["quick.slow-reference.gflops"] = f"{min(q[('reference_pattern', c)]['gflops'] for c in q_classes)}"
+    v["quick.max-diff"] = f"{max(q[('pnpovss', c)]['max_abs_diff'] for c in q_classes):.0e}"
+    v["quick.memory"] = (f"{max(q[('pnpovss', c)]['peak_mb'] for c in q_classes) / 1024:.1f} GB against "
+                         f"{max(q[('reference_pattern', c)]['peak_mb'] for c in q_classes) / 1024:.1f} GB")
 
     packed = _speed_rows("speed_quick_bf16_packed.json")
     ratios = {r["classes"]: r for r in record("speed_quick_bf16_packed.json")["ratios"]}
