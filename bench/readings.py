@@ -4,14 +4,9 @@ numbers docs prose quotes as ``{{name}}`` (put in at build time by ``tools/docs/
 
 from __future__ import annotations
 
-import sys
 import statistics
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-if str(BENCH) not in sys.path:  # loaded by path (the tests, the MkDocs hook): find the sibling modules
-    sys.path.insert(0, str(BENCH))
-from records import (  # noqa: E402  (bench/ is this script's directory)
+from records import (  # (bench/ is this script's directory; the tests and the docs hook put it on the path)
     TOY,
     TOY_CLASSES,
     _compare,
@@ -23,6 +18,7 @@ from records import (  # noqa: E402  (bench/ is this script's directory)
     one,
     record,
 )
+
 
 def toyworld_reading() -> str:
     """What the toy-world tables say, as prose whose every number is computed from the records."""

@@ -20,10 +20,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-BENCH = Path(__file__).resolve().parent
-if str(BENCH) not in sys.path:  # loaded by path (the tests, the MkDocs hook): find the sibling modules
-    sys.path.insert(0, str(BENCH))
-from readings import (  # noqa: E402  (bench/ is this script's directory)
+from readings import (  # (bench/ is this script's directory; the tests and the docs hook put it on the path)
     presence_cost_reading,
     speed_reading,
     throughput_reading,
@@ -31,14 +28,11 @@ from readings import (  # noqa: E402  (bench/ is this script's directory)
     toyworld_reading,
     tune_robustness_reading,
 )
-from records import PROTOCOLS, ROOT, TOY, TOY_CLASSES, _latency, bench_module, markdown, one, record  # noqa: E402
+from records import PROTOCOLS, ROOT, TOY, TOY_CLASSES, _latency, bench_module, markdown, one, record
 
 OUT = ROOT / "docs" / "generated"
 README = ROOT / "README.md"
-
-
 README_TABLE = "readme-results"
-
 
 TOY_ROW_NOTES = {
     "full": "default pipeline",

@@ -23,12 +23,12 @@ def quoted_values() -> dict[str, str]:
     """``bench/readings.py``'s :func:`values`, computed once per build from the records."""
     global _values
     if _values is None:
-        import importlib.util
+        import importlib
 
-        spec = importlib.util.spec_from_file_location("bench_readings", Path(_ROOT) / "bench" / "readings.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _values = module.values()
+        bench = str(Path(_ROOT) / "bench")
+        if bench not in sys.path:  # the bench scripts import their siblings from bench/, as when run there
+            sys.path.insert(0, bench)
+        _values = importlib.import_module("readings").values()
     return _values
 
 
