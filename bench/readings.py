@@ -4,9 +4,11 @@ numbers docs prose quotes as ``{{name}}`` (put in at build time by ``tools/docs/
 
 from __future__ import annotations
 
+import json
 import statistics
 
 from records import (  # (bench/ is this script's directory; the tests and the docs hook put it on the path)
+    ROOT,
     TOY,
     TOY_CLASSES,
     _compare,
@@ -175,6 +177,12 @@ the current rule gains {dev['mean_gain']:+.2f} on average, worst {dev['worst_gai
 designed on toy-world seeds only."""
 
 
+REWARD_SAMPLES = ("reward_correlation.json", "reward_correlation_seed2.json")
+"""The two samples of ``bench/reward_correlation.py`` the default reward was chosen on (search/runs/toyworld/)."""
+REWARD_RULE = (0.8, 0.6)
+"""A reward is fit for the default if Spearman's rho with the true mIoU reaches the first value over
+all configurations and the second among the usable ones, on both samples."""
+
 RESOLUTION_RULE = 2.0
 """A pixel-size setting becomes the default only if mIoU at 384 and 1024 px stays within this many
 points of native size (held-out seed)."""
@@ -254,6 +262,28 @@ def values() -> dict[str, str]:
     held = record("resolution_seed7.json")["runs"][0]["sizes"]
     worst = max(held["96"]["relative"]["miou"] - held[n]["relative"]["miou"] for n in ("384", "1024"))
     v["resolution.default-rule"] = f"{worst:.1f}, is {'not ' if worst > RESOLUTION_RULE else ''}"
+
+    samples = [json.loads((ROOT / "search" / "runs" / "toyworld" / name).read_text()) for name in REWARD_SAMPLES]
+    rewards = ("boundary", "contrast", "binary", "continuous")
+    for i, sample in enumerate(samples, 1):
+        v[f"rc{i}.configs"] = str(len(sample["rows"]))
+        v[f"rc{i}.usable"] = str(sample["configs_usable"])
+        v[f"rc{i}.seed"] = str(sample["dataset"]["seed"])
+        v[f"rc{i}.images"] = str(sample["dataset"]["images"])
+        for reward in rewards:
+            v[f"rc{i}.{reward}"] = f"{sample['spearman']['reference'][f'{reward}_vs_miou']:.2f}"
+            v[f"rc{i}.{reward}.usable"] = f"{sample['spearman_usable']['reference'][f'{reward}_vs_miou']:.2f}"
+            top = max(sample["rows"], key=lambda r: r["rewards"]["reference"][reward])
+            v[f"rc{i}.{reward}.top-miou"] = one(top["miou"])
+    overall, usable = REWARD_RULE
+    meets = [r for r in rewards if all(sample["spearman"]["reference"][f"{r}_vs_miou"] >= overall
+                                         and sample["spearman_usable"]["reference"][f"{r}_vs_miou"] >= usable
+                                         for sample in samples)]
+    v["rc.rule"] = f"{overall} overall and {usable} among usable configurations"
+    v["rc.meets"] = ("only " if len(meets) == 1 else "") + ", ".join(f"`{r}`" for r in meets) if meets else "no reward"
+    best_is_top = all(max(r["miou"] for r in sample["rows"]) == max(sample["rows"], key=lambda r: r["rewards"]["reference"]["boundary"])["miou"]
+                      for sample in samples)
+    v["rc.boundary-top"] = "is the best one on both samples" if best_is_top else "is not the best one on every sample"
 
     quick, full = record("speed_quick.json"), record("speed_full.json")
     q = _speed_rows("speed_quick.json")
