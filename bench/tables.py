@@ -4,9 +4,9 @@
     python bench/tables.py --check    # exit 1 (naming the tables) if any differs from what is committed
 
 Tables (``TABLES``: name -> the records it reads and the function that writes it; a new table is
-one function and one entry); the prose readings among them are in ``bench/readings.py``, with the
-named values docs prose quotes, and the shared record helpers in ``bench/records.py``. Each is written to ``docs/generated/NAME.md``, which the docs pages
-include (``--8<-- "docs/generated/NAME.md"``); ``README_TABLE`` also goes into README.md between
+one function and one entry; the prose readings among them are in ``bench/readings.py``, the
+shared record helpers in ``bench/records.py``). Each is written to ``docs/generated/NAME.md``,
+which the docs pages include (``--8<-- "docs/generated/NAME.md"``); ``README_TABLE`` also goes into README.md between
 ``<!-- generated: NAME -->`` and ``<!-- /generated -->``. After a benchmark is re-recorded, one
 run of this script brings every table up to date; ``tests/test_docs.py`` checks that the
 committed tables are what this script writes.

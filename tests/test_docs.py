@@ -148,13 +148,13 @@ def test_generated_tables_are_what_bench_tables_writes():
 
 
 def test_quoted_values_are_computed_from_the_records(site, tmp_path, monkeypatch):
-    """Every ``{{name}}`` a page quotes is one of bench/readings.py's values, and the built page
+    """Every ``{{name}}`` a page quotes is one of bench/quoted.py's values, and the built page
     shows the value, not the name."""
-    readings, records = bench("readings"), bench("records")
-    values = readings.values()
+    quoted, records = bench("quoted"), bench("records")
+    values = quoted.values()
     for page in PAGES:
         for name in re.findall(r"\{\{\s*([\w.-]+)\s*\}\}", page.read_text()):
-            assert name in values, f"{rel(page)}: {{{{{name}}}}} is not in bench/readings.py's values()"
+            assert name in values, f"{rel(page)}: {{{{{name}}}}} is not in bench/quoted.py's values()"
     text = page_text(site, "results/precision")
     assert "{{" not in text and f"scores {values['toy.full_bf16']} mIoU against {values['toy.full']}" in " ".join(text.split())
     toy = json.loads((records.RESULTS / records.TOY).read_text())
@@ -163,7 +163,7 @@ def test_quoted_values_are_computed_from_the_records(site, tmp_path, monkeypatch
         (tmp_path / path.name).write_text(path.read_text())
     (tmp_path / records.TOY).write_text(json.dumps(toy))
     monkeypatch.setattr(records, "RESULTS", tmp_path)
-    assert readings.values()["toy.full_bf16"] == "12.3"
+    assert quoted.values()["toy.full_bf16"] == "12.3"
 
 
 def test_tables_read_their_numbers_from_the_json(tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """MkDocs hook, at build time: each ``<!-- generated: NAME -->`` line of a page becomes the table
 :data:`tools.docs.reference.GENERATORS` makes from the code, and each ``{{name}}`` in the prose the
-number ``bench/readings.py``'s ``values()`` computes from the recorded benchmarks."""
+number ``bench/quoted.py``'s ``values()`` computes from the recorded benchmarks."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ _values: dict[str, str] | None = None
 
 
 def quoted_values() -> dict[str, str]:
-    """``bench/readings.py``'s :func:`values`, computed once per build from the records."""
+    """``bench/quoted.py``'s :func:`values`, computed once per build from the records."""
     global _values
     if _values is None:
         import importlib
@@ -28,7 +28,7 @@ def quoted_values() -> dict[str, str]:
         bench = str(Path(_ROOT) / "bench")
         if bench not in sys.path:  # the bench scripts import their siblings from bench/, as when run there
             sys.path.insert(0, bench)
-        _values = importlib.import_module("readings").values()
+        _values = importlib.import_module("quoted").values()
     return _values
 
 
@@ -44,7 +44,7 @@ def on_page_markdown(markdown: str, **kwargs) -> str:
         if name is None:
             return match.group(0)
         if name not in quoted_values():
-            raise KeyError(f"unknown quoted value {{{{{name}}}}}: add it to values() in bench/readings.py")
+            raise KeyError(f"unknown quoted value {{{{{name}}}}}: add it to values() in bench/quoted.py")
         return quoted_values()[name]
 
     return _MARK.sub(table, _VALUE.sub(value, markdown))  # generated tables may quote ``{{name}}`` themselves
