@@ -1,4 +1,4 @@
-"""The README's figures, drawn from real runs and recorded benchmarks (writes PNGs flat into --out).
+"""The docs' figures (the README shows one), drawn from real runs and recorded benchmarks (writes PNGs flat into --out).
 
     python bench/figures.py --out docs                       # all figures, as committed
     python bench/figures.py --out /tmp/f --images 1 --size 48 --only stages
@@ -498,7 +498,7 @@ FIGURES: dict[str, tuple[str, Callable[[argparse.Namespace], object]]] = {
     "presence": ("presence.png", draw_presence),
     "tuning": ("tune_robustness.png", draw_tuning),
 }
-"""name -> (file name under --out, function(args) -> matplotlib figure). The README uses these names."""
+"""name -> (file name under --out, function(args) -> matplotlib figure). The docs use these names."""
 
 
 def write_figures(args: argparse.Namespace) -> list[Path]:
@@ -520,7 +520,7 @@ def write_figures(args: argparse.Namespace) -> list[Path]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="directory for the PNGs (the README's: docs)")
+    ap.add_argument("--out", type=Path, required=True, help="directory for the PNGs (the docs': docs)")
     ap.add_argument("--only", action="append", choices=list(FIGURES), help="draw only this figure (repeatable)")
     ap.add_argument("--seed", type=int, default=7, help="toy-world seed of the stages figure (7: held out)")
     ap.add_argument("--images", type=int, default=3, help="images in the stages figure")

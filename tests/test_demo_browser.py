@@ -4,7 +4,7 @@ page, and gradio_client calls the `segment` endpoint, against one server in a su
 Needs gradio, playwright, gradio_client (the `test` extra) and Debian's `chromium`. Without them
 the test is skipped, except when PNPOVSS_REQUIRE_BROWSER=1 (set by .ci/run): then it fails, so CI
 cannot pass without running it. PNPOVSS_DEMO_SCREENSHOT=docs/demo.png also saves the screenshot
-there (how the README's picture is made).
+there (how the README's and the docs' picture is made).
 """
 
 import io

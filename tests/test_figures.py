@@ -1,5 +1,5 @@
 """bench/figures.py: the command writes every figure (not blank, identical on a rerun), the charts
-take their numbers from the benchmark JSON, and those numbers are the README tables' numbers."""
+take their numbers from the benchmark JSON, and those numbers are the docs' generated tables' numbers."""
 
 import importlib.util
 import json
@@ -31,7 +31,7 @@ def assert_not_blank(path: Path) -> None:
 
 @pytest.mark.slow
 def test_command_writes_every_figure_on_one_small_image(figures, tmp_path, capsys):
-    """The README's command on 1 image at 48 px: every registered PNG exists, is drawn on, and a
+    """The docs' command on 1 image at 48 px: every registered PNG exists, is drawn on, and a
     rerun gives the same bytes (no timestamps, fixed seeds). Slow (~10 s): it runs the whole
     command twice, toy model load and three matplotlib renders each time."""
     args = ["--out", str(tmp_path / "a"), "--images", "1", "--size", "48"]
@@ -65,24 +65,25 @@ def chart_texts(fig) -> list[str]:
     return [t.get_text() for ax in fig.axes for t in ax.texts]
 
 
-def readme_rows(prefix: str) -> list[list[str]]:
-    """Cells of README table lines starting with ``prefix``."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+def table_rows(prefix: str, *tables: str) -> list[list[str]]:
+    """Cells of the lines starting with ``prefix`` of generated tables ``docs/generated/NAME.md``
+    (what the results pages show; tests/test_docs.py checks they are bench/tables.py's output)."""
+    lines = [line for name in tables for line in (ROOT / "docs" / "generated" / f"{name}.md").read_text().splitlines()]
     return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith(prefix)]
 
 
-def test_ablation_chart_matches_the_readme_toyworld_tables(figures, tmp_path):
+def test_ablation_chart_matches_the_toyworld_tables(figures, tmp_path):
     args = figures.parse_args(["--out", str(tmp_path)])
     fig = figures.draw_ablation(args)
     ax = fig.axes[0]
     bars = {lab.get_text().split(" (")[0]: y for lab, y in zip(ax.get_yticklabels(), ax.get_yticks())}
     value_at = {round(t.get_position()[1]): t.get_text() for t in ax.texts if re.fullmatch(r"[\d.]+", t.get_text())}
     legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
-    table = {re.match(r"`([^`]+)`", cells[0]).group(1): cells[1] for cells in readme_rows("| `")
+    table = {re.match(r"`([^`]+)`", cells[0]).group(1): cells[1] for cells in table_rows("| `", "toyworld-stages", "toyworld-options")
              if re.match(r"`([^`]+)`", cells[0]) and re.fullmatch(r"[\d.]+", cells[1])}
     toy = json.loads(figures.TOY_JSON.read_text())
     expected = [*toy["rows"], *toy["options"]]
-    assert set(expected) <= set(table), "a toy-bench row is missing from the README tables"
+    assert set(expected) <= set(table), "a toy-bench row is missing from the toy-world tables"
     for name in expected:
         if name in figures.REFERENCE_ROWS:  # drawn as a reference line, its value in the legend
             assert f"{name}: {figures.REFERENCE_ROWS[name][0]}, {table[name]}" in legend
@@ -101,10 +102,10 @@ def test_ablation_chart_reads_its_numbers_from_the_json(figures, tmp_path):
     assert "full_new_option" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
 
 
-def test_speed_chart_matches_the_readme_speed_table(figures, tmp_path):
+def test_speed_chart_matches_the_speed_table(figures, tmp_path):
     fig = figures.draw_speed(figures.parse_args(["--out", str(tmp_path)]))
     texts = chart_texts(fig)
-    cells = [c for row in readme_rows("| blip |") + readme_rows("| bridgetower |") for c in row[3:]
+    cells = [c for row in table_rows("| blip |", "speed-full") + table_rows("| bridgetower |", "speed-full") for c in row[3:]
              if re.fullmatch(r"[\d.]+ s, [\d.]+ GB", c)]
     assert len(cells) == sum(1 for r in json.loads(figures.SPEED_JSON.read_text())["rows"] if r.get("seconds"))
     assert sorted(c.split(", ")[0] for c in cells) == sorted(t for t in texts if t.endswith(" s"))

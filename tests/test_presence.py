@@ -212,7 +212,7 @@ def test_vocabularies_and_their_errors(tmp_path):
 
 
 def test_segment_command_filters_the_candidates_offline(tmp_path):
-    """The README's check: all six shapes as candidates on the shipped example keep circle and
+    """The docs' check (README, docs/how-to/classes.md): all six shapes as candidates on the shipped example keep circle and
     star, and the JSON shows every score."""
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["segment", str(ROOT / "examples" / "shapes.png"), "--model", "toy",

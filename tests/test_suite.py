@@ -49,7 +49,8 @@ def test_the_suite_runs_every_dataset_and_its_table_equals_their_jsons(tmp_path,
     assert values[-1] == f"{combined['mean']:.1f}"
     assert len({per[n]["miou"] for n in ORDER}) > 1  # real, differing scores
     table = "\n".join(r for r in res.output.splitlines() if r.startswith("|"))
-    assert table in (Path(__file__).resolve().parents[1] / "README.md").read_text()  # the README's example is this run
+    docs = Path(__file__).resolve().parents[1] / "docs" / "how-to" / "evaluate.md"
+    assert table in docs.read_text()  # the docs' example is this run
     # each dataset's JSON is what a plain eval of it gives
     single = tmp_path / "voc20.json"
     r = CliRunner().invoke(main, ["eval", "--dataset", "voc20", "--root", str(data), "--json", str(single), *model_args])

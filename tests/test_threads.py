@@ -1,4 +1,4 @@
-"""One Segmenter shared by threads gives the single-thread results (README, "Threads and processes")."""
+"""One Segmenter shared by threads gives the single-thread results (docs/how-to/folders.md, "Threads and processes")."""
 
 from concurrent.futures import ThreadPoolExecutor
 
