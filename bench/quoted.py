@@ -94,18 +94,19 @@ def values() -> dict[str, str]:
     v["large.quiet.load"] = f"{quiet['load_average_1min']:.1f}"
     q = quiet["rows"]["default"]
     v["large.quiet.default"] = f"{q['seconds']:.1f} s wall, {q['cpu_seconds']:.1f} s CPU and {q['peak_rss_gib']:.2f} GiB"
-    for key, name in (("dev", "resolution_dev_seed0.json"), ("held-out", "resolution_seed7.json")):
-        sizes = record(name)["runs"][0]["sizes"]
-        native = min(sizes, key=int)
-        for variant in ("absolute", "relative", "no_crf"):
-            v[f"resolution.{key}.{variant}"] = " / ".join(f"{sizes[n][variant]['miou']:.2f}" for n in sizes if n in ("96", "384", "1024"))
-            for n in sizes:
-                v[f"resolution.{key}.{variant}.{n}.drop"] = f"{sizes[native][variant]['miou'] - sizes[n][variant]['miou']:.1f}"
-                v[f"resolution.{key}.{variant}.{n}.agreement"] = _pct(sizes[n][variant]["agreement_with_native"], 1)
-
-    held = record("resolution_seed7.json")["runs"][0]["sizes"]
-    worst = max(held["96"]["relative"]["miou"] - held[n]["relative"]["miou"] for n in ("384", "1024"))
-    v["resolution.default-rule"] = f"{worst:.1f}, is {'not ' if worst > RESOLUTION_RULE else ''}"
+    runs = {"dev": record("resolution_dev.json")["runs"], "held-out": record("resolution_seed11.json")["runs"]}
+    for key, group in runs.items():
+        for run in group:
+            sizes, native = run["sizes"], min(run["sizes"], key=int)
+            name = f"{key}.{run['seed']}" if key == "dev" else key
+            for variant in sizes[native]:
+                v[f"resolution.{name}.{variant}"] = " / ".join(f"{sizes[n][variant]['miou']:.2f}" for n in sizes)
+                for n in sizes:
+                    v[f"resolution.{name}.{variant}.{n}.drop"] = f"{sizes[native][variant]['miou'] - sizes[n][variant]['miou']:.1f}"
+                    v[f"resolution.{name}.{variant}.{n}.agreement"] = _pct(sizes[n][variant]["agreement_with_native"], 1)
+    held = runs["held-out"][0]["sizes"]
+    worst = max(held["96"]["default"]["miou"] - held[n]["default"]["miou"] for n in ("384", "1024"))
+    v["resolution.target"] = f"{worst:.1f}, is {'not ' if worst > RESOLUTION_RULE else ''}"
 
     samples = [json.loads((ROOT / "search" / "runs" / "toyworld" / name).read_text()) for name in REWARD_SAMPLES]
     rewards = ("boundary", "contrast", "binary", "continuous")

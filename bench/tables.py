@@ -172,16 +172,27 @@ def large_image() -> str:
 
 
 def resolution() -> str:
-    run = record("resolution_seed7.json")["runs"][0]
+    run = record("resolution_seed11.json")["runs"][0]
     rows = []
     for size, v in run["sizes"].items():
         native = size == min(run["sizes"], key=int)
         def cell(name: str) -> str:
             r = v[name]
             return f"{r['miou']:.2f}" + ("" if native else f" ({100 * r['agreement_with_native']:.1f}% as native)")
-        rows.append([f"{size}" + (" (native)" if native else ""), cell("absolute"), cell("relative"), cell("no_crf")])
-    return markdown(["size", "CRF in pixels (default)", f"`crf_reference_side={run['reference_side']}`",
+        rows.append([f"{size}" + (" (native)" if native else ""), *(cell(n) for n in ("default", "relative", "absolute", "no_crf"))])
+    return markdown(["size", f"toy preset (`crf_reference_side={run['default_crf_reference_side']}`)",
+                     f"library default (`{run['reference_side']}`)", "CRF in pixels (`null`, reference)",
                      "no CRF (blur + argmax)"], rows)
+
+
+def resolution_isolated() -> str:
+    result = record("resolution_dev_isolated.json")
+    rows = []
+    for run in result["runs"]:
+        for size, v in run["sizes"].items():
+            rows.append([str(run["seed"]), size, *(f"{v[n]['miou']:.2f}" for n in ("default", "absolute"))])
+    return markdown(["seed", "size", f"toy preset (`crf_reference_side={result['runs'][0]['default_crf_reference_side']}`)",
+                     "CRF in pixels"], rows)
 
 
 def demo_latency() -> str:
@@ -225,7 +236,8 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[], str]]] = {
     "presence-cost": (("presence_speed.json",), presence_cost),
     "presence-cost-reading": (("presence_speed.json",), presence_cost_reading),
     "large-image": (("large_image_cli.json", "large_image_agreement.json"), large_image),
-    "resolution": (("resolution_seed7.json",), resolution),
+    "resolution": (("resolution_seed11.json",), resolution),
+    "resolution-isolated": (("resolution_dev_isolated.json",), resolution_isolated),
     "demo-latency": (("demo_latency.json",), demo_latency),
     "tune-robustness": (("tune_robustness.json",), tune_robustness),
     "tune-robustness-reading": (("tune_robustness.json", "tune_robustness_dev.json"), tune_robustness_reading),

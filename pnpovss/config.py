@@ -98,7 +98,7 @@ class PipelineConfig:
     are unaffected. 512: the reference set its values on dataset images of at most ~500 px, so they
     keep the reference's behaviour there, while a photo is no longer labelled with kernels a tenth
     of its scale (held-out toy scenes upscaled to 1024 px lost 10.0 mIoU points with pixel kernels,
-    3.6 with R=512; ``bench/resolution.py``). ``None``: pixels at every size, as the reference
+    3.5 with R=512; ``bench/resolution.py``). ``None``: pixels at every size, as the reference
     (every ``reference-*`` preset). The toy model's preset says 96, its scenes' size."""
     postprocess_max_side: int | None = 1024
     """Blur and CRF run on a copy of the image whose long side is at most this many pixels, and the
