@@ -37,10 +37,8 @@ BF16_TARGETS = {"over_fp32": 0.65, "speedup_vs_reference": 4.5}
 least this many times faster than the reference pattern, at every class count."""
 
 
-def values() -> dict[str, str]:
-    """Named numbers that docs prose quotes as ``{{name}}`` (the MkDocs hook puts them in at build
-    time), each computed from a record; a name the prose quotes and this lacks fails the build."""
-    v: dict[str, str] = {}
+def _toy(v: dict[str, str]) -> None:
+    """The toy-world benchmark: mIoU by row and class, tags, pixel agreement, the k sweeps."""
     toy = record(TOY)
     rows = {**toy["rows"], **toy["options"], **toy["no_background_label"]}
     for name, r in rows.items():
@@ -64,6 +62,10 @@ def values() -> dict[str, str]:
     v["toy.vocab_detect.over-full"] = f"{rows['vocab_detect']['miou'] / rows['full']['miou']:.2f}x"
     v["toy.vocab_all.below-detect"] = one(rows["vocab_detect"]["miou"] - rows["vocab_all"]["miou"])
 
+
+
+def _presence(v: dict[str, str]) -> None:
+    """The presence sweeps on the two development seeds."""
     sweeps = [record(f"toyworld_presence_sweep_seed{seed}.json") for seed in (0, 1)]
     for key, label in (("by_threshold", "threshold"), ("by_threshold_and_clip_ratio", "combination")):
         common = [k for k in sweeps[0][key] if all(k in sw[key] for sw in sweeps)]
@@ -75,6 +77,10 @@ def values() -> dict[str, str]:
             v[f"presence.{label}.{k}.f1"] = " / ".join(one(sw[key][k]["f1"]) for sw in sweeps)
             v[f"presence.{label}.{k}.miou"] = " / ".join(one(sw[key][k]["miou"]) for sw in sweeps)
 
+
+
+def _demo(v: dict[str, str]) -> None:
+    """The demo's response times."""
     demo = record("demo_latency.json")
     v["demo.load"] = f"{demo['load_average_before'][0]:.1f}-{demo['load_average_after'][0]:.1f}"
     large = demo["large_upload"]
@@ -89,6 +95,10 @@ def values() -> dict[str, str]:
     v["demo.big.postprocess.engine"] = f"{big['engine']['postprocess_only']['median_s']:.2f}"
     v["demo.big.full.engine"] = f"{big['engine']['full']['median_s']:.2f} s"
 
+
+
+def _large(v: dict[str, str]) -> None:
+    """Large images: the CLI rows and the pixel-size runs."""
     cli, quiet = record("large_image_cli.json")["cli"], record("large_image_cli_quiet.json")["cli"]
     v["large.cli.load"] = f"{cli['load_average_1min']:.0f}"
     v["large.quiet.load"] = f"{quiet['load_average_1min']:.1f}"
@@ -108,6 +118,10 @@ def values() -> dict[str, str]:
     worst = max(held["96"]["default"]["miou"] - held[n]["default"]["miou"] for n in ("384", "1024"))
     v["resolution.target"] = f"{worst:.1f}, is {'not ' if worst > RESOLUTION_RULE else ''}"
 
+
+
+def _rewards(v: dict[str, str]) -> None:
+    """The two reward-correlation samples and the reward rule."""
     samples = [json.loads((ROOT / "search" / "runs" / "toyworld" / name).read_text()) for name in REWARD_SAMPLES]
     rewards = ("boundary", "contrast", "binary", "continuous")
     for i, sample in enumerate(samples, 1):
@@ -130,6 +144,10 @@ def values() -> dict[str, str]:
                       for sample in samples)
     v["rc.boundary-top"] = "is the best one on both samples" if best_is_top else "is not the best one on every sample"
 
+
+
+def _speed(v: dict[str, str]) -> None:
+    """The fp32 speed runs."""
     quick, full = record("speed_quick.json"), record("speed_full.json")
     q = _speed_rows("speed_quick.json")
     q_classes = sorted({c for _, c in q})
@@ -149,6 +167,10 @@ def values() -> dict[str, str]:
     v["quick.memory"] = (f"{max(q[('pnpovss', c)]['peak_mb'] for c in q_classes) / 1024:.1f} GB against "
                          f"{max(q[('reference_pattern', c)]['peak_mb'] for c in q_classes) / 1024:.1f} GB")
 
+
+
+def _bf16(v: dict[str, str]) -> None:
+    """bf16 against fp32: speed, agreement, memory, the compiled encoder."""
     packed = _speed_rows("speed_quick_bf16_packed.json")
     ratios = {r["classes"]: r for r in record("speed_quick_bf16_packed.json")["ratios"]}
     classes = sorted(ratios)
@@ -177,6 +199,10 @@ def values() -> dict[str, str]:
     compiled_mem = max(packed[("pnpovss_bf16_compiled", c)]["peak_mb"] for c in classes) / 1024
     v["bf16.compiled.extra-memory"] = f"{compiled_mem - bf16_mem:.1f} GB"
 
+
+
+def _batches_and_bridgetower(v: dict[str, str]) -> None:
+    """BridgeTower in bf16, and batches of images."""
     bt = _speed_rows("speed_bridgetower_bf16.json")
     v["bt.fp32.seconds"] = f"{bt[('pnpovss', 1)]['seconds']:.1f} s"
     v["bt.bf16.seconds"] = f"{bt[('pnpovss_bf16', 1)]['seconds']:.1f} s"
@@ -186,6 +212,7 @@ def values() -> dict[str, str]:
 
     batch = _speed_rows("speed_quick_bf16_batch_packed.json")
     batch_ratios = {r["classes"]: r for r in record("speed_quick_bf16_batch_packed.json")["ratios"]}
+    classes = sorted(batch_ratios)
     v["batch.bf16.seconds"] = " s and ".join(f"{batch[('pnpovss_bf16_batch', c)]['seconds']:.1f}" for c in classes) + " s"
     v["batch.bf16.single.seconds"] = " s and ".join(f"{batch[('pnpovss_bf16', c)]['seconds']:.1f}" for c in classes) + " s"
     v["batch.gain"] = "x and ".join(f"{batch_ratios[c]['pnpovss_bf16_batch_gain_per_image']:.2f}" for c in classes) + "x"
@@ -193,4 +220,12 @@ def values() -> dict[str, str]:
     s_mem = max(batch[("pnpovss_bf16", c)]["peak_mb"] for c in classes) / 1024
     v["batch.extra-memory"] = f"{b_mem - s_mem:.1f} GB more peak memory ({b_mem:.1f} vs {s_mem:.1f} GB)"
     v["batch.bf16.over-fp32"] = "x and ".join(f"{batch_ratios[c]['bf16_over_pnpovss']:.2f}" for c in classes) + "x"
+
+
+def values() -> dict[str, str]:
+    """Named numbers that docs prose quotes as ``{{name}}`` (the MkDocs hook puts them in at build
+    time), each computed from a record; a name the prose quotes and this lacks fails the build."""
+    v: dict[str, str] = {}
+    for part in (_toy, _presence, _demo, _large, _rewards, _speed, _bf16, _batches_and_bridgetower):
+        part(v)
     return v
