@@ -16,6 +16,7 @@ from records import (  # (bench/ is this script's directory; the tests and the d
     one,
     record,
 )
+from quoted_tuning import tuning_values
 
 
 REWARD_SAMPLES = ("reward_correlation.json", "reward_correlation_seed2.json")
@@ -220,12 +221,30 @@ def _batches_and_bridgetower(v: dict[str, str]) -> None:
     s_mem = max(batch[("pnpovss_bf16", c)]["peak_mb"] for c in classes) / 1024
     v["batch.extra-memory"] = f"{b_mem - s_mem:.1f} GB more peak memory ({b_mem:.1f} vs {s_mem:.1f} GB)"
     v["batch.bf16.over-fp32"] = "x and ".join(f"{batch_ratios[c]['bf16_over_pnpovss']:.2f}" for c in classes) + "x"
+    diff = {name: f"{max(batch[(name, c)]['max_abs_diff_vs_fp32'] for c in classes):.1e}" for name in ("pnpovss_bf16", "pnpovss_bf16_batch")}
+    v["batch.bf16.max-diff"], v["batch.bf16.single.max-diff"] = diff["pnpovss_bf16_batch"], diff["pnpovss_bf16"]
+    v["batch.adds"] = "adds nothing measurable" if len(set(diff.values())) == 1 else "changes the maps"
+
+    full = [r for r in record("speed_full.json")["rows"] if r.get("model") == "bridgetower" and r.get("seconds")]
+    peak = {name: max(r["peak_mb"] for r in full if r["name"] == name) / 1024 for name in ("pnpovss", "reference_pattern")}
+    v["bt.full.memory"] = f"{peak['pnpovss']:.1f} GB at most, against {peak['reference_pattern']:.1f} GB"
+    v["bt.full.px"] = str(full[0]["image_size"])
+
+
+def _precision_parts(v: dict[str, str]) -> None:
+    """Which parts may run in bf16: the per-part study on the toy world."""
+    parts = record("precision_parts_seed0.json")
+    v["parts.seed"], v["parts.images"] = str(parts["seed"]), str(parts["images"])
+    for name, s in parts["settings"].items():
+        v[f"parts.{name}.agreement"] = _pct(s["pixel_agreement_with_fp32"])
+    v["parts.max-map-diff"] = f"{max(s['max_map_diff_over_fp32_max'] for s in parts['settings'].values()):.1f}"
 
 
 def values() -> dict[str, str]:
     """Named numbers that docs prose quotes as ``{{name}}`` (the MkDocs hook puts them in at build
     time), each computed from a record; a name the prose quotes and this lacks fails the build."""
     v: dict[str, str] = {}
-    for part in (_toy, _presence, _demo, _large, _rewards, _speed, _bf16, _batches_and_bridgetower):
+    for part in (_toy, _presence, _demo, _large, _rewards, _speed, _bf16, _batches_and_bridgetower, _precision_parts,
+                 tuning_values):
         part(v)
     return v
