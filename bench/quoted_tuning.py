@@ -81,8 +81,10 @@ def _rule(v: dict[str, str]) -> None:
               for share in check["net_loss_share"].values()]
     v["tune.winning.loss-share"] = f"{max(shares):.2f}"
     v["tune.select-share"] = f"{max(r['summary']['select_share_of_tune_time'] for r in (held, dev)):.3%}"
-    worst = min(held["pairs"], key=lambda p: p["paper_gain"])
-    v["tune.paper.worst"] = f"{worst['defaults_miou']:.1f} -> {worst['paper_miou']:.1f} mIoU on held-out pair {worst['tune_seed']}->{worst['held_out_seed']}"
+    for name, rule in (("argmax", "previous"), ("paper", "paper")):
+        worst = min(held["pairs"], key=lambda p: p[f"{rule}_gain"])
+        v[f"tune.{name}.worst"] = (f"{worst['defaults_miou']:.1f} -> {worst[f'{rule}_miou']:.1f} mIoU "
+                                   f"(pair {worst['tune_seed']}->{worst['held_out_seed']})")
 
 
 def _development(v: dict[str, str]) -> None:
