@@ -1,11 +1,13 @@
 """Named numbers that docs prose quotes as ``{{name}}``, each computed from a recorded benchmark
-(:func:`values`); ``tools/docs/hooks.py`` puts them into the pages at build time."""
+(:func:`values`; the tuning pages' values are in ``bench/quoted_tuning.py``); ``tools/docs/hooks.py``
+puts them into the pages at build time."""
 
 from __future__ import annotations
 
 import json
 import statistics
 
+from quoted_tuning import tuning_values
 from records import (  # (bench/ is this script's directory; the tests and the docs hook put it on the path)
     ROOT,
     TOY,
@@ -16,7 +18,6 @@ from records import (  # (bench/ is this script's directory; the tests and the d
     one,
     record,
 )
-from quoted_tuning import tuning_values
 
 
 REWARD_SAMPLES = ("reward_correlation.json", "reward_correlation_seed2.json")

@@ -23,7 +23,7 @@ LOSS = -1.0
 """A pick worse than the defaults by more than this many points is a loss (``pairs_worse_than_minus_1``)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trace(path: Path) -> dict[int, dict]:
     """A tune trace's trials by number."""
     return {t["trial"]: t for t in map(json.loads, path.read_text().splitlines())}
