@@ -30,6 +30,8 @@ all configurations and the second among the usable ones, on both samples."""
 
 
 RESOLUTION_RULE = 2.0
+DEMO_THRESHOLD_TARGET_S = 3.0
+"""Issue 26: a threshold change on an 8000x8000 upload answers within this many seconds."""
 """A pixel-size setting becomes the default only if mIoU at 384 and 1024 px stays within this many
 points of native size (held-out seed)."""
 
@@ -89,6 +91,8 @@ def _demo(v: dict[str, str]) -> None:
     v["demo.large.load"] = f"{large['load_average'][0]:.1f}"
     v["demo.large.segment-over-cli"] = f"{large['segment_over_cli']:.2f}x"
     v["demo.large.threshold"] = _latency(large["browser"]["threshold_change"])
+    met = large["browser"]["threshold_change"]["median_s"] <= DEMO_THRESHOLD_TARGET_S
+    v["demo.large.threshold.target"] = f"{'within' if met else 'more than'} the {DEMO_THRESHOLD_TARGET_S:g} s aimed at"
     v["demo.large.drag"] = _span([d["seconds_to_last_value"] for d in large["browser"]["drag"]], 0) + " s"
     v["demo.large.drag.typed"] = str(large["browser"]["drag"][0]["values_typed"])
     v["demo.large.drag.answers"] = _span([d["answers_computed"] for d in large["browser"]["drag"]], 0)
