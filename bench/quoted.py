@@ -120,6 +120,11 @@ def _large(v: dict[str, str]) -> None:
                 for n in sizes:
                     v[f"resolution.{name}.{variant}.{n}.drop"] = f"{sizes[native][variant]['miou'] - sizes[n][variant]['miou']:.1f}"
                     v[f"resolution.{name}.{variant}.{n}.agreement"] = _pct(sizes[n][variant]["agreement_with_native"], 1)
+    for run, base in zip(record("resolution_dev_working512.json")["runs"], runs["dev"]):
+        small, full = run["sizes"]["1024"]["working_512"], base["sizes"]["1024"]["default"]
+        v[f"resolution.working512.{run['seed']}"] = f"{small['miou']:.2f} against {full['miou']:.2f}"
+        v[f"resolution.working512.{run['seed']}.time"] = (
+            f"{small['postprocess_seconds_per_image']:.1f} s against {full['postprocess_seconds_per_image']:.1f} s")
     held = runs["held-out"][0]["sizes"]
     worst = max(held["96"]["default"]["miou"] - held[n]["default"]["miou"] for n in ("384", "1024"))
     v["resolution.target"] = f"{worst:.1f}, is {'not ' if worst > RESOLUTION_RULE else ''}"

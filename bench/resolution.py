@@ -19,7 +19,8 @@ size (the native labels upscaled nearest-neighbour). Variants (``--variants``):
 * ``relative``: ``crf_reference_side=--reference-side`` (the library default, 512): the CRF's
   spatial kernels scaled with the post-processed long side above that size
   (:func:`pnpovss.postprocess.crf_kernels`);
-* ``relative_compat``: the same, with the compatibilities also divided by the scale squared (as
+* ``working_512``: the model's settings with a 512 px working size (the demo page's default);
+* ``relative_compat``: the same as ``relative``, with the compatibilities also divided by the scale squared (as
   if pydensecrf's kernels were unnormalised sums; they are normalised).
 
 Post-processing above ``postprocess_max_side`` (1024) runs at that working size, so 2048 px also
@@ -50,13 +51,15 @@ from pnpovss.toyworld.world import SHAPES, make_sample
 from benchio import emit  # noqa: E402  (bench/ is this script's directory)
 
 CLASSES = ["background", *SHAPES]
-VARIANTS = ("default", "absolute", "no_crf", "relative", "relative_compat")
+VARIANTS = ("default", "absolute", "no_crf", "relative", "relative_compat", "working_512")
 
 
 def variant_config(config, name: str, side: int, reference: int):
     """The settings of variant ``name`` for an image whose long side is ``side`` px."""
     if name == "default":
         return config
+    if name == "working_512":  # the demo page's working size
+        return config.replace(postprocess_max_side=512)
     if name == "no_crf":
         return config.replace(crf=False)
     if name == "relative":

@@ -56,7 +56,7 @@ def page(**changes):
 def test_postprocessing_change_reuses_the_maps_and_matches_a_fresh_run(engine, segmenter, photo, map_calls):
     first = engine.run(photo, "sky, sand", name="photo.png", **page())
     assert len(map_calls) == 1 and not first.maps_cached and first.map_runs == 1
-    for change in ({"threshold": 0.6}, {"blur_sigma": 0.12}, {"crf": False}):
+    for change in ({"threshold": 0.6}, {"blur_sigma": 0.12}, {"crf": False}, {"working_side": 128}):
         before = len(map_calls)
         out = engine.run(photo, "sky, sand", name="photo.png", **page(**change))
         assert len(map_calls) == before and out.maps_cached and out.map_runs == 1
@@ -77,7 +77,7 @@ def test_postprocess_fields_leave_the_grid_maps_alone(segmenter, photo):
     changed = dict(threshold=0.5, threshold_mode="binary", background_rule="one_minus_sum",
                    blur=False, blur_sigma=0.2, crf=False, crf_unary="probs", crf_iters=3, crf_gaussian_sxy=1.0,
                    crf_gaussian_compat=2.0, crf_bilateral_sxy=9.0, crf_bilateral_srgb=2.0, crf_bilateral_compat=3.0,
-                   crf_reference_side=64)
+                   crf_reference_side=64, postprocess_max_side=32)
     assert set(changed) == POSTPROCESS_FIELDS
     for keep_all in (True, False):  # presence threshold 0: every candidate kept, so there are maps
         base = segmenter.segment(str(photo), ["sky", "sand"], keep_all=keep_all, presence_threshold=0.0)
@@ -95,6 +95,7 @@ def test_downloads_are_what_the_cli_writes(engine, photo, tmp_path):
     cli_out = tmp_path / "cli"
     res = CliRunner().invoke(main, ["segment", str(photo), "--classes", "sky,sand", "--model", str(engine.seg.backbone.source),
                                     "--layer", "2", "--head", "1", "--drop-iters", "2", "--drop-k", "3", "--keep-all",
+                                    "--set", "postprocess_max_side=512",  # the page's working size
                                     "--out", str(cli_out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     cli_record = json.loads((cli_out / "photo.json").read_text())
@@ -151,7 +152,10 @@ def test_segment_kwargs_maps_the_page_controls():
     kw = segment_kwargs(layer=3.0, head="0, 2", drop_iters=4, drop_k=10, halving=True, threshold=0.2,
                         blur_sigma=0.04, crf=False)
     assert kw == dict(layer=3, head=(0, 2), drop_iters=4, drop_k=10, halving=True, threshold=0.2, blur_sigma=0.04,
-                      crf=False, keep_all=False, presence_threshold=0.9)
+                      crf=False, keep_all=False, presence_threshold=0.9, postprocess_max_side=512)
+    assert segment_kwargs(**{**PAGE, "working_side": 1024.0})["postprocess_max_side"] == 1024
+    with pytest.raises(PnpOvssError, match="working size must be a whole number"):
+        segment_kwargs(**{**PAGE, "working_side": 100.5})
     assert segment_kwargs(**{**PAGE, "head": "mean"})["head"] is None
     assert segment_kwargs(**PAGE)["keep_all"] is True
     PipelineConfig().replace(**{k: v for k, v in kw.items() if k != "keep_all"})  # the rest are pipeline options

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 from ..datasets.base import CLASSNAMES_DIR, read_classnames
 from ..errors import PnpOvssError
 from ..pipeline import BACKGROUND
-from .engine import PICTURE_FORMAT, DemoEngine, segment_kwargs, upload_name
+from .engine import PAGE_WORKING_SIDE, PICTURE_FORMAT, DemoEngine, segment_kwargs, upload_name
 
 OWN_WORDS = "(type your own)"
 EXAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "examples" / "shapes.png"
@@ -89,10 +89,10 @@ def build_app(engine: DemoEngine) -> Any:
     head_text = "mean" if cfg.head is None else ",".join(str(h) for h in cfg.heads_tuple() or ())
 
     def answer(image: str | None, classes: str, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma,
-               crf, presence, presence_threshold, progress=gr.Progress()):
+               crf, presence, presence_threshold, working_side, progress=gr.Progress()):
         try:
             kwargs = segment_kwargs(layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
-                                    presence_threshold)
+                                    presence_threshold, working_side)
             out = engine.run(image, classes, name=upload_name(image),
                              progress=lambda desc: progress(0.0, desc=desc), **kwargs)
         except PnpOvssError as exc:
@@ -107,12 +107,12 @@ def build_app(engine: DemoEngine) -> Any:
         )
 
     def live(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
-             presence_threshold, progress=gr.Progress()):
+             presence_threshold, working_side, progress=gr.Progress()):
         """Post-processing controls: answer only once a picture is there (maps come from the cache)."""
         if image is None:
             return (gr.skip(),) * 6
         return answer(image, classes, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence,
-                      presence_threshold, progress)
+                      presence_threshold, working_side, progress)
 
     def api_segment(image: str | None, classes: str) -> tuple[str, dict]:
         try:
@@ -153,6 +153,8 @@ def build_app(engine: DemoEngine) -> Any:
                                           elem_id="threshold")
                     blur_sigma = gr.Slider(0.005, 0.2, cfg.blur_sigma, step=0.005, label="blur sigma (x image size)")
                     crf = gr.Checkbox(cfg.crf, label="dense CRF")
+                    working_side = gr.Slider(128, 2048, PAGE_WORKING_SIDE, step=64, elem_id="working-side",
+                                             label="working size (px): blur and CRF of a larger picture run at this long side")
             with gr.Column(scale=2):
                 status = gr.Markdown("Upload an image, type classes, press Segment.", elem_id="status")
                 overlay = gr.AnnotatedImage(label="Segmentation (click a legend entry to highlight it)",
@@ -172,13 +174,15 @@ def build_app(engine: DemoEngine) -> Any:
             api_json = gr.JSON()
             api_button = gr.Button()
 
-        knobs = [layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence, presence_threshold]
+        knobs = [layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence, presence_threshold,
+                 working_side]
         outputs = [overlay, heatmaps, table, files, status, notes]
         vocabulary.change(lambda v: gr.skip() if v == OWN_WORDS else vocab[v], vocabulary, classes,
                           api_visibility="private")
         asked = gr.on([run.click, classes.submit], answer, [image, classes, *knobs], outputs, api_name="run",
                       concurrency_id="model", js=_START_CLOCK)
-        changed = gr.on([threshold.change, blur_sigma.change, crf.change], live, [image, classes, *knobs], outputs,
+        changed = gr.on([threshold.change, blur_sigma.change, crf.change, working_side.change], live,
+                        [image, classes, *knobs], outputs,
                         api_visibility="private", concurrency_id="model", trigger_mode="always_last",
                         show_progress="minimal", js=_START_CLOCK)
         for event in (asked, changed):  # the browser's own clock: upload, queue and picture transfer included

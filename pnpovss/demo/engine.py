@@ -32,7 +32,7 @@ from ..visualize import label_png, palette
 from ..postprocess import postprocess, resize_labels, working_copy, working_size
 
 POSTPROCESS_FIELDS = frozenset(
-    {"threshold", "threshold_mode", "background_rule", "blur", "blur_sigma"}
+    {"threshold", "threshold_mode", "background_rule", "blur", "blur_sigma", "postprocess_max_side"}
     | {f.name for f in fields(PipelineConfig) if f.name.startswith("crf")}
 )
 """Config fields read only by ``postprocess`` (not by GradCAM / DropOut): changing them reuses the
@@ -49,6 +49,15 @@ most, while a photo's full-size overlay, masks and heat maps cost seconds to enc
 HEATMAP_MAX_SIDE = 512
 """Long side of the per-label score maps: the page shows them as a gallery of thumbnails, and
 drawing and encoding one 1024 px map per label took about half a second each."""
+
+PAGE_WORKING_SIDE = 512
+"""The page's default post-processing working size (``postprocess_max_side``; ``segment``'s is
+1024): blur and dense CRF of an image above it run on a copy of this long side, a quarter of the
+pixels of 1024, so a slider change on a photo answers in about a second of CRF instead of several
+(the page's control changes it; the answer's JSON records it, so ``segment --set
+postprocess_max_side=512`` writes the same files). On toy scenes upscaled to 1024 px the 512 px
+working size scored within 0.1 mIoU points of 1024 at a quarter of the post-processing time
+(``bench/resolution.py --variants working_512``, development seeds 0 and 7)."""
 
 PICTURE_FORMAT = "jpeg"
 """How the page's pictures travel to the browser (Gradio's default, WebP, took ~0.4 s to encode a
@@ -67,7 +76,8 @@ def parse_head_text(text: str | int | None) -> int | tuple[int, ...] | None:
 
 def segment_kwargs(layer: float, head: str, drop_iters: float, drop_k: float, halving: bool,
                    threshold: float, blur_sigma: float, crf: bool, presence: bool = True,
-                   presence_threshold: float = PipelineConfig.presence_threshold) -> dict[str, Any]:
+                   presence_threshold: float = PipelineConfig.presence_threshold,
+                   working_side: float = PAGE_WORKING_SIDE) -> dict[str, Any]:
     """The page's controls -> ``Segmenter.segment`` keyword arguments: the one place they meet the
     pipeline (more controls, e.g. a presence filter, add their keywords here)."""
     def whole(name: str, value: float) -> int:
@@ -86,6 +96,7 @@ def segment_kwargs(layer: float, head: str, drop_iters: float, drop_k: float, ha
         "crf": bool(crf),
         "keep_all": not presence,
         "presence_threshold": float(presence_threshold),
+        "postprocess_max_side": whole("working size", working_side),
     }
 
 
@@ -157,7 +168,7 @@ class DemoResult:
     def table(self) -> list[list[Any]]:
         """Rows: label, pixel percent (and presence score / kept once results carry ``presence``)."""
         presence = self.presence()
-        fractions = self.result.fractions()
+        fractions = self.record.get("fractions") or self.result.fractions()  # counted once, for the record
         rows = []
         for n in [*fractions, *(c for c in presence if c not in fractions)]:  # dropped classes: 0 pixels
             row: list[Any] = [n, round(100.0 * fractions.get(n, 0.0), 2)]
