@@ -507,6 +507,9 @@ def main() -> None:
     parser.add_argument("--drop-iters", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", type=Path, help="instead: print the markdown table of a JSON this wrote")
+    parser.add_argument("--keep-maps", type=Path, default=None, metavar="DIR",
+                        help="keep every row's class maps (.npz) and row JSON in DIR instead of a temporary "
+                             "directory (for comparing two versions of the code map for map)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-maps", type=Path, help=argparse.SUPPRESS)
@@ -521,10 +524,11 @@ def main() -> None:
         print(markdown(json.loads(args.table.read_text())))
         return
     runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="pnpovss-speed-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pnpovss-speed-") as scratch:
+        tmp = args.keep_maps or scratch
         for spec, round_ in schedule(plan(args), args.rounds):
             workdir = Path(tmp) / f"round{round_}"
-            workdir.mkdir(exist_ok=True)
+            workdir.mkdir(parents=True, exist_ok=True)
             runs.append(run_child(spec, workdir))
             text = report(runs, args)
             if args.json:  # after every row: a long run that is stopped keeps what it measured
