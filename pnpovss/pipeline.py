@@ -23,9 +23,7 @@ from .errors import PnpOvssError
 from .fileio import ImageInput, load_image
 from .precision import Precision, resolve_precision
 from .presence import Presence, detect, recurrent_check
-from .result import PendingResult, SegmentationResult  # noqa: F401  (also importable from here, as before)
-
-BACKGROUND = "background"
+from .result import BACKGROUND, PendingResult, SegmentationResult  # noqa: F401  (also importable from here, as before)
 
 
 def parse_classes(classes: str | Sequence[str]) -> list[str]:
@@ -46,6 +44,18 @@ def parse_classes(classes: str | Sequence[str]) -> list[str]:
             raise PnpOvssError("'background' is added automatically; leave it out of the class list (or use --no-background)")
         seen[key] = n
     return names
+
+
+def per_image_classes(classes: str | Sequence[str] | Sequence[Sequence[str]], count: int) -> list[list[str]]:
+    """The class list of each of ``count`` images: one list (``"a,b"`` or ``["a", "b"]``) is every
+    image's; a list of lists is one per image (as many as images). The one reading of ``classes``
+    for :meth:`Segmenter.segment_batch` and :meth:`Segmenter.segment_stream`."""
+    if classes and not isinstance(classes, str) and isinstance(classes[0], (list, tuple)):
+        per_image = [parse_classes(c) for c in classes]  # type: ignore[arg-type]
+        if len(per_image) != count:
+            raise PnpOvssError(f"got {len(per_image)} class lists for {count} images")
+        return per_image
+    return [parse_classes(classes)] * count  # type: ignore[arg-type]
 
 
 _LOCKS: "weakref.WeakKeyDictionary[Backbone, threading.RLock]" = weakref.WeakKeyDictionary()
@@ -206,6 +216,12 @@ class Segmenter:
         ``caption``: the caption names these classes instead, every one of ``classes`` among them,
         and only ``classes``' maps are kept (the CVPR-era evaluation: the whole vocabulary
         captioned, the ground-truth classes' maps kept); no presence stage."""
+        return self.segment_pending(image, classes, keep_all=keep_all, caption=caption, **overrides).finish()
+
+    def segment_pending(self, image: ImageInput, classes: str | Sequence[str], *, keep_all: bool = False,
+                        caption: Sequence[str] | None = None, **overrides: Any) -> PendingResult:
+        """:meth:`segment` up to the network's output; :meth:`PendingResult.finish` post-processes
+        it (outside the model lock), :meth:`PendingResult.restyled` under other post-processing settings."""
         config = self.config.replace(**overrides) if overrides else self.config
         self.validate(config)
         names = parse_classes(classes)
@@ -213,10 +229,8 @@ class Segmenter:
         with self.lock:
             rgb, pixels, embeds = self._encoded(rgb, config)
             if caption is not None:
-                pending = self._kept_from_caption([rgb], pixels, embeds, [names], [caption], config)[0]
-            else:
-                pending = self._finish([rgb], pixels, embeds, [names], config, keep_all, defer=True)[0]
-        return pending.finish()  # post-processing: no model state, so outside the lock
+                return self._kept_from_caption([rgb], pixels, embeds, [names], [caption], config)[0]
+            return self._finish([rgb], pixels, embeds, [names], config, keep_all, defer=True)[0]
 
     def detect_classes(self, image: ImageInput, classes: str | Sequence[str], **overrides: Any) -> Presence:
         """Only the presence scores and selection (no segmentation, no recurrent check)."""
@@ -261,12 +275,7 @@ class Segmenter:
         self.validate(config)
         if not len(images):
             return []
-        if classes and not isinstance(classes, str) and isinstance(classes[0], (list, tuple)):
-            per_image = [parse_classes(c) for c in classes]  # type: ignore[arg-type]
-            if len(per_image) != len(images):
-                raise PnpOvssError(f"got {len(per_image)} class lists for {len(images)} images")
-        else:
-            per_image = [parse_classes(classes)] * len(images)  # type: ignore[arg-type]
+        per_image = per_image_classes(classes, len(images))
         rgbs = [load_image(img) for img in images]
         pixels = self.backbone.preprocess(rgbs, self.image_size(config))
         with self.lock:
@@ -279,17 +288,18 @@ class Segmenter:
     def segment_stream(
         self,
         images: Sequence[ImageInput],
-        classes: Sequence[Sequence[str]],
+        classes: str | Sequence[str] | Sequence[Sequence[str]],
         batch_size: int | None = None,
         *,
         keep_all: bool = False,
         **overrides: Any,
     ) -> Iterator[list[SegmentationResult]]:
         """:meth:`segment_batch` over ``images`` in batches, yielding each batch's results in order.
-        ``batch_size=None``: the first image runs alone and the rest in batches sized to the memory
+        ``classes`` as there: one list for all images or one list per image. ``batch_size=None``: the first image runs alone and the rest in batches sized to the memory
         it took (:func:`~pnpovss.batching.auto_batch_size`)."""
         from .batching import PeakMemory, auto_batch_size
 
+        classes = per_image_classes(classes, len(images)) if len(images) else []
         start = 0
         if batch_size is None and images:
             with PeakMemory(self.backbone.device) as peak:
@@ -355,8 +365,8 @@ class Segmenter:
                 raise PnpOvssError(f"class {missing[0]!r} is not in the caption's classes; a caption must name "
                                    "every class whose map is kept")
             rows = [caption.index(n) for n in names]
-            label_names = ([BACKGROUND] if p.config.background else []) + list(names)
-            out.append(PendingResult(p.image, label_names, p.config, p.grid_maps[rows], present=p.present and bool(names)))
+            out.append(PendingResult.from_maps(p.image, names, config, p.grid_maps[rows], caption_size=len(caption),
+                                               present=p.present and bool(names)))
         return out
 
     def _segment_known(self, rgbs, pixels, embeds, classes, config) -> list[SegmentationResult]:
@@ -374,8 +384,6 @@ class Segmenter:
         grid = self.backbone.grid(pixels.shape[-1])
         pending = []
         for i, (rgb, names) in enumerate(zip(rgbs, classes)):
-            cfg = config.for_caption(len(names))  # background_mode="reference" may add the channel
-            label_names = ([BACKGROUND] if cfg.background else []) + list(names)
             gm = maps[i] if i in maps else np.zeros((0, *grid), dtype=np.float32)
-            pending.append(PendingResult(rgb, label_names, cfg, gm, present=i in maps))
+            pending.append(PendingResult.from_maps(rgb, names, config, gm, present=i in maps))
         return pending

@@ -72,6 +72,23 @@ def test_postprocessing_change_reuses_the_maps_and_matches_a_fresh_run(engine, s
     assert len(map_calls) == calls + 4
 
 
+@pytest.mark.parametrize("background_mode", ["dataset", "reference", "always"])
+def test_cached_postprocessing_keeps_the_caption_background_rule(engine, segmenter, photo, background_mode):
+    """A post-processing change answered from the cache equals a fresh run for every background
+    mode and caption length: the per-caption configuration (``config.for_caption``) travels with
+    the cached maps (it once did not: background off, 2 classes, ``reference`` gave other labels)."""
+    for background in (True, False):
+        for classes in (["sky"], ["sky", "sand"], ["sky", "sand", "sea"]):
+            settings = dict(background_mode=background_mode, background=background)
+            engine.run(photo, ",".join(classes), **page(), **settings)
+            out = engine.run(photo, ",".join(classes), **page(threshold=0.4), **settings)
+            assert out.maps_cached
+            fresh = segmenter.segment(str(photo), classes, **page(threshold=0.4), **settings)
+            assert out.result.classes == fresh.classes and out.result.config == fresh.config
+            np.testing.assert_array_equal(out.result.labels, fresh.labels)
+            np.testing.assert_allclose(out.result.scores, fresh.scores, atol=1e-6)
+
+
 def test_postprocess_fields_leave_the_grid_maps_alone(segmenter, photo):
     """The cache key leaves out POSTPROCESS_FIELDS: changing all of them must not change the maps."""
     changed = dict(threshold=0.5, threshold_mode="binary", background_rule="one_minus_sum",

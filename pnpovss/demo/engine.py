@@ -27,9 +27,9 @@ from PIL import Image
 from ..config import FIELDS, PipelineConfig
 from ..errors import ConfigError, ImageLoadError, PnpOvssError
 from ..fileio import ImageInput, atomic_save_image, atomic_write_text, load_image
-from ..pipeline import SegmentationResult, Segmenter, parse_classes
+from ..pipeline import PendingResult, SegmentationResult, Segmenter, parse_classes
 from ..visualize import label_png, palette
-from ..postprocess import postprocess, resize_labels, working_copy, working_size
+from ..postprocess import resize_labels, working_copy, working_size
 
 POSTPROCESS_FIELDS = frozenset(
     {"threshold", "threshold_mode", "background_rule", "blur", "blur_sigma"}
@@ -172,7 +172,7 @@ class DemoEngine:
         self.seg = segmenter
         self.model = model
         self.map_runs = 0
-        self._maps: OrderedDict[tuple, SegmentationResult] = OrderedDict()
+        self._maps: OrderedDict[tuple, PendingResult] = OrderedDict()
         self._cache_size = cache_size
         self._keep_outputs = keep_outputs
         self._lock = threading.Lock()
@@ -208,28 +208,22 @@ class DemoEngine:
         self.seg.validate(config)
         key = self._key(digest, names, config, kwargs)
         with self._lock:
-            base = self._maps.get(key)
-            if base is None:
+            pending = self._maps.get(key)
+            cached = pending is not None
+            if not cached:
                 if progress is not None:
                     progress(f"GradCAM + Salience DropOut ({config.drop_iters} pass(es))")
-                res = self.seg.segment(rgb, names, **kwargs)
+                pending = self.seg.segment_pending(rgb, names, **kwargs)
                 self.map_runs += 1
-                # keep the maps, not the full-size score maps (rebuilt from the maps); a result with
-                # no class maps (nothing present: all background) is kept whole and reused as it is
-                slim = len(res.grid_maps) > 0
-                self._maps[key] = dataclasses.replace(res, labels=np.empty(0), scores=np.empty(0)) if slim else res
+                res = pending.finish()
+                # keep the maps, not the full-size score maps (rebuilt from the maps)
+                self._maps[key] = dataclasses.replace(pending, result=None)
                 while len(self._maps) > self._cache_size:
                     self._maps.popitem(last=False)
-                cached = False
             else:
                 self._maps.move_to_end(key)
-                if len(base.grid_maps) > 0:
-                    labels, scores = postprocess(base.grid_maps, base.image, config,
-                                                 self._working(base.image, config.postprocess_max_side))
-                    res = dataclasses.replace(base, labels=labels, scores=scores, config=config)
-                else:
-                    res = dataclasses.replace(base, config=config)
-                cached = True
+                # restyled: the per-caption configuration of a fresh run (background_mode), new post-processing
+                res = pending.restyled(config).finish(self._working(pending.image, config.postprocess_max_side))
             files, record = self._write(res, name, names, bool(kwargs.get("keep_all", False)))
             return DemoResult(res, name, cached, self.map_runs, self._calls, time.perf_counter() - start, files,
                               record, self._display(res))
