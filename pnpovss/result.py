@@ -13,6 +13,7 @@ from PIL import Image
 
 from .config import PipelineConfig
 from .errors import PnpOvssError
+from .fields import fields_for_stage
 from .postprocess import postprocess
 from .presence import Presence
 from .visualize import overlay_image
@@ -141,7 +142,13 @@ class PendingResult:
     def restyled(self, config: PipelineConfig) -> "PendingResult":
         """The same maps, to be post-processed under ``config`` (its per-caption form, as
         :meth:`from_maps` makes it); only the post-processing may differ from the maps' settings."""
-        return dataclasses.replace(self, config=config.for_caption(self.caption_size), result=None)
+        cfg = config.for_caption(self.caption_size)
+        same = set(fields_for_stage("postprocess"))
+        changed = [f for f in cfg.to_dict() if f not in same and getattr(cfg, f) != getattr(self.config, f)]
+        if changed:
+            raise ValueError(f"restyled changes {', '.join(changed)}, which the maps were made with; only "
+                             "post-processing fields may change (segment again instead)")
+        return dataclasses.replace(self, config=cfg, result=None)
 
     def finish(self, working: np.ndarray | None = None) -> SegmentationResult:
         """Upsampling, background, blur and CRF (:func:`~pnpovss.postprocess.postprocess`);

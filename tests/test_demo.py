@@ -37,15 +37,15 @@ def photo(tmp_path, rng):
 
 @pytest.fixture
 def map_calls(segmenter, monkeypatch):
-    """Counts GradCAM + DropOut runs by wrapping the segmenter's own grid-map step."""
+    """Counts GradCAM + DropOut runs by wrapping the pipeline's class-maps step."""
     calls = []
-    original = segmenter.class_grid_maps
+    original = segmenter.pipeline.class_maps
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(segmenter, "class_grid_maps", counting)
+    monkeypatch.setattr(segmenter.pipeline, "class_maps", counting)
     return calls
 
 
@@ -94,7 +94,8 @@ def test_postprocess_fields_leave_the_grid_maps_alone(segmenter, photo):
     changed = dict(threshold=0.5, threshold_mode="binary", background_rule="one_minus_sum",
                    blur=False, blur_sigma=0.2, crf=False, crf_unary="probs", crf_iters=3, crf_gaussian_sxy=1.0,
                    crf_gaussian_compat=2.0, crf_bilateral_sxy=9.0, crf_bilateral_srgb=2.0, crf_bilateral_compat=3.0,
-                   crf_reference_side=64)
+                   crf_reference_side=64, postprocess_max_side=32, align_corners=False, blur_border="nearest",
+                   upsample="bicubic_constant")
     assert set(changed) == POSTPROCESS_FIELDS
     for keep_all in (True, False):  # presence threshold 0: every candidate kept, so there are maps
         base = segmenter.segment(str(photo), ["sky", "sand"], keep_all=keep_all, presence_threshold=0.0)
@@ -114,6 +115,7 @@ def test_downloads_are_what_the_cli_writes(engine, photo, tmp_path):
                                     "--layer", "2", "--head", "1", "--drop-iters", "2", "--drop-k", "3", "--keep-all",
                                     "--out", str(cli_out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
+    assert out.files[0].read_bytes() == (cli_out / "photo.labels.png").read_bytes()  # the very same PNG
     cli_record = json.loads((cli_out / "photo.json").read_text())
     assert cli_record["image"] == str(photo) and record["image"] == "photo.png"
     for key in ("candidates", "keep_all", "classes", "presence", "presence_notes", "size", "config"):
@@ -382,3 +384,17 @@ def test_sigterm_handler_is_restored_after_an_exception():
         assert signal.getsignal(signal.SIGTERM) is not before
         raise RuntimeError("inside")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_downloads_above_256_labels_are_16_bit(engine, photo):
+    """The demo writes label PNGs with segment's writer: above 256 labels 16-bit greyscale, not
+    labels wrapped at 256 (the demo once had a writer of its own that wrapped)."""
+    import dataclasses
+
+    res = engine.run(photo, "sky,sand", name="photo.png", **page()).result
+    labels = np.arange(300 * 2, dtype=np.int64).reshape(20, 30) % 300
+    many = dataclasses.replace(res, labels=labels, classes=[f"c{i}" for i in range(300)])
+    files, _ = engine._write(many, "many.png", ["sky", "sand"], True)
+    back = np.asarray(Image.open(files[0]))
+    assert back.dtype == np.uint16 or back.max() > 255
+    np.testing.assert_array_equal(back.astype(np.int64), labels)
