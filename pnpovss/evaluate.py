@@ -280,5 +280,6 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     cm.matrix = dist.all_reduce_sum(cm.matrix)
     if protocol == "detect":
         meta = {**meta, "tags": tag_summary(dist.all_reduce_sum(tags))}
+    meta = {**meta, "execution": segmenter.backbone.execution.to_json()}  # recorded, not part of the progress key
     return EvalResult(cm.matrix, cm.summary(dataset.classes), len(indices), time.perf_counter() - start, meta,
                       state.path if state is not None else None)
