@@ -2,7 +2,7 @@
 the vision encoder and the image key/value projections (what ``dtype="bf16"`` does), and with bf16
 on the text side too (its forward and the GradCAM backward). Prints JSON: per setting the fraction of label pixels equal to
 fp32's and the largest class-map difference relative to that image's fp32 map maximum. A dev-seed
-measurement that chose ``pnpovss.precision.TEXT_REDUCED``; not a test.
+measurement that chose ``pnpovss.precision.Precision.text = False``; not a test.
 
     python bench/precision_parts.py --seed 0 --images 40 --json bench/results/precision_parts_seed0.json
 """

@@ -16,7 +16,7 @@ Rows, per (model, image size, number of classes), T = 4 Salience DropOut passes:
   pnpovss_bf16            pnpovss with dtype="bf16" (vision encoder under bf16 autocast, its linear
                           layers prepacked on a CPU; text side and maps fp32; see pnpovss.precision);
                           on CUDA only where the GPU supports bf16
-  pnpovss_bf16_unpacked   pnpovss_bf16 with pnpovss.prepacked.enabled = False (autocast's linear, which
+  pnpovss_bf16_unpacked   pnpovss_bf16 with ExecutionOptions(prepack=False) (autocast's linear, which
                           recasts and reorders each weight per call): what prepacking brings
   pnpovss_fp16            the same in fp16 (CUDA only)
   pnpovss_batch, pnpovss_bf16_batch, pnpovss_fp16_batch
@@ -58,7 +58,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from pnpovss import PipelineConfig, Segmenter, prepacked
+from pnpovss import PipelineConfig, Segmenter
 from pnpovss.backbones.base import Backbone, TextBatch
 from pnpovss.dropout import mask_patches, pool_classes, select_patches
 from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad
@@ -205,8 +205,7 @@ def pnpovss_eager_vision(backbone: Backbone, pixels: torch.Tensor, text: TextBat
 def with_dtype(dtype: str, compiled: bool = False, packed: bool = True
                ) -> Callable[[Backbone, torch.Tensor, TextBatch, PipelineConfig], tuple[Maps, Dropped]]:
     def row(bb: Backbone, px: torch.Tensor, text: TextBatch, cfg: PipelineConfig) -> tuple[Maps, Dropped]:
-        bb.compile_vision = compiled
-        prepacked.enabled = packed
+        bb.execution = bb.execution.replace(compile_vision=compiled, prepack=packed)
         return pnpovss(bb, px, text, cfg.replace(dtype=dtype))
 
     return row
@@ -507,6 +506,9 @@ def main() -> None:
     parser.add_argument("--drop-iters", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", type=Path, help="instead: print the markdown table of a JSON this wrote")
+    parser.add_argument("--keep-maps", type=Path, default=None, metavar="DIR",
+                        help="keep every row's class maps (.npz) and row JSON in DIR instead of a temporary "
+                             "directory (for comparing two versions of the code map for map)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-maps", type=Path, help=argparse.SUPPRESS)
@@ -521,10 +523,11 @@ def main() -> None:
         print(markdown(json.loads(args.table.read_text())))
         return
     runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="pnpovss-speed-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pnpovss-speed-") as scratch:
+        tmp = args.keep_maps or scratch
         for spec, round_ in schedule(plan(args), args.rounds):
             workdir = Path(tmp) / f"round{round_}"
-            workdir.mkdir(exist_ok=True)
+            workdir.mkdir(parents=True, exist_ok=True)
             runs.append(run_child(spec, workdir))
             text = report(runs, args)
             if args.json:  # after every row: a long run that is stopped keeps what it measured

@@ -74,7 +74,7 @@ import torch
 
 from pnpovss import PipelineConfig, Segmenter
 from pnpovss.backbones import resolve_source
-from pnpovss.config import parse_assignments
+from pnpovss.fields import parse_assignments
 from pnpovss.metrics import ConfusionMatrix, tag_scores
 from pnpovss.postprocess import postprocess
 from pnpovss.toyworld.world import SHAPES, make_sample

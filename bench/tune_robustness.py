@@ -77,7 +77,8 @@ def evaluate_trial(args: argparse.Namespace, runs: Path, tune_dir: Path, run: di
         return known[trial.trial]
     preset = tune_dir / f"{name}-t{trial.trial}.json"
     if not preset.is_file():  # what tune writes for that trial: its base configuration + the trial's params
-        from pnpovss.config import PipelineConfig, save_preset
+        from pnpovss.config import PipelineConfig
+        from pnpovss.preset_files import save_preset
 
         config = PipelineConfig().replace(**run["base_config"]).replace(**trial.params)
         save_preset(preset, config, trial=trial.trial, selected_by=name)

@@ -13,10 +13,14 @@ Results do not depend on the batch: each image's caption, padding and dropped pa
 
 from __future__ import annotations
 
+import contextlib
 import resource
 from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 MAX_BATCH = 16
 CPU_MAX_BATCH = 4
@@ -76,4 +80,41 @@ def auto_batch_size(device: torch.device, per_image_bytes: int) -> int:
     return batch_for_memory(per_image_bytes, free, cap) if free else 1
 
 
-__all__ = ["MAX_BATCH", "CPU_MAX_BATCH", "PeakMemory", "auto_batch_size", "batch_for_memory", "free_bytes"]
+class Batches:
+    """The batch sizes of a stream of images, for every loop that batches (``segment_stream``, the
+    folder runner's workers, ``eval``): ``batch_size`` images at a time, or with ``None`` the first
+    image alone, its peak memory measured (:meth:`measured`), then :func:`auto_batch_size`."""
+
+    def __init__(self, device: torch.device, batch_size: int | None) -> None:
+        self.device = device
+        self.size = batch_size or 1
+        self.sizing = batch_size is None
+
+    def full(self, count: int) -> bool:
+        """Whether ``count`` gathered images make a batch."""
+        return count >= self.size
+
+    def chunks(self, items: Iterable[T]) -> Iterator[list[T]]:
+        """``items`` in consecutive batches; a size measured while a batch ran applies to the next."""
+        batch: list[T] = []
+        for item in items:
+            batch.append(item)
+            if self.full(len(batch)):
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    @contextlib.contextmanager
+    def measured(self) -> Iterator[None]:
+        """Run one batch; while sizing, its peak memory sets the size of the batches after it."""
+        if not self.sizing:
+            yield
+            return
+        with PeakMemory(self.device) as peak:
+            yield
+        self.size, self.sizing = auto_batch_size(self.device, peak.bytes), False
+
+
+__all__ = ["MAX_BATCH", "CPU_MAX_BATCH", "Batches", "PeakMemory", "auto_batch_size", "batch_for_memory",
+           "free_bytes"]

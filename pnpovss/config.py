@@ -6,8 +6,8 @@ here so that a tuning run can change it and a preset file can record it. Precede
 (``pnpovss_preset.json``, e.g. the toy model's measured layer/head) < a user preset file < explicit
 keyword arguments / CLI options.
 
-The field table that validates every value is :mod:`pnpovss.fields`; preset files are
-:mod:`pnpovss.preset_files`. Their names are importable from here as well.
+The field table that validates every value (and names each field's stage) is
+:mod:`pnpovss.fields`; preset files are :mod:`pnpovss.preset_files`.
 """
 
 from __future__ import annotations
@@ -17,18 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .fields import (  # noqa: F401  (re-exported: the names config.py has always offered)
-    BACKGROUND_MODES,
-    BLUR_BORDERS,
-    FIELDS,
-    FieldSpec,
-    check_keys,
-    check_overrides,
-    field_spec,
-    heads_from_text,
-    parse_assignments,
-)
-from .preset_files import PRESETS_DIR, list_presets, load_preset, preset_path, save_preset  # noqa: F401
+from .fields import FIELDS, check_keys, field_spec
 
 PRESET_FILENAME = "pnpovss_preset.json"
 
@@ -119,7 +108,7 @@ class PipelineConfig:
     whose ITM probability reached ``presence_threshold`` but not ``presence_confident`` is dropped
     when CLIP, shown the whole image, gives it less than this fraction of the probability of its
     best candidate (softmax over the candidates). 0 = off (the default: unmeasured on real
-    checkpoints); the toy model's preset sets 0.002, chosen on toy-world development seeds 0 and 1."""
+    checkpoints); the toy model's preset sets 0.005, chosen on toy-world development seeds 0 and 1."""
     presence_confident: float = 0.99
     """ITM probability at or above which a candidate is kept without CLIP's second opinion."""
     presence_clip_model: str | None = None
@@ -222,6 +211,11 @@ class PipelineConfig:
         return cls().replace(**dict(data))
 
 
+_missing = sorted({f.name for f in fields(PipelineConfig)} ^ set(FIELDS))
+if _missing:  # every field is validated, parsed and staged by its entry in the field table
+    raise RuntimeError(f"PipelineConfig fields and pnpovss.fields.FIELDS differ: {', '.join(_missing)}")
+
+
 def as_recorded(config: Any, recorded: Any) -> Any:
     """``config`` (a :meth:`PipelineConfig.to_dict`) without the fields a recorded configuration
     lacks and that sit at their default: a setting added to the library after the record was
@@ -234,5 +228,4 @@ def as_recorded(config: Any, recorded: Any) -> Any:
     return {k: v for k, v in config.items() if k in recorded or v != defaults.get(k, object())}
 
 
-__all__ = ["PipelineConfig", "FIELDS", "as_recorded", "FieldSpec", "check_overrides", "HeadSpec", "list_presets", "load_preset",
-           "parse_assignments", "save_preset", "PRESET_FILENAME"]
+__all__ = ["PipelineConfig", "as_recorded", "HeadSpec", "PRESET_FILENAME", "REFERENCE_BACKGROUND_BELOW"]

@@ -33,7 +33,6 @@ deletes it once the result is out.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -113,13 +112,7 @@ def predict(segmenter: Segmenter, dataset: SegDataset, sample: SegSample, all_cl
     configuration's ``eval_labels``); ``vocabulary``: :func:`vocabulary_caption`, computed once per
     run. On a dataset without a background class, a background prediction is
     ``dataset.num_classes``, an unscored label (see :func:`evaluate`)."""
-    protocol = label_protocol(labels, all_classes, segmenter.config.eval_labels)
-    ids, how = _caption(segmenter, dataset, sample, protocol, vocabulary)
-    if not ids:
-        return np.zeros(sample.label.shape, dtype=np.int64), []
-    names = dataset.caption_names(segmenter.config.class_names)
-    res = segmenter.segment(sample.image, [names[i] for i in ids], **how, **dataset.pipeline_settings())
-    return _dataset_ids(res, ids, dataset, names)
+    return predict_batch(segmenter, dataset, [sample], all_classes, labels, vocabulary)[0]
 
 
 def _dataset_ids(res, ids: list[int], dataset: SegDataset, names_of: list[str]) -> tuple[np.ndarray, list[int]]:
@@ -217,6 +210,24 @@ def run_meta(segmenter: Segmenter, dataset: SegDataset, protocol: str, processes
             "model": source_label(segmenter.backbone.source)}
 
 
+def _resumed(dataset: SegDataset, indices: Sequence[int], meta: dict[str, Any], dist: DistContext, mine: list[int],
+             cm: ConfusionMatrix, tags: np.ndarray) -> tuple[EvalProgress, set[int], np.ndarray]:
+    """This process's progress file, the images it scored already and their tag counts (the
+    confusion matrix ``cm`` takes their counts)."""
+    root = getattr(dataset, "root", None)
+    ids = [dataset.sample_id(i) for i in indices]
+    state = EvalProgress(progress_path({**meta, "root": str(root) if root else None}, indices, dist.rank, ids),
+                         cm.matrix.shape)
+    done, matrix, saved_tags = state.load()
+    done &= set(mine)
+    if matrix is None or not done:
+        return state, set(), tags
+    cm.matrix = matrix
+    if dist.is_main:
+        log.warning("resuming: %d of %d images already scored (%s)", len(done), len(mine), state.path)
+    return state, done, saved_tags
+
+
 def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], *, all_classes: bool = False,
              labels: str | None = None, dist: DistContext | None = None, progress: bool = True,
              resume: bool = False, save_seconds: float = 30.0, batch_size: int | None = 1) -> EvalResult:
@@ -226,9 +237,9 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     With ``resume``, progress is kept on disk (see the module docstring; ``EvalResult.progress_file`` names this process's file) and an earlier interrupted run is continued.
     ``batch_size`` images share a forward pass; ``None`` sizes batches to the memory the first image
     took (:mod:`pnpovss.batching`). Scores do not depend on it."""
-    from .batching import PeakMemory, auto_batch_size
-
     from tqdm import tqdm
+
+    from .batching import Batches
 
     dist = dist or DistContext()
     protocol = label_protocol(labels, all_classes, segmenter.config.eval_labels)
@@ -237,38 +248,20 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, unscored_labels(segmenter, dataset))
     start = time.perf_counter()
     mine = dist.shard(list(indices))
-    done: set[int] = set()
     tags = np.zeros(5, dtype=np.int64)  # summed metrics.tag_counts of the images scored
-    state = None
+    state, done = None, set()
     if resume:
-        root = getattr(dataset, "root", None)
-        ids = [dataset.sample_id(i) for i in indices]
-        state = EvalProgress(progress_path({**meta, "root": str(root) if root else None}, indices, dist.rank, ids),
-                             cm.matrix.shape)
-        done, matrix, saved_tags = state.load()
-        done &= set(mine)
-        if matrix is not None and done:
-            cm.matrix, tags = matrix, saved_tags
-            if dist.is_main:
-                log.warning("resuming: %d of %d images already scored (%s)", len(done), len(mine), state.path)
-        else:
-            done = set()
+        state, done, tags = _resumed(dataset, indices, meta, dist, mine, cm, tags)
     todo = [i for i in mine if i not in done]
     bar = tqdm(unit="img", desc=f"eval {dataset.name}", disable=not (progress and dist.is_main),
                file=sys.stderr, total=len(mine), initial=len(done))
     last_save = time.monotonic()
-    size, pos = batch_size or 1, 0
+    batches = Batches(segmenter.backbone.device, batch_size)
     try:
-        while pos < len(todo):
-            chunk = todo[pos : pos + size]
+        for chunk in batches.chunks(todo):
             samples = [dataset[i] for i in chunk]
-            sizing = batch_size is None and pos == 0  # the first image alone, measured
-            with PeakMemory(segmenter.backbone.device) if sizing else contextlib.nullcontext() as peak:
-                preds = ([predict(segmenter, dataset, samples[0], labels=protocol, vocabulary=vocabulary)]
-                         if len(samples) == 1 else predict_batch(segmenter, dataset, samples, labels=protocol,
-                                                                 vocabulary=vocabulary))
-            if sizing:
-                size = auto_batch_size(segmenter.backbone.device, peak.bytes)
+            with batches.measured():
+                preds = predict_batch(segmenter, dataset, samples, labels=protocol, vocabulary=vocabulary)
             for i, sample, (pred, used) in zip(chunk, samples, preds):
                 tags += tag_counts(used, dataset.image_labels(sample.label))
                 try:
@@ -276,7 +269,6 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
                 except ValueError as exc:
                     raise PnpOvssError(f"{dataset.name} image {sample.name}: {exc}") from None
                 done.add(i)
-            pos += len(chunk)
             bar.update(len(chunk))
             if state is not None and time.monotonic() - last_save > save_seconds:
                 state.save(done, cm.matrix, tags)
@@ -288,5 +280,6 @@ def evaluate(segmenter: Segmenter, dataset: SegDataset, indices: Sequence[int], 
     cm.matrix = dist.all_reduce_sum(cm.matrix)
     if protocol == "detect":
         meta = {**meta, "tags": tag_summary(dist.all_reduce_sum(tags))}
+    meta = {**meta, "execution": segmenter.backbone.execution.to_json()}  # recorded, not part of the progress key
     return EvalResult(cm.matrix, cm.summary(dataset.classes), len(indices), time.perf_counter() - start, meta,
                       state.path if state is not None else None)

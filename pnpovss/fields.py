@@ -1,13 +1,16 @@
-"""The field table: type, range, choices and text parser of every :class:`~pnpovss.PipelineConfig` field.
+"""The field table: type, range, choices, text parser and stage of every :class:`~pnpovss.PipelineConfig` field.
 
 The one place where pipeline values are validated: the dataclass's ``__post_init__``, presets,
-``--set``, ``--head``, the demo's controls and search spaces all go through :data:`FIELDS`.
+``--set``, ``--head``, the demo's controls and search spaces all go through :data:`FIELDS`. Each
+field names the pipeline stage that reads it (:data:`STAGES`); every "fields that matter here" set
+and every cache key is derived from those (:func:`fields_for_stage`), so a new field cannot be left
+out of one.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
@@ -21,6 +24,16 @@ CLASS_NAME_TABLES = ("package", "reference-cvpr", "reference-head")
 reference wrote in its CVPR-era scripts / at its HEAD (``datasets/classnames/<table>/``)."""
 EVAL_LABELS = ("gt", "reference")
 """Values of ``PipelineConfig.eval_labels``: the label protocols a configuration may ask for."""
+
+STAGES = ("input", "encode", "caption", "classes", "maps", "dropout", "postprocess", "protocol")
+"""What reads a field, in the pipeline's order: ``input`` the preprocessing (image size);
+``encode`` the vision encoder (precision); ``caption`` the text around the class names;
+``classes`` which classes enter the caption and whether it gets a background channel (the
+presence stage, :meth:`~pnpovss.PipelineConfig.for_caption`); ``maps`` which cross-attention map
+GradCAM reads; ``dropout`` Salience DropOut's passes and how they combine; ``postprocess``
+threshold, upsampling, background rule, blur and CRF (a result's ``finish``); ``protocol`` read by
+``eval`` and ``tune`` around the pipeline, never by it. A field changes the results of its stage
+and of every later one."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,12 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
     optional: bool = False
     """``None`` is allowed (``none`` on the command line)."""
+    stage: str = ""
+    """The stage that reads the field (one of :data:`STAGES`; required)."""
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"FieldSpec stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
 
     def expected(self) -> str:
         """What a valid value looks like, for error messages."""
@@ -115,50 +134,50 @@ class FieldSpec:
 _TRUE, _FALSE = ("true", "1", "on", "yes"), ("false", "0", "off", "no")
 
 FIELDS: dict[str, FieldSpec] = {
-    "image_size": FieldSpec("int", min=16, optional=True),
-    "prompt": FieldSpec("str"),
-    "layer": FieldSpec("int", min=1),
-    "head": FieldSpec("heads"),
-    "saliency": FieldSpec("str", choices=("gradcam", "attention")),
-    "drop_iters": FieldSpec("int", min=1),
-    "drop_k": FieldSpec("int", min=0),
-    "halving": FieldSpec("bool"),
-    "count_first_twice": FieldSpec("bool"),
-    "drop_mode": FieldSpec("str", choices=("reencode", "attention")),
-    "threshold": FieldSpec("float", min=0.0, max=1.0, max_open=True),
-    "threshold_mode": FieldSpec("str", choices=("keep", "binary", "absolute")),
-    "background": FieldSpec("bool"),
-    "background_rule": FieldSpec("str", choices=("zero", "one_minus_sum", "one_minus_sum_blurred")),
-    "blur": FieldSpec("bool"),
-    "blur_sigma": FieldSpec("float", min=0.0, min_open=True),
-    "crf": FieldSpec("bool"),
-    "crf_unary": FieldSpec("str", choices=("softmax", "probs")),
-    "crf_iters": FieldSpec("int", min=1),
-    "crf_gaussian_sxy": FieldSpec("float", min=0.0, min_open=True),
-    "crf_gaussian_compat": FieldSpec("float", min=0.0),
-    "crf_bilateral_sxy": FieldSpec("float", min=0.0, min_open=True),
-    "crf_bilateral_srgb": FieldSpec("float", min=0.0, min_open=True),
-    "crf_bilateral_compat": FieldSpec("float", min=0.0),
-    "crf_reference_side": FieldSpec("int", min=16, optional=True),
-    "postprocess_max_side": FieldSpec("int", min=16, optional=True),
-    "presence_threshold": FieldSpec("float", min=0.0, max=1.0),
-    "presence_rounds": FieldSpec("int", min=0),
-    "presence_clip_ratio": FieldSpec("float", min=0.0, max=1.0),
-    "presence_confident": FieldSpec("float", min=0.0, max=1.0),
-    "presence_clip_model": FieldSpec("str", optional=True),
-    "presence_clip_template": FieldSpec("str"),
-    "align_corners": FieldSpec("bool"),
-    "blur_border": FieldSpec("str", choices=BLUR_BORDERS),
-    "background_mode": FieldSpec("str", choices=BACKGROUND_MODES),
-    "pass_combine": FieldSpec("str", choices=("sum", "minmax")),
-    "drop_saliency": FieldSpec("str", choices=("classes", "reference")),
-    "dtype": FieldSpec("str", choices=("auto", "fp32", "bf16", "fp16")),
-    "combine_passes": FieldSpec("str", choices=("all", "first")),
-    "zero_dropped": FieldSpec("str", choices=("before_minmax", "after_minmax")),
-    "upsample": FieldSpec("str", choices=("bilinear", "bicubic_constant")),
-    "class_names": FieldSpec("str", choices=CLASS_NAME_TABLES),
-    "reward_synonyms": FieldSpec("bool"),
-    "eval_labels": FieldSpec("str", choices=EVAL_LABELS),
+    "image_size": FieldSpec("int", min=16, optional=True, stage="input"),
+    "prompt": FieldSpec("str", stage="caption"),
+    "layer": FieldSpec("int", min=1, stage="maps"),
+    "head": FieldSpec("heads", stage="maps"),
+    "saliency": FieldSpec("str", choices=("gradcam", "attention"), stage="maps"),
+    "drop_iters": FieldSpec("int", min=1, stage="dropout"),
+    "drop_k": FieldSpec("int", min=0, stage="dropout"),
+    "halving": FieldSpec("bool", stage="dropout"),
+    "count_first_twice": FieldSpec("bool", stage="dropout"),
+    "drop_mode": FieldSpec("str", choices=("reencode", "attention"), stage="dropout"),
+    "threshold": FieldSpec("float", min=0.0, max=1.0, max_open=True, stage="postprocess"),
+    "threshold_mode": FieldSpec("str", choices=("keep", "binary", "absolute"), stage="postprocess"),
+    "background": FieldSpec("bool", stage="classes"),
+    "background_rule": FieldSpec("str", choices=("zero", "one_minus_sum", "one_minus_sum_blurred"), stage="postprocess"),
+    "blur": FieldSpec("bool", stage="postprocess"),
+    "blur_sigma": FieldSpec("float", min=0.0, min_open=True, stage="postprocess"),
+    "crf": FieldSpec("bool", stage="postprocess"),
+    "crf_unary": FieldSpec("str", choices=("softmax", "probs"), stage="postprocess"),
+    "crf_iters": FieldSpec("int", min=1, stage="postprocess"),
+    "crf_gaussian_sxy": FieldSpec("float", min=0.0, min_open=True, stage="postprocess"),
+    "crf_gaussian_compat": FieldSpec("float", min=0.0, stage="postprocess"),
+    "crf_bilateral_sxy": FieldSpec("float", min=0.0, min_open=True, stage="postprocess"),
+    "crf_bilateral_srgb": FieldSpec("float", min=0.0, min_open=True, stage="postprocess"),
+    "crf_bilateral_compat": FieldSpec("float", min=0.0, stage="postprocess"),
+    "crf_reference_side": FieldSpec("int", min=16, optional=True, stage="postprocess"),
+    "postprocess_max_side": FieldSpec("int", min=16, optional=True, stage="postprocess"),
+    "presence_threshold": FieldSpec("float", min=0.0, max=1.0, stage="classes"),
+    "presence_rounds": FieldSpec("int", min=0, stage="classes"),
+    "presence_clip_ratio": FieldSpec("float", min=0.0, max=1.0, stage="classes"),
+    "presence_confident": FieldSpec("float", min=0.0, max=1.0, stage="classes"),
+    "presence_clip_model": FieldSpec("str", optional=True, stage="classes"),
+    "presence_clip_template": FieldSpec("str", stage="classes"),
+    "align_corners": FieldSpec("bool", stage="postprocess"),
+    "blur_border": FieldSpec("str", choices=BLUR_BORDERS, stage="postprocess"),
+    "background_mode": FieldSpec("str", choices=BACKGROUND_MODES, stage="classes"),
+    "pass_combine": FieldSpec("str", choices=("sum", "minmax"), stage="dropout"),
+    "drop_saliency": FieldSpec("str", choices=("classes", "reference"), stage="dropout"),
+    "dtype": FieldSpec("str", choices=("auto", "fp32", "bf16", "fp16"), stage="encode"),
+    "combine_passes": FieldSpec("str", choices=("all", "first"), stage="dropout"),
+    "zero_dropped": FieldSpec("str", choices=("before_minmax", "after_minmax"), stage="dropout"),
+    "upsample": FieldSpec("str", choices=("bilinear", "bicubic_constant"), stage="postprocess"),
+    "class_names": FieldSpec("str", choices=CLASS_NAME_TABLES, stage="protocol"),
+    "reward_synonyms": FieldSpec("bool", stage="protocol"),
+    "eval_labels": FieldSpec("str", choices=EVAL_LABELS, stage="protocol"),
 }
 """One entry per :class:`PipelineConfig` field: the one place where values are validated (the
 dataclass, presets, ``--set``, ``--head``, search spaces all go through it). A new field adds
@@ -166,33 +185,29 @@ one line here."""
 
 
 def field_spec(name: str) -> FieldSpec:
-    """The field's entry in :data:`FIELDS`; a field without one is checked against its default's type."""
-    spec = FIELDS.get(name)
-    if spec is not None:
-        return spec
-    from .config import PipelineConfig
-
-    default = next(f.default for f in fields(PipelineConfig) if f.name == name)
-    kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(default), "any")
-    return FieldSpec(kind) if kind != "any" else _ANY
+    """The field's entry in :data:`FIELDS` (every field has one: ``pnpovss.config`` checks it)."""
+    try:
+        return FIELDS[name]
+    except KeyError:
+        check_keys({name: None})
+        raise
 
 
-class _AnySpec(FieldSpec):
-    def check(self, name: str, value: Any) -> Any:
-        return value
-
-
-_ANY = _AnySpec("str")
+def fields_for_stage(*stages: str, table: Mapping[str, FieldSpec] | None = None) -> tuple[str, ...]:
+    """Names of the fields read by any of ``stages``, in table order (``table``: default
+    :data:`FIELDS`). Derive every stage-dependent set and cache key from this."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    return tuple(name for name, spec in (FIELDS if table is None else table).items() if spec.stage in stages)
 
 
 def check_keys(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    from .config import PipelineConfig
-
-    known = {f.name for f in fields(PipelineConfig)}
-    unknown = sorted(set(overrides) - known)
+    """``overrides`` as a dict when every key is a field; otherwise one line naming the unknown ones."""
+    unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise ConfigError(
-            f"unknown pipeline option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"unknown pipeline option(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}"
         )
     return dict(overrides)
 

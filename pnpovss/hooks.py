@@ -8,7 +8,7 @@ rather than patching model code (the reference patched LAVIS in site-packages).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Hashable, Iterable, Iterator, Mapping
+from typing import Callable, Hashable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -48,18 +48,3 @@ def capture_outputs(
     finally:
         for handle in handles:
             handle.remove()
-
-
-@contextmanager
-def swapped_forwards(modules: Iterable[nn.Module], make_forward) -> Iterator[None]:
-    """Within the block, each module's ``forward`` is ``make_forward(module)``: an instance
-    attribute, so the class and other models are untouched; always restored on exit."""
-    swapped = []
-    try:
-        for module in modules:
-            module.forward = make_forward(module)
-            swapped.append(module)
-        yield
-    finally:
-        for module in swapped:
-            del module.forward

@@ -19,7 +19,7 @@ import importlib
 import json
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -28,8 +28,9 @@ from .errors import PnpOvssError
 from .fileio import atomic_write_text
 from .metrics import label_counts
 
-if TYPE_CHECKING:
-    from .result import SegmentationResult
+SegmentationResult = Any
+"""A :class:`pnpovss.result.SegmentationResult` (named here without importing it: the result's
+``to_detections``/``to_coco`` import this module)."""
 
 EXTRA = "interop"
 _PACKAGES = {"supervision": "supervision", "pycocotools.mask": "pycocotools"}

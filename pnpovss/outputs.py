@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -25,11 +24,11 @@ import numpy as np
 from PIL import Image
 
 from .errors import PnpOvssError
+from .fileio import TEMP_PREFIX, write_temp
+from .visualize import label_image, png_bytes
 
 SUFFIXES = {"labels": ".labels.png", "overlay": ".overlay.png", "json": ".json"}
 NAME_MAX = 255
-TEMP_PREFIX = ".pnpovss-"
-"""Temporary files are ``.pnpovss-XXXXXXXX.tmp``: short whatever the result's name is."""
 
 
 def output_files(out: Path, stem: str) -> dict[str, Path]:
@@ -80,27 +79,6 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def label_image(labels: np.ndarray) -> tuple[Image.Image, str]:
-    """Label map -> (PNG image, format): an 8-bit palette PNG up to 256 labels, else 16-bit greyscale."""
-    from .visualize import palette
-
-    top = int(labels.max()) if labels.size else 0
-    if top > 65535:
-        raise PnpOvssError(f"{top + 1} labels do not fit in a 16-bit PNG; pass fewer classes")
-    if top > 255:
-        return Image.fromarray(labels.astype(np.uint16)), "16-bit greyscale"
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    img.putpalette(palette(256).reshape(-1).tolist())
-    return img, "8-bit palette"
-
-
-def _png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    # zlib's default level takes ~10 s for a 24-megapixel overlay; level 1 is several times faster
-    img.save(buf, format="PNG", compress_level=6 if img.width * img.height <= 4_000_000 else 1)
-    return buf.getvalue()
-
-
 @contextlib.contextmanager
 def _dir_lock(directory: Path, exclusive: bool) -> Iterator[None]:
     fd = os.open(directory, os.O_RDONLY)
@@ -117,7 +95,7 @@ def write_result(out: Path, stem: str, labels: np.ndarray, overlay: Image.Image,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     label_img, label_format = label_image(labels)
-    blobs = {"labels": _png_bytes(label_img), "overlay": _png_bytes(overlay)}
+    blobs = {"labels": png_bytes(label_img), "overlay": png_bytes(overlay)}
     record = {**meta, "labels_png": label_format,
               "sha256": {kind: hashlib.sha256(data).hexdigest() for kind, data in blobs.items()}}
     blobs["json"] = (json.dumps(record, indent=2) + "\n").encode()
@@ -125,12 +103,7 @@ def write_result(out: Path, stem: str, labels: np.ndarray, overlay: Image.Image,
     temps: dict[str, str] = {}
     try:
         for kind, data in blobs.items():
-            fd, temps[kind] = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=out)
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            temps[kind] = write_temp(out, data)
         with _dir_lock(out, exclusive=True):
             for kind in ("labels", "overlay", "json"):  # JSON last: its presence vouches for the PNGs
                 os.replace(temps.pop(kind), targets[kind])
@@ -170,8 +143,3 @@ def remove_stale_temps(out: Path, older_than: float = 3600.0) -> None:
             if now - p.stat().st_mtime > older_than:
                 p.unlink()
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -23,16 +23,10 @@ import torch
 
 from . import prepacked
 from .errors import PnpOvssError
-from .hooks import swapped_forwards
+from .execution import replaced_forwards
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DTYPE_CHOICES = ("auto", *DTYPES)
-TEXT_REDUCED = False
-"""Whether the text side (forward and GradCAM backward) runs in reduced precision too. Off, by
-measurement (README, "Reduced precision"; ``bench/precision_parts.py``): on the toy world (dev seed
-0, 40 images) bf16 in the vision encoder and the image key/value projections left 99.97% of label
-pixels as in fp32, bf16 on the whole text side 99.67% (the gradient decides which patches are
-dropped), while the rest of the text side is a small part of the time on BLIP-large."""
 
 
 @lru_cache(maxsize=1)
@@ -60,9 +54,13 @@ class Precision:
     """``fp32``, ``bf16`` or ``fp16``."""
     device_type: str
     note: str = ""
-    text: bool = TEXT_REDUCED
+    text: bool = False
     """Whether the text-side forward/backward (GradCAM's) also runs in ``name``; the vision
-    encoder always does."""
+    encoder always does. Off, by measurement (README, "Reduced precision";
+    ``bench/precision_parts.py``): on the toy world (dev seed 0, 40 images) bf16 in the vision
+    encoder and the image key/value projections left 99.97% of label pixels as in fp32, bf16 on the
+    whole text side 99.67% (the gradient decides which patches are dropped), while the rest of the
+    text side is a small part of the time on BLIP-large."""
 
     @property
     def dtype(self) -> torch.dtype:
@@ -77,38 +75,39 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    @property
-    def prepacks(self) -> bool:
+    def prepacks(self, allowed: bool = True) -> bool:
         """Whether gradient-free linear layers run prepacked (:mod:`~pnpovss.prepacked`): bf16 on a
-        CPU whose torch has the oneDNN ops."""
-        return (self.name == "bf16" and self.device_type == "cpu" and prepacked.enabled
-                and prepacked.available())
+        CPU whose torch has the oneDNN ops, where the execution options allow it (``allowed``:
+        :attr:`~pnpovss.execution.ExecutionOptions.prepack`)."""
+        return allowed and self.name == "bf16" and self.device_type == "cpu" and prepacked.available()
 
     @contextlib.contextmanager
-    def vision_autocast(self, linears: Iterable[torch.nn.Linear] = ()) -> Iterator[None]:
+    def vision_autocast(self, linears: Iterable[torch.nn.Linear] = (), prepack: bool = True) -> Iterator[None]:
         """The context the vision encoder runs in (a no-op for fp32). ``linears``
         (:meth:`~pnpovss.backbones.base.Backbone.vision_linears`) run prepacked where
-        :attr:`prepacks`."""
-        packed = swapped_forwards(linears, self._packed_linear) if self.prepacks else contextlib.nullcontext()
+        :meth:`prepacks` (``prepack``: the execution options' say)."""
+        packed = (replaced_forwards(linears, self._packed_linear) if self.prepacks(prepack)
+                  else contextlib.nullcontext())
         with self._autocast(True), packed:
             yield
 
-    def text_autocast(self, image_projections: Iterable[torch.nn.Module] = ()) -> ContextManager:
+    def text_autocast(self, image_projections: Iterable[torch.nn.Module] = (), prepack: bool = True) -> ContextManager:
         """The context the text-side forward and GradCAM backward run in: fp32 unless ``text``,
         except ``image_projections`` (:meth:`~pnpovss.backbones.base.Backbone.image_projections`:
         linear layers applied to the image tokens only, outside the gradient's path), which compute
         in ``name`` whenever the vision encoder does and hand fp32 on."""
         if self.name == "fp32" or self.text:
             return self._autocast(self.text)
-        return swapped_forwards(image_projections, self._reduced_linear)
+        packs = self.prepacks(prepack)
+        return replaced_forwards(image_projections, lambda module: self._reduced_linear(module, packs))
 
     @staticmethod
     def _packed_linear(module: torch.nn.Linear):
         return lambda x: prepacked.linear(module, x)
 
-    def _reduced_linear(self, module: torch.nn.Module):
+    def _reduced_linear(self, module: torch.nn.Module, packs: bool):
         def forward(x: torch.Tensor) -> torch.Tensor:
-            if self.prepacks:
+            if packs:
                 return prepacked.linear(module, x).float()
             with torch.autocast(self.device_type, dtype=self.dtype):
                 return torch.nn.functional.linear(x, module.weight, module.bias).float()

@@ -10,7 +10,8 @@ this gets most of that gain without compiling (README, "Reduced precision").
 The two ops (``torch.ops.mkldnn._reorder_linear_weight`` and ``_linear_pointwise``) are the ones
 ``torch.compile``'s CPU backend emits, but they are not public API. :func:`available` therefore
 checks them once against ``torch.nn.functional.linear``. Where they are missing or disagree,
-callers keep autocast's linear.
+callers keep autocast's linear. Whether a model uses them at all is its execution options'
+``prepack`` (:mod:`pnpovss.execution`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ from functools import lru_cache
 
 import torch
 from torch import nn
-
-enabled = True
-"""Set to False to keep autocast's linear everywhere: a switch for benchmarks (the results are
-the same either way)."""
 
 _PACKED: "weakref.WeakKeyDictionary[nn.Linear, tuple[tuple[int, int], torch.Tensor, torch.Tensor | None]]" = (
     weakref.WeakKeyDictionary())

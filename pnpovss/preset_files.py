@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from .errors import ConfigError, PnpOvssError
 from .fields import check_overrides
-
-if TYPE_CHECKING:
-    from .config import PipelineConfig
+from .fileio import atomic_write_text
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 """Named presets shipped with the package (``--preset reference-head``), one flat JSON file each."""
@@ -76,10 +74,8 @@ def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"preset file {p}: {exc}") from None
 
 
-def save_preset(path: str | os.PathLike[str], config: PipelineConfig | Mapping[str, Any], **meta: Any) -> None:
-    """Write a preset atomically; ``meta`` (model, reward, search trace…) is stored beside the config."""
-    from .config import PipelineConfig
-    from .fileio import atomic_write_text
-
-    cfg = config.to_dict() if isinstance(config, PipelineConfig) else dict(config)
+def save_preset(path: str | os.PathLike[str], config: Any, **meta: Any) -> None:
+    """Write a preset atomically; ``config`` is a :class:`~pnpovss.PipelineConfig` (anything with
+    ``to_dict``) or a mapping of options; ``meta`` (model, reward, search trace…) is stored beside it."""
+    cfg = dict(config) if isinstance(config, Mapping) else config.to_dict()
     atomic_write_text(Path(path), json.dumps({"config": cfg, **meta}, indent=2, sort_keys=True) + "\n")

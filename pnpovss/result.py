@@ -4,6 +4,7 @@ maps and presence decision, and the views of it a user asks for (overlay, heatma
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -12,10 +13,14 @@ from PIL import Image
 
 from .config import PipelineConfig
 from .errors import PnpOvssError
+from .fields import fields_for_stage
 from .metrics import label_counts
 from .postprocess import postprocess
 from .presence import Presence
 from .visualize import overlay_image
+
+BACKGROUND = "background"
+"""The name of label 0 when the background channel is on."""
 
 
 @dataclass
@@ -100,7 +105,12 @@ class SegmentationResult:
 @dataclass
 class PendingResult:
     """One image's network output before its CPU post-processing: small and picklable (the image,
-    the (C, gh, gw) class maps, the settings), so a worker process can finish it."""
+    the (C, gh, gw) class maps, the settings), so a worker process can finish it.
+
+    ``config`` is the *per-caption* configuration (:meth:`PipelineConfig.for_caption` of the number
+    of classes the caption named, ``caption_size``): made by :meth:`from_maps` and kept by
+    :meth:`restyled`, so no caller can post-process the maps under another background rule than a
+    fresh run would."""
 
     image: np.ndarray
     classes: list[str]
@@ -110,17 +120,43 @@ class PendingResult:
     """False: no class is present (only reachable with a background channel): all background."""
     presence: Presence | None = None
     result: SegmentationResult | None = None
+    caption_size: int = 0
+    """How many classes the caption named (it decides :attr:`config`'s background channel)."""
+
+    @classmethod
+    def from_maps(cls, image: np.ndarray, names: Sequence[str], config: PipelineConfig, grid_maps: np.ndarray, *,
+                  caption_size: int | None = None, present: bool = True) -> "PendingResult":
+        """The pending result of ``grid_maps`` (one per name in ``names``) under ``config`` applied to
+        a caption of ``caption_size`` classes (default: ``len(names)``)."""
+        size = len(names) if caption_size is None else caption_size
+        cfg = config.for_caption(size)
+        label_names = ([BACKGROUND] if cfg.background else []) + list(names)
+        return cls(image, label_names, cfg, grid_maps, present=present, caption_size=size)
 
     @classmethod
     def of(cls, res: SegmentationResult) -> "PendingResult":
         """A result that is finished already."""
-        return cls(res.image, res.classes, res.config, res.grid_maps, presence=res.presence, result=res)
+        size = len(res.classes) - (1 if res.config.background else 0)
+        return cls(res.image, res.classes, res.config, res.grid_maps, presence=res.presence, result=res,
+                   caption_size=size)
 
-    def finish(self) -> SegmentationResult:
-        """Upsampling, background, blur and CRF (:func:`~pnpovss.postprocess.postprocess`)."""
+    def restyled(self, config: PipelineConfig) -> "PendingResult":
+        """The same maps, to be post-processed under ``config`` (its per-caption form, as
+        :meth:`from_maps` makes it); only the post-processing may differ from the maps' settings."""
+        cfg = config.for_caption(self.caption_size)
+        same = set(fields_for_stage("postprocess"))
+        changed = [f for f in cfg.to_dict() if f not in same and getattr(cfg, f) != getattr(self.config, f)]
+        if changed:
+            raise ValueError(f"restyled changes {', '.join(changed)}, which the maps were made with; only "
+                             "post-processing fields may change (segment again instead)")
+        return dataclasses.replace(self, config=cfg, result=None)
+
+    def finish(self, working: np.ndarray | None = None) -> SegmentationResult:
+        """Upsampling, background, blur and CRF (:func:`~pnpovss.postprocess.postprocess`);
+        ``working``: the image's post-processing copy when the caller has it already."""
         if self.result is None:
             if self.present:
-                labels, scores = postprocess(self.grid_maps, self.image, self.config)
+                labels, scores = postprocess(self.grid_maps, self.image, self.config, working)
             else:
                 labels = np.zeros(self.image.shape[:2], dtype=np.int64)
                 scores = np.ones((1, *self.image.shape[:2]), dtype=np.float32)

@@ -44,7 +44,7 @@ from PIL import Image
 from .defaults import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED
 from .errors import PnpOvssError
 from .postprocess import blur, threshold_maps, upsample
-from .toyworld.clip_model import DEFAULT_CLIP_DIR
+from .clip_dir import load_clip_dir
 
 LOGIT_SCALE = 100.0
 MASK_SIGMA = 0.04
@@ -57,7 +57,7 @@ is not resumed (its trace would mix two definitions). 2: empty masks are exact t
 rule (default ``reference``) and the reference's blur border (scipy ``reflect``)."""
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-CLIP_ALIASES: dict[str, str] = {"toy": DEFAULT_CLIP_DIR}
+CLIP_ALIASES: dict[str, str] = {"toy": os.path.join(os.path.dirname(__file__), "toyworld", "weights", "clip")}
 """Other names of CLIP checkpoints for :func:`load_clip`: ``toy`` is the toy world's CLIP shipped in the package."""
 
 
@@ -111,11 +111,9 @@ def load_clip(name: str = DEFAULT_CLIP, pretrained: str | None = DEFAULT_CLIP_PR
     toy_cfg: dict = {}
     try:
         if os.path.isdir(path) and "preprocess_cfg" not in _dir_config(path):
-            # The toy CLIP's directory format: open_clip model_cfg + top-level image_size/mean/std.
-            from .toyworld.clip_model import load_toy_clip
-
+            # the plain directory format (pnpovss.clip_dir; the toy CLIP's): model_cfg + image_size/mean/std
             toy_cfg = _dir_config(path)
-            model, _, tokenizer = load_toy_clip(path)
+            model, _, tokenizer = load_clip_dir(path)
         elif os.path.isdir(path):
             model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{path}")
             tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")

@@ -16,7 +16,6 @@ main process draws one bar from it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -27,37 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 
 from .distributed import DistContext
+from .execution import default_store
 from .errors import ImageLoadError, PnpOvssError, raised_alike
-from .fileio import MAX_PIXELS, atomic_write_text, load_image
+from .fileio import atomic_write_text, load_image
 from .outputs import check_writable_dir, file_digest, is_done
-from .workers import finish_and_write, segment_in_batches  # noqa: F401  (finish_and_write: re-exported)
+from .workers import FolderJob, segment_in_batches
 
 log = logging.getLogger(__name__)
 SUMMARY_NAME = "pnpovss_run.json"
 _RUNS = itertools.count()
 """Runs in this process so far: every process of a job counts the same, so the n-th run's store
 keys match across processes."""
-
-
-@dataclass
-class FolderJob:
-    """What to segment and how (the ``segment`` command's options that are not pipeline settings)."""
-
-    paths: list[Path]
-    classes: list[str]
-    out: Path
-    keep_all: bool = False
-    batch_size: int | None = None
-    """None: the first image alone, then batches sized to the memory it took."""
-    workers: int = 0
-    skip_bad: bool = False
-    overwrite: bool = False
-    max_pixels: int | None = MAX_PIXELS
-    coco: Path | None = None
-    """Also write one COCO annotation file of the whole run here (:mod:`pnpovss.interop`)."""
 
 
 @dataclass
@@ -193,9 +174,8 @@ class _Progress:
         self.dist, self.total, self.mine = dist, total, 0
         self.key = f"pnpovss/segment/{next(_RUNS)}"
         self.store = None
-        if dist.enabled:
-            with contextlib.suppress(Exception):  # a private torch helper: fall back to local counts
-                self.store = torch.distributed.distributed_c10d._get_default_store()
+        if dist.enabled:  # without a store (a private torch helper): local counts
+            self.store = default_store()
         self.bar = tqdm(total=total, unit="img", disable=not (enabled and dist.is_main and total >= 2),
                         file=sys.stderr)
 
@@ -218,15 +198,17 @@ class _Progress:
         self.bar.close()
 
 
-def run(seg: Any, job: FolderJob, dist: DistContext | None = None, *, model: str, ran: dict[str, str] | None = None,
+def run(seg: Any, job: FolderJob, dist: DistContext | None = None, *, model: str, ran: dict[str, Any] | None = None,
         kept: dict[Path, Any] | None = None, progress: bool = True,
         echo: Callable[[str], None] = log.warning) -> RunSummary:
     """Segment this process's share of ``job.paths`` with ``seg`` and write the results into
     ``job.out``; under torchrun every process calls this and all return the job's summary (the
     main process also writes it to ``OUT/pnpovss_run.json``). ``model``: the model's name as
-    recorded in each NAME.json; ``ran``: the device and dtype that ran; ``echo``: where the main
-    process's notices go (the CLI passes its stderr; default: this module's logger)."""
-    dist, ran, kept = dist or DistContext(), ran or {}, kept or {}
+    recorded in each NAME.json; ``ran``: the device and dtype that ran (recorded there and in the
+    summary, with the model's execution options); ``echo``: where the main process's notices go
+    (the CLI passes its stderr; default: this module's logger)."""
+    dist, kept = dist or DistContext(), kept or {}
+    ran = {**(ran or {}), "execution": seg.backbone.execution.to_json()}
     start = time.perf_counter()
     settings = {"model": model, "candidates": job.classes, "keep_all": job.keep_all, "config": seg.config.to_dict()}
     mine = dist.shard(job.paths)

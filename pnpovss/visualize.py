@@ -1,9 +1,13 @@
-"""Drawing results: the label palette, the palette PNG of a label map, and the overlay with its legend."""
+"""Drawing results: the label palette, the PNG of a label map, and the overlay with its legend."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .errors import PnpOvssError
 
 
 def palette(n: int) -> np.ndarray:
@@ -20,11 +24,25 @@ def palette(n: int) -> np.ndarray:
     return cols
 
 
-def label_png(labels: np.ndarray) -> Image.Image:
-    """Palette PNG whose pixel index is the label."""
+def label_image(labels: np.ndarray) -> tuple[Image.Image, str]:
+    """Label map -> (image whose pixel value is the label, format): an 8-bit palette PNG up to 256
+    labels, else 16-bit greyscale. The one label-PNG writer (``segment``'s files, the demo's downloads)."""
+    top = int(labels.max()) if labels.size else 0
+    if top > 65535:
+        raise PnpOvssError(f"{top + 1} labels do not fit in a 16-bit PNG; pass fewer classes")
+    if top > 255:
+        return Image.fromarray(labels.astype(np.uint16)), "16-bit greyscale"
     img = Image.fromarray(labels.astype(np.uint8), mode="P")
     img.putpalette(palette(256).reshape(-1).tolist())
-    return img
+    return img, "8-bit palette"
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    """``img`` encoded as PNG, as every result file is."""
+    buf = io.BytesIO()
+    # zlib's default level takes ~10 s for a 24-megapixel overlay; level 1 is several times faster
+    img.save(buf, format="PNG", compress_level=6 if img.width * img.height <= 4_000_000 else 1)
+    return buf.getvalue()
 
 
 def overlay_image(image: np.ndarray, labels: np.ndarray, names: list[str], alpha: float = 0.5,

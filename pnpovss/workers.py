@@ -3,7 +3,7 @@ post-processing overlapped with it in worker processes.
 
 Overlap (``workers > 0``): a ``torch.utils.data.DataLoader`` with ``workers`` processes decodes the
 next images while the network runs, and a pool of ``workers`` processes finishes each batch
-(:meth:`~pnpovss.pipeline.PendingResult.finish`: upsampling, blur, CRF; then the overlay, PNG
+(:meth:`~pnpovss.result.PendingResult.finish`: upsampling, blur, CRF; then the overlay, PNG
 encoding and the write). Both run the same functions on the same inputs as the serial path
 (``workers=0``), so the files are identical. The job, its sharding and its summary are
 :mod:`pnpovss.runner`.
@@ -11,23 +11,38 @@ encoding and the write). Both run the same functions on the same inputs as the s
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import signal
 import warnings
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from .errors import ImageLoadError
-from .fileio import load_image
+from .fileio import MAX_PIXELS, load_image
 from .outputs import write_result
 
-if TYPE_CHECKING:
-    from .runner import FolderJob
+
+@dataclass
+class FolderJob:
+    """What to segment and how (the ``segment`` command's options that are not pipeline settings)."""
+
+    paths: list[Path]
+    classes: list[str]
+    out: Path
+    keep_all: bool = False
+    batch_size: int | None = None
+    """None: the first image alone, then batches sized to the memory it took."""
+    workers: int = 0
+    skip_bad: bool = False
+    overwrite: bool = False
+    max_pixels: int | None = MAX_PIXELS
+    coco: Path | None = None
+    """Also write one COCO annotation file of the whole run here (:mod:`pnpovss.interop`)."""
 
 
 class _Images(torch.utils.data.Dataset):
@@ -70,64 +85,93 @@ def _context() -> Any:
 
 
 def finish_and_write(pending: Any, out: Path, stem: str, meta: dict[str, Any], image: str, model: str,
-                     classes: list[str], keep_all: bool, ran: dict[str, str]) -> None:
+                     classes: list[str], keep_all: bool, ran: dict[str, Any]) -> None:
     """Post-process one image and write its three files (runs in a worker process or inline)."""
     res = pending.finish()
     record = {**meta, **res.to_json(image=image, model=model, candidates=classes, keep_all=keep_all), **ran}
     write_result(out, stem, res.labels, res.overlay(), record)
 
 
+def _decoded(job: FolderJob, todo: list[Path], kept: dict[Path, Any]) -> Iterator[tuple[int, Any, str | None]]:
+    """``(position, rgb, None)`` or ``(position, None, reason)`` of each image of ``todo`` in order,
+    decoded ahead in ``job.workers`` DataLoader processes (none: here, as they are asked for)."""
+    loader = torch.utils.data.DataLoader(
+        _Images(todo, job.max_pixels, kept), batch_size=None, shuffle=False, collate_fn=_as_is,
+        num_workers=job.workers, multiprocessing_context=_context() if job.workers else None,
+        worker_init_fn=_worker_init if job.workers else None)
+    with warnings.catch_warnings():  # torch warns about more workers than cores when built (shown) and again here
+        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        return iter(loader)
+
+
+class _Finisher:
+    """Post-processing and writing of each batch (:func:`finish_and_write`): in a pool of
+    ``workers`` processes, at most two batches behind the network, or inline without workers."""
+
+    def __init__(self, workers: int, bar: Any) -> None:
+        self.pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_worker_init) if workers else None
+        self.running: deque[tuple[list[int], list[Future]]] = deque()
+        self.bar = bar
+
+    def add(self, positions: list[int], calls: list[tuple]) -> Iterator[tuple[int, None]]:
+        """Finish one batch (``calls``: :func:`finish_and_write`'s arguments per image); yields the
+        positions of every batch finished meanwhile."""
+        jobs = []
+        for args in calls:
+            if self.pool is None:
+                finish_and_write(*args)
+            else:
+                jobs.append(self.pool.submit(finish_and_write, *args))
+        self.running.append((positions, jobs))
+        while self.running and (self.pool is None or len(self.running) > 2
+                                or all(f.done() for f in self.running[0][1])):
+            yield from self._collect()
+
+    def drain(self) -> Iterator[tuple[int, None]]:
+        while self.running:
+            yield from self._collect()
+
+    def _collect(self) -> Iterator[tuple[int, None]]:
+        positions, futures = self.running.popleft()
+        for f in futures:
+            f.result()  # a worker's exception surfaces here
+        self.bar.add(len(positions))
+        for i in positions:
+            yield i, None
+
+    def close(self, now: bool = False) -> None:
+        """Shut the pool down (``now``: Ctrl-C, its workers ended at once)."""
+        if self.pool is not None:
+            if now:
+                _stop_now(self.pool)
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def segment_in_batches(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Path, dict[str, Any]],
-                       kept: dict[Path, Any], model: str, ran: dict[str, str],
+                       kept: dict[Path, Any], model: str, ran: dict[str, Any],
                        bar: Any) -> Iterator[tuple[int, str | None]]:
     """Yield ``(position in todo, None)`` for each image written and ``(position, reason)`` for each
     skipped, in batches: decoding ahead in DataLoader workers and post-processing in a pool when
     ``job.workers`` > 0, else everything in this process, in order. ``bar.add(n)`` counts the
     finished images (the run's progress over all processes)."""
-    from .batching import PeakMemory, auto_batch_size
+    from .batching import Batches
 
     if not todo:
         return
-    loader = torch.utils.data.DataLoader(
-        _Images(todo, job.max_pixels, kept), batch_size=None, shuffle=False, collate_fn=_as_is,
-        num_workers=job.workers, multiprocessing_context=_context() if job.workers else None,
-        worker_init_fn=_worker_init if job.workers else None)
-    pool = ProcessPoolExecutor(job.workers, mp_context=_context(), initializer=_worker_init) if job.workers else None
-    running: deque[tuple[list[int], list[Future]]] = deque()
-    size, sizing = job.batch_size or 1, job.batch_size is None
+    decoded = _decoded(job, todo, kept)
+    finisher = _Finisher(job.workers, bar)
+    batches = Batches(seg.backbone.device, job.batch_size)
     batch: list[tuple[int, Any]] = []
 
-    def flush() -> Iterator[tuple[int, str | None]]:
-        nonlocal size, sizing, batch
+    def flush() -> Iterator[tuple[int, None]]:
+        nonlocal batch
         chunk, batch = batch, []
-        with PeakMemory(seg.backbone.device) if sizing else contextlib.nullcontext() as peak:
-            pending = seg.segment_batch_pending([rgb for _, rgb in chunk], [job.classes] * len(chunk),
-                                                keep_all=job.keep_all)
-        if sizing:
-            size, sizing = auto_batch_size(seg.backbone.device, peak.bytes), False
-        jobs = []
-        for (i, _), p in zip(chunk, pending):
-            path = todo[i]
-            args = (p, job.out, path.stem, keys[path], str(path), model, job.classes, job.keep_all, ran)
-            if pool is None:
-                finish_and_write(*args)
-            else:
-                jobs.append(pool.submit(finish_and_write, *args))
-        running.append(([i for i, _ in chunk], jobs))
-        while running and (pool is None or len(running) > 2 or all(f.done() for f in running[0][1])):
-            yield from collect()
+        with batches.measured():
+            pending = seg.segment_batch_pending([rgb for _, rgb in chunk], job.classes, keep_all=job.keep_all)
+        calls = [(p, job.out, todo[i].stem, keys[todo[i]], str(todo[i]), model, job.classes, job.keep_all, ran)
+                 for (i, _), p in zip(chunk, pending)]
+        return finisher.add([i for i, _ in chunk], calls)
 
-    def collect() -> Iterator[tuple[int, str | None]]:
-        positions, futures = running.popleft()
-        for f in futures:
-            f.result()  # a worker's exception surfaces here
-        bar.add(len(positions))
-        for i in positions:
-            yield i, None
-
-    with warnings.catch_warnings():  # torch warns about more workers than cores when built (shown) and again here
-        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
-        decoded = iter(loader)
     try:
         for i, rgb, error in decoded:
             if error is not None:
@@ -137,19 +181,16 @@ def segment_in_batches(seg: Any, job: FolderJob, todo: list[Path], keys: dict[Pa
                 yield i, error
                 continue
             batch.append((i, rgb))
-            if len(batch) >= size:
+            if batches.full(len(batch)):
                 yield from flush()
         if batch:
             yield from flush()
-        while running:
-            yield from collect()
+        yield from finisher.drain()
     except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C here, or in the caller while this generator waits
-        if pool is not None:
-            _stop_now(pool)
+        finisher.close(now=True)
         raise
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        finisher.close()
         decoded = None  # noqa: F841  (the DataLoader's workers stop now, not at interpreter exit)
 
 
@@ -163,4 +204,4 @@ def _stop_now(pool: ProcessPoolExecutor) -> None:
         proc.terminate()
 
 
-__all__ = ["finish_and_write", "segment_in_batches"]
+__all__ = ["FolderJob", "finish_and_write", "segment_in_batches"]

@@ -112,3 +112,21 @@ def _segment_many(seg):
     assert seg.backbone.caption_length(seg.config.prompt, names) > seg.backbone.tokenizer.model_max_length
     res = seg.segment(np.zeros((64, 64, 3), np.uint8), names, presence_threshold=0.0)
     assert len(res.presence.scores) == 30
+
+
+def test_stream_reads_classes_as_batch_does(segmenter, rng):
+    """``segment_stream`` with one flat class list gives every image all of it, as ``segment_batch``
+    does (it once sliced the flat list per image: one class each); per-image lists still work."""
+    imgs = [(rng.random((24, 24, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    flat = ["circle", "square", "star"]
+    for classes in (flat, "circle,square,star", [["circle"], ["square", "star"], ["star"]]):
+        batch = segmenter.segment_batch(imgs, classes, keep_all=True)
+        streamed = [r for part in segmenter.segment_stream(imgs, classes, batch_size=2, keep_all=True) for r in part]
+        assert [r.classes for r in streamed] == [r.classes for r in batch]
+        for a, b in zip(streamed, batch):
+            np.testing.assert_array_equal(a.labels, b.labels)
+    assert [r.classes for r in batch] == [["background", "circle"], ["background", "square", "star"],
+                                          ["background", "star"]]
+    assert all(r.classes == ["background", *flat] for r in segmenter.segment_batch(imgs, flat, keep_all=True))
+    with pytest.raises(PnpOvssError, match="got 2 class lists for 3 images"):
+        next(segmenter.segment_stream(imgs, [["circle"], ["star"]], batch_size=2))

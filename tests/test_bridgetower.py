@@ -14,6 +14,7 @@ from pnpovss import PipelineConfig, PnpOvssError, Segmenter, prepacked
 from pnpovss.backbones.bridgetower import BridgeTowerBackbone
 from pnpovss.cli import main
 from pnpovss.dropout import mask_patches, salience_dropout
+from pnpovss.execution import ExecutionOptions
 from pnpovss.gradcam import cam_from_attention, layer_attention_and_grad, token_maps
 from pnpovss.hooks import capture_outputs
 
@@ -174,13 +175,14 @@ def test_bf16_runs_the_vision_mlps_prepacked_with_autocast_maps(tiny_bt_dir, rng
     monkeypatch.setattr(prepacked, "linear", lambda m, x: calls.add(id(m)) or real(m, x))
     maps = {}
     for packed in (True, False):
-        monkeypatch.setattr(prepacked, "enabled", packed)
-        seg = Segmenter.from_pretrained(str(tiny_bt_dir))
+        seg = Segmenter.from_pretrained(str(tiny_bt_dir), execution=ExecutionOptions(prepack=packed))
         maps[packed] = seg.segment(img, ["cat", "batman"], keep_all=True, dtype="bf16").grid_maps
         if packed:
             linears = seg.backbone.vision_linears()
+            assert calls == {id(m) for m in linears}  # no image projections: BridgeTower's image side sees the text
+            calls.clear()
     assert linears and all(type(m) is torch.nn.Linear for m in linears)
-    assert calls == {id(m) for m in linears}  # no image projections: BridgeTower's image side sees the text
+    assert not calls  # prepack=False: autocast's linear only
     np.testing.assert_allclose(maps[True], maps[False], rtol=1e-3, atol=1e-3 * np.abs(maps[False]).max())
 
 

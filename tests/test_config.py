@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from pnpovss import PipelineConfig, Segmenter
-from pnpovss.config import FIELDS, load_preset, parse_assignments
+from pnpovss.fields import FIELDS, parse_assignments
+from pnpovss.preset_files import load_preset
 from pnpovss.errors import ConfigError
 
 
@@ -69,9 +70,9 @@ def test_preset_values_are_checked_on_load(tmp_path):
 
 
 def test_api_refuses_wrong_types_before_loading(tiny_blip_dir, monkeypatch):
-    import pnpovss.pipeline as pipeline
+    import pnpovss.factory as factory
 
-    monkeypatch.setattr(pipeline, "load_backbone", lambda *a, **k: pytest.fail("model loaded before validation"))
+    monkeypatch.setattr(factory, "load_backbone", lambda *a, **k: pytest.fail("model loaded before validation"))
     with pytest.raises(ConfigError, match="layer='1'"):
         Segmenter.from_pretrained(str(tiny_blip_dir), layer="1")
 

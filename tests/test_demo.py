@@ -37,15 +37,15 @@ def photo(tmp_path, rng):
 
 @pytest.fixture
 def map_calls(segmenter, monkeypatch):
-    """Counts GradCAM + DropOut runs by wrapping the segmenter's own grid-map step."""
+    """Counts GradCAM + DropOut runs by wrapping the pipeline's class-maps step."""
     calls = []
-    original = segmenter.class_grid_maps
+    original = segmenter.pipeline.class_maps
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(segmenter, "class_grid_maps", counting)
+    monkeypatch.setattr(segmenter.pipeline, "class_maps", counting)
     return calls
 
 
@@ -72,12 +72,30 @@ def test_postprocessing_change_reuses_the_maps_and_matches_a_fresh_run(engine, s
     assert len(map_calls) == calls + 4
 
 
+@pytest.mark.parametrize("background_mode", ["dataset", "reference", "always"])
+def test_cached_postprocessing_keeps_the_caption_background_rule(engine, segmenter, photo, background_mode):
+    """A post-processing change answered from the cache equals a fresh run for every background
+    mode and caption length: the per-caption configuration (``config.for_caption``) travels with
+    the cached maps (it once did not: background off, 2 classes, ``reference`` gave other labels)."""
+    for background in (True, False):
+        for classes in (["sky"], ["sky", "sand"], ["sky", "sand", "sea"]):
+            settings = dict(background_mode=background_mode, background=background)
+            engine.run(photo, ",".join(classes), **page(), **settings)
+            out = engine.run(photo, ",".join(classes), **page(threshold=0.4), **settings)
+            assert out.maps_cached
+            fresh = segmenter.segment(str(photo), classes, **page(threshold=0.4), **settings)
+            assert out.result.classes == fresh.classes and out.result.config == fresh.config
+            np.testing.assert_array_equal(out.result.labels, fresh.labels)
+            np.testing.assert_allclose(out.result.scores, fresh.scores, atol=1e-6)
+
+
 def test_postprocess_fields_leave_the_grid_maps_alone(segmenter, photo):
     """The cache key leaves out POSTPROCESS_FIELDS: changing all of them must not change the maps."""
     changed = dict(threshold=0.5, threshold_mode="binary", background_rule="one_minus_sum",
                    blur=False, blur_sigma=0.2, crf=False, crf_unary="probs", crf_iters=3, crf_gaussian_sxy=1.0,
                    crf_gaussian_compat=2.0, crf_bilateral_sxy=9.0, crf_bilateral_srgb=2.0, crf_bilateral_compat=3.0,
-                   crf_reference_side=64, postprocess_max_side=32)
+                   crf_reference_side=64, postprocess_max_side=32, align_corners=False, blur_border="nearest",
+                   upsample="bicubic_constant")
     assert set(changed) == POSTPROCESS_FIELDS
     for keep_all in (True, False):  # presence threshold 0: every candidate kept, so there are maps
         base = segmenter.segment(str(photo), ["sky", "sand"], keep_all=keep_all, presence_threshold=0.0)
@@ -98,6 +116,7 @@ def test_downloads_are_what_the_cli_writes(engine, photo, tmp_path):
                                     "--set", "postprocess_max_side=512",  # the page's working size
                                     "--out", str(cli_out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
+    assert out.files[0].read_bytes() == (cli_out / "photo.labels.png").read_bytes()  # the very same PNG
     cli_record = json.loads((cli_out / "photo.json").read_text())
     assert cli_record["image"] == str(photo) and record["image"] == "photo.png"
     for key in ("candidates", "keep_all", "classes", "presence", "presence_notes", "size", "config"):
@@ -342,7 +361,7 @@ def test_large_upload_is_shown_downscaled_and_downloaded_full_size(engine, tmp_p
     shown = (round(1050 * DISPLAY_MAX_SIDE / 1400), DISPLAY_MAX_SIDE)
     assert out.shown().image.shape[:2] == shown and all(m.shape == shown for m, _ in out.masks())
     np.testing.assert_array_equal(out.shown().labels, resize_labels(out.result.labels, shown))
-    from pnpovss.demo.engine import HEATMAP_MAX_SIDE
+    from pnpovss.demo.answer import HEATMAP_MAX_SIDE
 
     thumb = (round(1050 * HEATMAP_MAX_SIDE / 1400), HEATMAP_MAX_SIDE)  # heat maps: gallery thumbnails
     assert all(h.size == thumb[::-1] for h, _ in out.heatmaps())
@@ -372,3 +391,17 @@ def test_sigterm_handler_is_restored_after_an_exception():
         assert signal.getsignal(signal.SIGTERM) is not before
         raise RuntimeError("inside")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_downloads_above_256_labels_are_16_bit(engine, photo):
+    """The demo writes label PNGs with segment's writer: above 256 labels 16-bit greyscale, not
+    labels wrapped at 256 (the demo once had a writer of its own that wrapped)."""
+    import dataclasses
+
+    res = engine.run(photo, "sky,sand", name="photo.png", **page()).result
+    labels = np.arange(300 * 2, dtype=np.int64).reshape(20, 30) % 300
+    many = dataclasses.replace(res, labels=labels, classes=[f"c{i}" for i in range(300)])
+    files, _ = engine._write(many, "many.png", ["sky", "sand"], True)
+    back = np.asarray(Image.open(files[0]))
+    assert back.dtype == np.uint16 or back.max() > 255
+    np.testing.assert_array_equal(back.astype(np.int64), labels)

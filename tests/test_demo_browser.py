@@ -234,7 +234,7 @@ def test_segment_endpoint_with_gradio_client(server, tmp_path):
     expected = json.loads((cli_out / "shapes.json").read_text())
     assert record["image"] == "shapes.png"
     bookkeeping = {"image", "image_sha256", "labels_png", "sha256",  # the CLI's file-level records (outputs.py)
-                   "device", "dtype"}  # and the run's resolved device/precision
+                   "device", "dtype", "execution"}  # and the run's resolved device/precision/fast paths
     assert {k: v for k, v in record.items() if k != "image"} == {k: v for k, v in expected.items() if k not in bookkeeping}
     np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")),
                                   np.asarray(Image.open(cli_out / "shapes.overlay.png").convert("RGB")))

@@ -111,11 +111,11 @@ def load_reference():
 def test_config_table_has_type_range_default_and_a_column_is_one_line():
     reference = load_reference()
     table = reference.config_table().splitlines()
-    assert table[0] == "| field | type | range | default | meaning |"
+    assert table[0] == "| field | type | range | default | stage | meaning |"
     row = next(line for line in table if line.startswith("| `threshold` |"))
-    assert row.startswith("| `threshold` | float | [0, 1) | `0.15` |")
+    assert row.startswith("| `threshold` | float | [0, 1) | `0.15` | postprocess |")
     assert next(line for line in table if line.startswith("| `image_size` |")).startswith(
-        "| `image_size` | int | >= 16, or `null` | `null` |")
+        "| `image_size` | int | >= 16, or `null` | `null` | input |")
     extra = reference.config_table([*reference.CONFIG_COLUMNS, ("kind", lambda f: f.spec.kind.upper())])
     assert extra.splitlines()[0].endswith("| kind |") and "| FLOAT |" in extra
 

@@ -5,10 +5,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from pnpovss.cli import main
 from pnpovss.config import PipelineConfig
+from pnpovss.execution import ExecutionOptions
 from pnpovss.datasets.base import IGNORE_INDEX, SegDataset, SegSample
 from pnpovss.evaluate import evaluate, predict
 
@@ -38,7 +40,10 @@ class Oracle:
     def __init__(self, dataset):
         self.ds, self.calls = dataset, []
         self.config = PipelineConfig()
-        self.backbone = SimpleNamespace(source="oracle")
+        self.backbone = SimpleNamespace(source="oracle", device=torch.device("cpu"), execution=ExecutionOptions())
+
+    def segment_batch(self, images, classes, keep_all, background):
+        return [self.segment(image, names, keep_all, background) for image, names in zip(images, classes)]
 
     def segment(self, image, names, keep_all, background):
         self.calls.append((list(names), background))

@@ -97,14 +97,3 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
         os.umask(mask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary file left behind
-
-
-def test_imageio_keeps_the_names_of_fileio_and_visualize():
-    """Code written before the split of imageio.py into fileio.py and visualize.py still imports."""
-    from pnpovss import fileio, imageio, visualize
-
-    for name in ("load_image", "atomic_write_text", "atomic_write_bytes", "atomic_save_image", "MAX_PIXELS",
-                 "IMAGE_SUFFIXES"):
-        assert getattr(imageio, name) is getattr(fileio, name)
-    for name in ("palette", "label_png", "overlay_image", "legend_font"):
-        assert getattr(imageio, name) is getattr(visualize, name)

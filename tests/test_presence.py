@@ -325,10 +325,33 @@ def test_tune_tags_command_writes_a_presence_preset(tmp_path):
 
 def test_shared_image_attention_is_always_restored(segmenter):
     from pnpovss.backbones.blip import shared_image_attention
+    from pnpovss.execution import replacement_of
 
     modules = list(segmenter.backbone.cross_attention_modules([1, 2, 3]).values())
     with pytest.raises(RuntimeError, match="boom"):
         with shared_image_attention(modules):
-            assert all("forward" in m.__dict__ for m in modules)
+            assert all(replacement_of(m) is not None for m in modules)
             raise RuntimeError("boom")
-    assert all("forward" not in m.__dict__ for m in modules)
+    assert all(replacement_of(m) is None for m in modules)
+
+
+def test_shared_image_attention_is_taken_for_one_image(segmenter, rng, monkeypatch):
+    """Presence scoring of one image runs the shared-image cross-attention (the fast path), and
+    the same probabilities as BLIP's own attention when it is switched off."""
+    from pnpovss.backbones import blip
+
+    made = []
+    real = blip._shared_image_forward
+    monkeypatch.setattr(blip, "_shared_image_forward", lambda m: made.append(m) or real(m))
+    bb = segmenter.backbone
+    embeds = bb.encode_image(bb.preprocess([(rng.random((32, 32, 3)) * 255).astype(np.uint8)], 48))
+    text = bb.build_text("a picture of ", [["cat"], ["dog"], ["sky"]])
+    fast = bb.match_probability(embeds, text)
+    assert len(made) == bb.num_layers
+    bb.execution = bb.execution.replace(shared_image_attention=False)
+    try:
+        plain = bb.match_probability(embeds, text)
+    finally:
+        bb.execution = bb.execution.replace(shared_image_attention=True)
+    assert len(made) == bb.num_layers
+    assert torch.allclose(fast, plain, atol=1e-5)

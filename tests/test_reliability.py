@@ -155,9 +155,9 @@ def test_long_file_names_work_and_too_long_ones_fail_early(tiny_blip_dir, img, t
 
 @pytest.mark.parametrize("where", ["parent_is_file", "proc"])
 def test_unwritable_out_fails_before_the_model(tiny_blip_dir, img, tmp_path, monkeypatch, where):
-    import pnpovss.pipeline as pipeline
+    import pnpovss.factory as factory
 
-    monkeypatch.setattr(pipeline, "load_backbone", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(factory, "load_backbone", lambda *a, **k: pytest.fail("model loaded"))
     (tmp_path / "file").write_text("x")
     out = tmp_path / "file" / "out" if where == "parent_is_file" else "/proc/pnpovss-out"
     one_line_error(run(*seg_args(tiny_blip_dir, out, img)), "cannot write in")
@@ -180,7 +180,7 @@ def test_more_than_256_labels_write_a_16_bit_png(tmp_path):
 def test_mixed_units_are_not_taken_as_done(tiny_blip_dir, img, tmp_path):
     """A labels.png from another run beside this run's JSON (two runs into one --out) is redone;
     no bookkeeping file stays in --out."""
-    from pnpovss.outputs import label_image
+    from pnpovss.visualize import label_image
 
     out = tmp_path / "out"
     assert run(*seg_args(tiny_blip_dir, out, img)).exit_code == 0

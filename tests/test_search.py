@@ -342,3 +342,33 @@ def test_one_writer_per_run_directory(evaluator, segmenter, tmp_path):
             run_search(evaluator, space, iters=2, seed=0, out_dir=tmp_path, progress=False)
     run_search(evaluator, space, iters=2, seed=0, out_dir=tmp_path, progress=False)
     assert not (tmp_path / ".lock").exists()
+
+
+def test_region_rewards_segment_under_the_caption_background_rule(segmenter, toy, tiny_clip_dir, monkeypatch):
+    """The region rewards judge the segmentation ``segment`` would give: its per-caption
+    configuration (``background_mode="always"`` adds the background channel on a dataset without
+    one), not the trial's configuration as it stands (which once left the channel out)."""
+    import copy
+
+    from pnpovss.postprocess import postprocess
+    from pnpovss.search import evaluator as module
+
+    plain = copy.copy(toy)
+    plain.has_background = False
+    seg = Segmenter(segmenter.backbone, segmenter.config.replace(background_mode="always"))
+    ev = RewardEvaluator(seg, plain, range(2), ClipScorer(load_clip(str(tiny_clip_dir))), region=("contrast",))
+    seen = []
+    real = module.segment_masks
+    monkeypatch.setattr(module, "segment_masks",
+                        lambda labels, rows, background, size: seen.append((labels, background)) or real(
+                            labels, rows, background, size))
+    params = {"layer": 2, "head": 1, "threshold": 0.15}
+    ev.evaluate(params)
+    cfg = ev.trial_config(params)
+    assert not cfg.background and len(seen) == 2
+    for (labels, background), i in zip(seen, ev.indices):
+        entry = ev._images[i]
+        maps = ev.cache.class_maps(i, cfg, lambda: plain[i].image, entry["names"])
+        expected, _ = postprocess(maps, entry["image"], cfg.for_caption(len(entry["caption"])))
+        assert background
+        np.testing.assert_array_equal(labels, expected)

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from ..errors import PnpOvssError
+from ..execution import ExecutionOptions
 from ..hooks import capture_outputs
 
 if TYPE_CHECKING:
@@ -109,12 +110,21 @@ class Backbone(abc.ABC):
         return []
 
     supports_compiled_vision: bool = False
-    compile_vision: bool = False
-    """Run the vision encoder through ``torch.compile`` (where :attr:`supports_compiled_vision`;
-    set it with ``Segmenter.from_pretrained(..., compile_vision=True)``). An execution choice like
-    fused attention, not a method setting, so it is not a :class:`PipelineConfig` field: the first
-    pass at each input shape and precision compiles (tens of seconds, once per process), later ones
-    are faster (bf16 on a CPU: README, "Reduced precision")."""
+    execution: ExecutionOptions = ExecutionOptions()
+    """How this model's passes execute (:mod:`pnpovss.execution`): set when it is loaded, recorded
+    with every result; never a :class:`PipelineConfig` field (no option changes a label)."""
+
+    @property
+    def compile_vision(self) -> bool:
+        """Run the vision encoder through ``torch.compile`` (where :attr:`supports_compiled_vision`;
+        set it with ``Segmenter.from_pretrained(..., compile_vision=True)``): the first pass at each
+        input shape and precision compiles (tens of seconds, once per process), later ones are
+        faster (bf16 on a CPU: README, "Reduced precision")."""
+        return self.execution.compile_vision
+
+    @compile_vision.setter
+    def compile_vision(self, value: bool) -> None:
+        self.execution = self.execution.replace(compile_vision=bool(value))
 
     # ----------------------------------------------------------------------------- text
     def build_text(self, prompt: str, classes_per_image: Sequence[Sequence[str]]) -> TextBatch:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import prepacked
-from ..errors import ModelLoadError, PnpOvssError
-from ..hooks import swapped_forwards
+from ..errors import ModelLoadError
+from ..execution import compiled_call, replaced_forwards
 from .base import Backbone, TextBatch
 
 ENC_TOKEN = "[ENC]"
@@ -97,10 +97,17 @@ class BlipBackbone(Backbone):
         processor = BlipProcessor.from_pretrained(source)
         return cls(model.to(device), processor, source, **kwargs)
 
-    fused_vision_attention: bool = True
-    """Run the (gradient-free) vision tower with fused scaled-dot-product attention instead of
-    BLIP's eager softmax(QK^T)V: the same function to float rounding, without materialising the
-    (heads, N, N) probabilities, which dominate at 768 px (2305 tokens)."""
+    @property
+    def fused_vision_attention(self) -> bool:
+        """Run the (gradient-free) vision tower with fused scaled-dot-product attention instead of
+        BLIP's eager softmax(QK^T)V (:attr:`~pnpovss.execution.ExecutionOptions.fused_attention`):
+        the same function to float rounding, without materialising the (heads, N, N)
+        probabilities, which dominate at 768 px (2305 tokens)."""
+        return self.execution.fused_attention
+
+    @fused_vision_attention.setter
+    def fused_vision_attention(self, value: bool) -> None:
+        self.execution = self.execution.replace(fused_attention=bool(value))
 
     supports_compiled_vision = True
     _compiled: torch.nn.Module | None = None
@@ -119,21 +126,11 @@ class BlipBackbone(Backbone):
     def _compiled_encode(self, pixel_values: torch.Tensor, resize: bool) -> torch.Tensor:
         """The vision encoder through ``torch.compile`` (compiled once per model; inductor compiles
         again per input shape and autocast state). It runs BLIP's own attention, which inductor fuses;
-        the fused-attention swap would break the trace. Weights are frozen into the compiled graph,
-        as nothing changes them during inference."""
-        from torch._inductor import config as inductor_config
-
+        the fused-attention replacement would break the trace. Weights are frozen into the compiled
+        graph (:func:`~pnpovss.execution.compiled_call`), as nothing changes them during inference."""
         if self._compiled is None:
             self._compiled = torch.compile(self.model.vision_model)
-        try:  # freezing is read when (re)compiling, which any call may do; torch.compile(options=) ignores it
-            with torch.no_grad(), inductor_config.patch(freezing=True):
-                return self._compiled(pixel_values=pixel_values, interpolate_pos_encoding=resize).last_hidden_state
-        except Exception as exc:  # a missing C++ compiler, an unsupported op: say so in one line
-            if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
-                raise
-            reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-            raise PnpOvssError(f"torch.compile of the vision encoder failed ({reason}); load the model without "
-                               "compile_vision") from None
+        return compiled_call(self._compiled, pixel_values=pixel_values, interpolate_pos_encoding=resize).last_hidden_state
 
     def _finalize_ids(self, ids: list[int]) -> list[int]:
         if self.enc_token_id is not None:
@@ -144,7 +141,8 @@ class BlipBackbone(Backbone):
     def match_probability(self, image_embeds: torch.Tensor, text: TextBatch) -> torch.Tensor:
         """As :meth:`Backbone.match_probability`, with the image's keys/values shared by all captions."""
         modules = self.cross_attention_modules(range(1, self.num_layers + 1)).values()
-        with shared_image_attention(modules if image_embeds.shape[0] == 1 else ()):
+        shared = image_embeds.shape[0] == 1 and self.execution.shared_image_attention
+        with shared_image_attention(modules if shared else ()):
             return super().match_probability(image_embeds, text)
 
     def cross_attention_modules(self, layers: Sequence[int]) -> dict[int, torch.nn.Module]:
@@ -189,7 +187,7 @@ def _shared_image_forward(module: torch.nn.Module):
 def shared_image_attention(modules: Iterable[torch.nn.Module]):
     """Within the block, the given cross-attention modules use :func:`_shared_image_forward`
     (inference on one image only; no attention probabilities)."""
-    return swapped_forwards(modules, _shared_image_forward)
+    return replaced_forwards(modules, _shared_image_forward)
 
 
 def _sdpa_forward(module: torch.nn.Module):
@@ -208,8 +206,8 @@ def _sdpa_forward(module: torch.nn.Module):
 def fused_attention(vision_model: torch.nn.Module, enabled: bool = True):
     """Within the block, every vision self-attention module of ``vision_model`` uses fused attention.
 
-    Instance attributes only (the class and other models are untouched), always restored on exit.
+    Seen by this thread only (:func:`~pnpovss.execution.replaced_forwards`), always undone on exit.
     Only for inference: no attention probabilities are returned and dropout is not applied.
     """
     modules = [m for m in vision_model.modules() if type(m).__name__ == "BlipAttention" and hasattr(m, "qkv")]
-    return swapped_forwards(modules if enabled else [], _sdpa_forward)
+    return replaced_forwards(modules if enabled else [], _sdpa_forward)

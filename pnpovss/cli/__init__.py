@@ -2,7 +2,7 @@
 
 One module per command (:mod:`.segment`, :mod:`.eval`, :mod:`.tune`, :mod:`.demo`); the options
 several commands share are declared once in :mod:`.options`, the helpers they share are in
-:mod:`.common`. The names below stay importable from ``pnpovss.cli`` as before the split.
+:mod:`.common`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import click
 
 from . import demo, eval, segment, tune
-from .common import INTERRUPTED, _fail_cleanly, announce, expand_inputs, parse_batch_size  # noqa: F401  (importable as before)
+from .common import INTERRUPTED, announce, expand_inputs, parse_batch_size
 from .segment import parse_head
 
 

@@ -111,7 +111,8 @@ def base_settings(assignments: tuple[str, ...], preset: str | None, dtype: str |
     before any dataset or model loads."""
     import torch
 
-    from ..config import load_preset, parse_assignments
+    from ..fields import parse_assignments
+    from ..preset_files import load_preset
 
     settings = parse_assignments(assignments)
     if preset:

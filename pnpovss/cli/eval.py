@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..config import BACKGROUND_MODES
+from ..fields import BACKGROUND_MODES
 from ..datasets.base import CLASS_NAME_TABLES, DEFAULT_TABLE
 from ..errors import PnpOvssError
 from ..suite import SUITES

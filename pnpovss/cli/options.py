@@ -11,7 +11,8 @@ from typing import Callable
 
 import click
 
-from ..config import PipelineConfig, list_presets
+from ..config import PipelineConfig
+from ..preset_files import list_presets
 from ..datasets import DATASET_ALIASES, DATASETS, dataset_names
 from ..datasets.toyworld import DEFAULT_IMAGES
 from ..defaults import DEFAULT_MODEL, DEVICE_ORDER

@@ -85,7 +85,8 @@ def _run(job: Any, model: str | None, preset: str | None, clip_name: str | None,
     from ..defaults import DEFAULT_MODEL
     from ..distributed import from_env, process_device, shutdown
     from ..outputs import remove_stale_temps
-    from ..pipeline import Segmenter, resolve_device
+    from ..devices import resolve_device
+    from ..pipeline import Segmenter
 
     try:
         resolve_device(device)  # a device this machine lacks fails before anything is read or started
@@ -174,7 +175,8 @@ def segment(images: tuple[str, ...], classes: str | None, vocab: str | None, kee
     image into the same --out: the files equal a single-process run's.
     """
     from .. import runner
-    from ..config import load_preset, parse_assignments
+    from ..fields import parse_assignments
+    from ..preset_files import load_preset
 
     names = _candidates(classes, vocab, model)
     settings = parse_assignments(assignments)

@@ -68,13 +68,10 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
     `segment --preset` and `eval --preset`). An interrupted run restarted with the same command
     resumes; under torchrun the map cache and each trial's images are split over the processes.
     """
-    from ..distributed import from_env, process_device, shutdown
-    from ..reward import DEFAULT_CLIP, ClipScorer, load_clip
-    from ..reward_region import REGION_REWARDS
     from ..backbones import source_label
-    from ..search import RewardEvaluator, load_space, run_search
-
+    from ..distributed import from_env, process_device, shutdown
     from ..outputs import check_writable_dir
+    from ..search import run_search
 
     all_classes = protocol(labels, all_classes) == "all"
     if labels == "detect":
@@ -93,21 +90,9 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
             announce(seg, device)
         run_info = {"dataset": ds.describe(), "root": str(getattr(ds, "root", "")), "images": len(indices),
                     "all_classes": all_classes, "model": source_label(seg.backbone.source)}
-        if reward == "tags":
-            from ..presence_tuning import DEFAULT_PRESENCE_SPACE, PRESENCE_PARAMS, PresenceEvaluator
-
-            space_obj = load_space(space, seg.backbone, seg.config, searchable=PRESENCE_PARAMS,
-                                   default=DEFAULT_PRESENCE_SPACE)
-            evaluator: Any = PresenceEvaluator(seg, ds, indices, dist=ctx)
-        else:
-            space_obj = load_space(space, seg.backbone, seg.config)
-            clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
-            clip = load_clip(clip_source, clip_pretrained, device=str(seg.backbone.device))  # "auto" resolved
-            template = clip_template or ds.clip_template or "{}"
-            evaluator = RewardEvaluator(seg, ds, indices, ClipScorer(clip, template=template),
-                                        all_classes=all_classes, cache_dir=cache_dir, dist=ctx, mask_rule=reward_mask,
-                                        region=(reward,) if reward in REGION_REWARDS else ())
-            run_info.update(clip=clip.source, clip_template=template)
+        space_obj, evaluator = _objective(reward, space, seg, ds, indices, ctx, run_info, all_classes=all_classes,
+                                          clip_name=clip_name, clip_pretrained=clip_pretrained,
+                                          clip_template=clip_template, cache_dir=cache_dir, reward_mask=reward_mask)
         if selection is None:
             selection = "argmax" if reward == "tags" else "robust"
         decision = run_search(evaluator, space_obj, iters=iters, seed=seed, out_dir=out_dir, reward=reward,
@@ -121,3 +106,28 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
             click.echo(f"preset: {Path(out_dir) / 'best.json'}  (pnpovss eval --preset {Path(out_dir) / 'best.json'} ...)")
     finally:
         shutdown(ctx)
+
+
+def _objective(reward: str, space: str | None, seg: Any, ds: Any, indices: Any, ctx: Any, run_info: dict[str, Any], *,
+               all_classes: bool, clip_name: str | None, clip_pretrained: str, clip_template: str | None,
+               cache_dir: str | None, reward_mask: str) -> tuple[Any, Any]:
+    """The search space and the objective of ``--reward`` (the CLIP it loads is added to ``run_info``)."""
+    from ..reward import DEFAULT_CLIP, ClipScorer, load_clip
+    from ..reward_region import REGION_REWARDS
+    from ..search import RewardEvaluator, load_space
+
+    if reward == "tags":
+        from ..presence_tuning import DEFAULT_PRESENCE_SPACE, PRESENCE_PARAMS, PresenceEvaluator
+
+        space_obj = load_space(space, seg.backbone, seg.config, searchable=PRESENCE_PARAMS,
+                               default=DEFAULT_PRESENCE_SPACE)
+        return space_obj, PresenceEvaluator(seg, ds, indices, dist=ctx)
+    space_obj = load_space(space, seg.backbone, seg.config)
+    clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
+    clip = load_clip(clip_source, clip_pretrained, device=str(seg.backbone.device))  # "auto" resolved
+    template = clip_template or ds.clip_template or "{}"
+    evaluator = RewardEvaluator(seg, ds, indices, ClipScorer(clip, template=template), all_classes=all_classes,
+                                cache_dir=cache_dir, dist=ctx, mask_rule=reward_mask,
+                                region=(reward,) if reward in REGION_REWARDS else ())
+    run_info.update(clip=clip.source, clip_template=template)
+    return space_obj, evaluator

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 from ..datasets.base import CLASSNAMES_DIR, read_classnames
 from ..errors import PnpOvssError
-from ..pipeline import BACKGROUND
+from ..result import BACKGROUND
 from .engine import PAGE_WORKING_SIDE, PICTURE_FORMAT, DemoEngine, segment_kwargs, upload_name
 
 OWN_WORDS = "(type your own)"
@@ -78,15 +79,9 @@ _FAILED = "() => 'The last request failed (the message says why); the results be
 """After an error: the status line no longer reports the previous answer as if it were this one."""
 
 
-def build_app(engine: DemoEngine) -> Any:
-    """The page (``gr.Blocks``); ``launch()`` it, or use :func:`serve`."""
-    gr = _gradio()
-
-    cfg = engine.seg.config
-    vocab = vocabularies()
-    examples_dir = engine.out_dir / "examples"  # removed with the engine's folder
-    examples_dir.mkdir(exist_ok=True)
-    head_text = "mean" if cfg.head is None else ",".join(str(h) for h in cfg.heads_tuple() or ())
+def _handlers(engine: DemoEngine, gr: Any) -> tuple[Callable, Callable, Callable]:
+    """The page's three answers: ``answer`` (Segment), ``live`` (a post-processing control moved)
+    and ``api_segment`` (the programmatic endpoint)."""
 
     def answer(image: str | None, classes: str, layer, head, drop_iters, drop_k, halving, threshold, blur_sigma,
                crf, presence, presence_threshold, working_side, progress=gr.Progress()):
@@ -123,71 +118,87 @@ def build_app(engine: DemoEngine) -> Any:
         out.result.overlay().save(overlay)
         return str(overlay), out.record
 
+    return answer, live, api_segment
+
+
+def _controls(engine: DemoEngine, gr: Any, vocab: dict[str, str]) -> SimpleNamespace:
+    """The left column: image, vocabulary, classes, presence, and the map and post-processing knobs."""
+    cfg = engine.seg.config
+    head_text = "mean" if cfg.head is None else ",".join(str(h) for h in cfg.heads_tuple() or ())
+    c = SimpleNamespace()
+    c.image = _lenient(gr.Image(type="filepath", label="Image (drop, paste or upload)",
+                                sources=["upload", "clipboard"], elem_id="input-image"))
+    c.vocabulary = gr.Dropdown([OWN_WORDS, *vocab], value=OWN_WORDS, label="Vocabulary")
+    c.classes = gr.Textbox(label="Classes (comma-separated)", placeholder="circle, star", elem_id="classes")
+    with gr.Row():
+        c.presence = gr.Checkbox(True, label="presence filter: segment only the classes the model finds",
+                                 elem_id="presence")
+        c.presence_threshold = gr.Slider(0.0, 1.0, cfg.presence_threshold, step=0.01,
+                                         label="presence threshold (ITM probability)", elem_id="presence-threshold")
+    c.run = gr.Button("Segment", variant="primary", elem_id="run")
+    with gr.Accordion("Maps: GradCAM and Salience DropOut (recomputed)", open=True):
+        c.layer = gr.Number(cfg.layer, precision=0, label=f"layer (1..{engine.seg.backbone.num_layers})",
+                            elem_id="layer")
+        c.head = gr.Textbox(head_text, label=f"head (0..{engine.seg.backbone.num_heads - 1}, comma list, or mean)")
+        c.drop_iters = gr.Slider(1, 8, cfg.drop_iters, step=1, label="DropOut passes T")
+        c.drop_k = gr.Number(cfg.drop_k, precision=0, label="patches dropped per pass k")
+        c.halving = gr.Checkbox(cfg.halving, label="halving (drop half the remaining patches instead of k)")
+    with gr.Accordion("Post-processing (live, reuses the maps)", open=True):
+        c.threshold = gr.Slider(0.0, 0.95, cfg.threshold, step=0.01, label="threshold", elem_id="threshold")
+        c.blur_sigma = gr.Slider(0.005, 0.2, cfg.blur_sigma, step=0.005, label="blur sigma (x image size)")
+        c.crf = gr.Checkbox(cfg.crf, label="dense CRF")
+        c.working_side = gr.Slider(128, 2048, PAGE_WORKING_SIDE, step=64, elem_id="working-side",
+                                   label="working size (px): blur and CRF of a larger picture run at this long side")
+    return c
+
+
+def _results(gr: Any) -> list[Any]:
+    """The right column, in the order the answers fill it: overlay, heat maps, table, downloads,
+    status, presence notes."""
+    status = gr.Markdown("Upload an image, type classes, press Segment.", elem_id="status")
+    overlay = gr.AnnotatedImage(label="Segmentation (click a legend entry to highlight it)", elem_id="overlay",
+                                format=PICTURE_FORMAT)
+    table = gr.Dataframe(headers=["label", "pixels %"], label="Classes", interactive=False, elem_id="classes-table")
+    notes = gr.Markdown("", elem_id="presence-notes")  # why the kept classes differ from the threshold's
+    heatmaps = gr.Gallery(label="Per-label score maps", columns=4, height=260, format=PICTURE_FORMAT)
+    files = gr.File(label="Downloads (as pnpovss segment writes them)", file_count="multiple", elem_id="downloads")
+    return [overlay, heatmaps, table, files, status, notes]
+
+
+def build_app(engine: DemoEngine) -> Any:
+    """The page (``gr.Blocks``); ``launch()`` it, or use :func:`serve`."""
+    gr = _gradio()
+    vocab = vocabularies()
+    examples_dir = engine.out_dir / "examples"  # removed with the engine's folder
+    examples_dir.mkdir(exist_ok=True)
+    answer, live, api_segment = _handlers(engine, gr)
     with gr.Blocks(title="pnpovss demo") as app:
         gr.Markdown(f"## PnP-OVSS: open-vocabulary segmentation\nModel: **{engine.describe()}**",
                     elem_id="model-line")
         with gr.Row():
             with gr.Column(scale=1):
-                image = _lenient(gr.Image(type="filepath", label="Image (drop, paste or upload)",
-                                          sources=["upload", "clipboard"], elem_id="input-image"))
-                vocabulary = gr.Dropdown([OWN_WORDS, *vocab], value=OWN_WORDS, label="Vocabulary")
-                classes = gr.Textbox(label="Classes (comma-separated)", placeholder="circle, star",
-                                     elem_id="classes")
-                with gr.Row():
-                    presence = gr.Checkbox(True, label="presence filter: segment only the classes the model finds",
-                                           elem_id="presence")
-                    presence_threshold = gr.Slider(0.0, 1.0, cfg.presence_threshold, step=0.01,
-                                                   label="presence threshold (ITM probability)",
-                                                   elem_id="presence-threshold")
-                run = gr.Button("Segment", variant="primary", elem_id="run")
-                with gr.Accordion("Maps: GradCAM and Salience DropOut (recomputed)", open=True):
-                    layer = gr.Number(cfg.layer, precision=0, label=f"layer (1..{engine.seg.backbone.num_layers})",
-                                      elem_id="layer")
-                    head = gr.Textbox(head_text, label=f"head (0..{engine.seg.backbone.num_heads - 1}, "
-                                                       "comma list, or mean)")
-                    drop_iters = gr.Slider(1, 8, cfg.drop_iters, step=1, label="DropOut passes T")
-                    drop_k = gr.Number(cfg.drop_k, precision=0, label="patches dropped per pass k")
-                    halving = gr.Checkbox(cfg.halving, label="halving (drop half the remaining patches instead of k)")
-                with gr.Accordion("Post-processing (live, reuses the maps)", open=True):
-                    threshold = gr.Slider(0.0, 0.95, cfg.threshold, step=0.01, label="threshold",
-                                          elem_id="threshold")
-                    blur_sigma = gr.Slider(0.005, 0.2, cfg.blur_sigma, step=0.005, label="blur sigma (x image size)")
-                    crf = gr.Checkbox(cfg.crf, label="dense CRF")
-                    working_side = gr.Slider(128, 2048, PAGE_WORKING_SIDE, step=64, elem_id="working-side",
-                                             label="working size (px): blur and CRF of a larger picture run at this long side")
+                c = _controls(engine, gr, vocab)
             with gr.Column(scale=2):
-                status = gr.Markdown("Upload an image, type classes, press Segment.", elem_id="status")
-                overlay = gr.AnnotatedImage(label="Segmentation (click a legend entry to highlight it)",
-                                            elem_id="overlay", format=PICTURE_FORMAT)
-                table = gr.Dataframe(headers=["label", "pixels %"], label="Classes", interactive=False,
-                                     elem_id="classes-table")
-                notes = gr.Markdown("", elem_id="presence-notes")  # why the kept classes differ from the threshold's
-                heatmaps = gr.Gallery(label="Per-label score maps", columns=4, height=260, format=PICTURE_FORMAT)
-                files = gr.File(label="Downloads (as pnpovss segment writes them)", file_count="multiple",
-                                elem_id="downloads")
-        gr.Examples(example_inputs(examples_dir), inputs=[image, classes])
-
+                outputs = _results(gr)
+        gr.Examples(example_inputs(examples_dir), inputs=[c.image, c.classes])
         with gr.Row(visible=False):  # the programmatic endpoint: exactly (image, classes) -> (overlay, JSON)
             api_image = _lenient(gr.Image(type="filepath"))
             api_classes = gr.Textbox()
             api_overlay = gr.Image(type="filepath", format="png")
             api_json = gr.JSON()
             api_button = gr.Button()
-
-        knobs = [layer, head, drop_iters, drop_k, halving, threshold, blur_sigma, crf, presence, presence_threshold,
-                 working_side]
-        outputs = [overlay, heatmaps, table, files, status, notes]
-        vocabulary.change(lambda v: gr.skip() if v == OWN_WORDS else vocab[v], vocabulary, classes,
-                          api_visibility="private")
-        asked = gr.on([run.click, classes.submit], answer, [image, classes, *knobs], outputs, api_name="run",
+        knobs = [c.layer, c.head, c.drop_iters, c.drop_k, c.halving, c.threshold, c.blur_sigma, c.crf, c.presence,
+                 c.presence_threshold, c.working_side]
+        c.vocabulary.change(lambda v: gr.skip() if v == OWN_WORDS else vocab[v], c.vocabulary, c.classes,
+                            api_visibility="private")
+        asked = gr.on([c.run.click, c.classes.submit], answer, [c.image, c.classes, *knobs], outputs, api_name="run",
                       concurrency_id="model", js=_START_CLOCK)
-        changed = gr.on([threshold.change, blur_sigma.change, crf.change, working_side.change], live,
-                        [image, classes, *knobs], outputs,
-                        api_visibility="private", concurrency_id="model", trigger_mode="always_last",
+        changed = gr.on([c.threshold.change, c.blur_sigma.change, c.crf.change, c.working_side.change], live,
+                        [c.image, c.classes, *knobs], outputs, api_visibility="private", concurrency_id="model", trigger_mode="always_last",
                         show_progress="minimal", js=_START_CLOCK)
         for event in (asked, changed):  # the browser's own clock: upload, queue and picture transfer included
-            event.success(None, [status], [status], js=_WAITED, api_visibility="private")
-            event.failure(None, None, [status], js=_FAILED, api_visibility="private")
+            event.success(None, [outputs[4]], [outputs[4]], js=_WAITED, api_visibility="private")
+            event.failure(None, None, [outputs[4]], js=_FAILED, api_visibility="private")
         api_button.click(api_segment, [api_image, api_classes], [api_overlay, api_json], api_name="segment",
                          concurrency_id="model")
     app.queue(default_concurrency_limit=1)  # one model instance: requests wait their turn

@@ -17,27 +17,27 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
-from ..config import FIELDS, PipelineConfig
+from ..config import PipelineConfig
+from ..fields import FIELDS, fields_for_stage
 from ..errors import ConfigError, ImageLoadError, PnpOvssError
-from ..fileio import ImageInput, atomic_save_image, atomic_write_text, load_image
-from ..pipeline import SegmentationResult, Segmenter, parse_classes
-from ..visualize import label_png, palette
-from ..postprocess import postprocess, resize_labels, working_copy, working_size
+from ..fileio import ImageInput, atomic_write_bytes, atomic_write_text, load_image
+from ..pipeline import Segmenter, parse_classes
+from ..result import PendingResult, SegmentationResult
+from ..visualize import label_image, png_bytes
+from .answer import DemoResult
+from ..postprocess import resize_labels, working_copy, working_size
 
-POSTPROCESS_FIELDS = frozenset(
-    {"threshold", "threshold_mode", "background_rule", "blur", "blur_sigma", "postprocess_max_side"}
-    | {f.name for f in fields(PipelineConfig) if f.name.startswith("crf")}
-)
-"""Config fields read only by ``postprocess`` (not by GradCAM / DropOut): changing them reuses the
-cached grid maps. Any other field, and any non-config keyword, is part of the cache key.
-``background`` is left out on purpose: the class-presence stage reads it to choose the caption."""
+POSTPROCESS_FIELDS = frozenset(fields_for_stage("postprocess"))
+"""Config fields read only by post-processing (stage ``postprocess`` in :mod:`pnpovss.fields`, not
+GradCAM / DropOut): changing them reuses the cached grid maps. Any other field, and any non-config
+keyword, is part of the cache key (``background`` is stage ``classes``: the presence stage reads it)."""
 
 CONFIG_FIELDS = frozenset(f.name for f in fields(PipelineConfig))
 
@@ -45,10 +45,6 @@ DISPLAY_MAX_SIDE = 1024
 """Long side of the pictures the page sends to the browser. A browser shows a few megapixels at
 most, while a photo's full-size overlay, masks and heat maps cost seconds to encode and send (an
 8000x8000 upload: tens of seconds per answer); the downloads stay at full size."""
-
-HEATMAP_MAX_SIDE = 512
-"""Long side of the per-label score maps: the page shows them as a gallery of thumbnails, and
-drawing and encoding one 1024 px map per label took about half a second each."""
 
 PAGE_WORKING_SIDE = 512
 """The page's default post-processing working size (``postprocess_max_side``; ``segment``'s is
@@ -100,94 +96,6 @@ def segment_kwargs(layer: float, head: str, drop_iters: float, drop_k: float, ha
     }
 
 
-@dataclass
-class DemoResult:
-    """One answer of the page: the segmentation plus how it was obtained."""
-
-    result: SegmentationResult
-    name: str
-    """File name of the upload: the record's ``image``; its stem names the downloads, as in the CLI."""
-    maps_cached: bool
-    """True when the grid maps came from the cache (no GradCAM / DropOut run)."""
-    map_runs: int
-    """GradCAM + DropOut runs this engine has done so far."""
-    answer: int
-    """Number of this answer among all the engine gave (tells a new answer from an equal-looking one)."""
-    seconds: float
-    files: list[Path]
-    """NAME.labels.png and NAME.json, as ``pnpovss segment`` writes them."""
-    record: dict[str, Any]
-    """The content of NAME.json."""
-
-    def colours(self) -> dict[str, str]:
-        """Label name -> hex colour of the overlay palette."""
-        cols = palette(max(len(self.result.classes), 1))
-        return {n: "#%02x%02x%02x" % tuple(int(v) for v in cols[i]) for i, n in enumerate(self.result.classes)}
-
-    display: SegmentationResult | None = None
-    """The result at display size (long side at most :data:`DISPLAY_MAX_SIDE`): what the page
-    shows; None: :attr:`result` itself is small enough."""
-
-    def shown(self) -> SegmentationResult:
-        """What the page draws: :attr:`display`, else the result itself."""
-        return self.display if self.display is not None else self.result
-
-    def masks(self) -> list[tuple[np.ndarray, str]]:
-        """(h, w) 0/1 mask and name of every label but background (``gr.AnnotatedImage`` input),
-        at display size."""
-        res = self.shown()
-        first = 1 if res.config.background else 0
-        return [((res.labels == i).astype(np.float32), n) for i, n in enumerate(res.classes) if i >= first]
-
-    def heatmaps(self) -> list[tuple[Any, str]]:
-        """Each label's score map over the picture, at most :data:`HEATMAP_MAX_SIDE` px."""
-        res = self.shown()
-        size = working_size(res.labels.shape, HEATMAP_MAX_SIDE)
-        if size != res.labels.shape:
-            small = Image.fromarray(np.ascontiguousarray(res.image)).resize(size[::-1], Image.Resampling.BOX)
-            res = dataclasses.replace(res, image=np.asarray(small), labels=resize_labels(res.labels, size))
-        return [(res.heatmap(n), n) for n in self.result.classes]
-
-    def presence(self) -> dict[str, dict[str, Any]]:
-        """Class -> {"score", "kept"} when the result carries a presence decision (an object with
-        ``to_json()`` or such a dict), else empty."""
-        found = getattr(self.result, "presence", None)
-        if found is None:
-            return {}
-        return found.to_json() if hasattr(found, "to_json") else dict(found)
-
-    def notes(self) -> list[str]:
-        """The presence stage's notes: why the kept classes differ from what the threshold alone
-        would keep (CLIP's veto, caption capacity, nothing present) and what the recurrent check removed."""
-        found = getattr(self.result, "presence", None)
-        if found is None or not hasattr(found, "notes"):
-            return []
-        dropped = [f"the recurrent check removed {', '.join(names)}" for names in found.dropped_by_check]
-        return [*found.notes, *dropped]
-
-    def table(self) -> list[list[Any]]:
-        """Rows: label, pixel percent (and presence score / kept once results carry ``presence``)."""
-        presence = self.presence()
-        fractions = self.record.get("fractions") or self.result.fractions()  # counted once, for the record
-        rows = []
-        for n in [*fractions, *(c for c in presence if c not in fractions)]:  # dropped classes: 0 pixels
-            row: list[Any] = [n, round(100.0 * fractions.get(n, 0.0), 2)]
-            if presence:
-                p = presence.get(n)
-                row += [None, None] if p is None else [round(float(p["score"]), 4), bool(p["kept"])]
-            rows.append(row)
-        return rows
-
-    def table_headers(self) -> list[str]:
-        extra = ["presence score", "kept"] if self.presence() else []
-        return ["label", "pixels %"] + extra
-
-    def status(self) -> str:
-        how = "reused from the cache" if self.maps_cached else "computed"
-        return (f"GradCAM + DropOut maps {how}; server time {self.seconds:.2f} s "
-                f"(answer {self.answer}; GradCAM runs so far: {self.map_runs})")
-
-
 class DemoEngine:
     """One :class:`Segmenter` shared by every visitor; calls are serialised by a lock (the
     segmenter caches one image encoding and a model must not run twice at once). Its files live
@@ -197,7 +105,7 @@ class DemoEngine:
         self.seg = segmenter
         self.model = model
         self.map_runs = 0
-        self._maps: OrderedDict[tuple, SegmentationResult] = OrderedDict()
+        self._maps: OrderedDict[tuple, PendingResult] = OrderedDict()
         self._cache_size = cache_size
         self._keep_outputs = keep_outputs
         self._lock = threading.Lock()
@@ -233,28 +141,22 @@ class DemoEngine:
         self.seg.validate(config)
         key = self._key(digest, names, config, kwargs)
         with self._lock:
-            base = self._maps.get(key)
-            if base is None:
+            pending = self._maps.get(key)
+            cached = pending is not None
+            if not cached:
                 if progress is not None:
                     progress(f"GradCAM + Salience DropOut ({config.drop_iters} pass(es))")
-                res = self.seg.segment(rgb, names, **kwargs)
+                pending = self.seg.segment_pending(rgb, names, **kwargs)
                 self.map_runs += 1
-                # keep the maps, not the full-size score maps (rebuilt from the maps); a result with
-                # no class maps (nothing present: all background) is kept whole and reused as it is
-                slim = len(res.grid_maps) > 0
-                self._maps[key] = dataclasses.replace(res, labels=np.empty(0), scores=np.empty(0)) if slim else res
+                res = pending.finish()
+                # keep the maps, not the full-size score maps (rebuilt from the maps)
+                self._maps[key] = dataclasses.replace(pending, result=None)
                 while len(self._maps) > self._cache_size:
                     self._maps.popitem(last=False)
-                cached = False
             else:
                 self._maps.move_to_end(key)
-                if len(base.grid_maps) > 0:
-                    labels, scores = postprocess(base.grid_maps, base.image, config,
-                                                 self._working(base.image, config.postprocess_max_side))
-                    res = dataclasses.replace(base, labels=labels, scores=scores, config=config)
-                else:
-                    res = dataclasses.replace(base, config=config)
-                cached = True
+                # restyled: the per-caption configuration of a fresh run (background_mode), new post-processing
+                res = pending.restyled(config).finish(self._working(pending.image, config.postprocess_max_side))
             files, record = self._write(res, name, names, bool(kwargs.get("keep_all", False)))
             return DemoResult(res, name, cached, self.map_runs, self._calls, time.perf_counter() - start, files,
                               record, self._display(res))
@@ -301,7 +203,8 @@ class DemoEngine:
 
     @staticmethod
     def _key(digest: str, names: list[str], config: PipelineConfig, kwargs: dict[str, Any]) -> tuple:
-        maps = {k: v for k, v in config.to_dict().items() if k not in POSTPROCESS_FIELDS}
+        post = fields_for_stage("postprocess")
+        maps = {k: v for k, v in config.to_dict().items() if k not in post}
         extra = {k: v for k, v in kwargs.items() if k not in CONFIG_FIELDS}
         return digest, tuple(names), json.dumps(maps, sort_keys=True), json.dumps(extra, sort_keys=True, default=str)
 
@@ -314,7 +217,7 @@ class DemoEngine:
         record = res.to_json(image=name, model=self.model, candidates=candidates, keep_all=keep_all)
         stem = Path(name).stem or "image"
         labels_path, json_path = folder / f"{stem}.labels.png", folder / f"{stem}.json"
-        atomic_save_image(labels_path, label_png(res.labels))
+        atomic_write_bytes(labels_path, png_bytes(label_image(res.labels)[0]))  # segment's very bytes
         atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
         old = self.out_dir / f"{self._calls - self._keep_outputs:06d}"
         if old.is_dir():

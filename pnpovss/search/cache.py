@@ -26,9 +26,9 @@ import torch
 
 from ..backbones.base import Backbone
 from ..config import PipelineConfig
+from ..fields import fields_for_stage
 from ..gradcam import head_cams, layer_attention_and_grad
 from ..pipeline import Segmenter
-from .space import DROPOUT_PARAMS
 
 SALIENCIES = ("gradcam", "attention")
 """Saliency kinds the map cache keeps for every image (one forward/backward gives both)."""
@@ -82,6 +82,31 @@ def model_fingerprint(backbone: Backbone) -> str:
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
 
+def layer_head_key(fingerprint: str, image: np.ndarray, names: Sequence[str], size: int, precision: str,
+                   base: PipelineConfig) -> str:
+    """The disk key of an image's layer/head maps: what they depend on, i.e. the model, the image
+    and its caption's names, the fields of stages ``input``, ``encode`` and ``caption`` (image size
+    and precision resolved) and the saliency kind. Hashed as before the stages existed (fp32 with
+    only today's fields gives the same key), so existing caches stay valid."""
+    h = hashlib.sha1()
+    caption = [str(getattr(base, f)) for f in fields_for_stage("caption")]
+    for part in (fingerprint, str(image.shape), "\x1f".join(names), str(size), *caption, base.saliency):
+        h.update(part.encode() + b"\x00")
+    if precision != "fp32":
+        h.update(precision.encode() + b"\x00")
+    other = {f: getattr(base, f) for f in fields_for_stage("input", "encode") if f not in ("image_size", "dtype")}
+    if other:
+        h.update(json.dumps(other, sort_keys=True, default=str).encode() + b"\x00")
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def trial_key(index: int, config: PipelineConfig) -> tuple:
+    """The memo key of a trial's DropOut maps of image ``index``: every field of stages ``maps``
+    and ``dropout`` (the rest is the cache's base configuration)."""
+    return (index, *(getattr(config, k) for k in fields_for_stage("maps", "dropout")))
+
+
 class MapCache:
     """Class maps per image for any trial configuration (see the module doc for the cost model)."""
 
@@ -98,15 +123,9 @@ class MapCache:
     def _disk_path(self, image: np.ndarray, names: Sequence[str]) -> Path | None:
         if self.cache_dir is None:
             return None
-        h = hashlib.sha1()
-        for part in (self._fingerprint, str(image.shape), "\x1f".join(names), str(self.seg.image_size(self.base)),
-                     self.base.prompt, self.base.saliency):
-            h.update(part.encode() + b"\x00")
-        precision = self.seg.precision(self.base).name
-        if precision != "fp32":  # fp32 keys stay as they were, so existing caches remain valid
-            h.update(precision.encode() + b"\x00")
-        h.update(image.tobytes())
-        return self.cache_dir / f"maps-{h.hexdigest()}.npz"
+        key = layer_head_key(self._fingerprint, image, names, self.seg.image_size(self.base),
+                             self.seg.precision(self.base).name, self.base)
+        return self.cache_dir / f"maps-{key}.npz"
 
     def add(self, index: int, image: np.ndarray, names: Sequence[str]) -> None:
         """Compute (or read from disk) the layer/head maps of image ``index``."""
@@ -125,7 +144,7 @@ class MapCache:
         bb = self.seg.backbone
         pixels = bb.preprocess([image], self.seg.image_size(self.base))
         text = bb.build_text(self.base.prompt, [list(names)])
-        with self.seg.precision(self.base).text_autocast(bb.image_projections()):
+        with self.seg.precision(self.base).text_autocast(bb.image_projections(), bb.execution.prepack):
             every = layer_head_maps(bb, self.seg.encode(pixels, self.base), text, self.base.saliency,
                                     bb.grid(pixels.shape[-1]), also=others)
         maps = every[self.base.saliency]
@@ -148,7 +167,7 @@ class MapCache:
         if config.drop_iters == 1:
             maps = self._maps[index] if config.saliency == self.base.saliency else self._other[(index, config.saliency)]
             return maps.class_maps(config.layer, config.heads_tuple())
-        key = (index, config.saliency, config.layer, config.heads_tuple(), *(getattr(config, k) for k in DROPOUT_PARAMS))
+        key = trial_key(index, config)
         if key not in self._dropout:
             bb = self.seg.backbone
             pixels = bb.preprocess([image()], self.seg.image_size(config))

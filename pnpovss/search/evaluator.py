@@ -25,7 +25,7 @@ from ..distributed import DistContext
 from ..errors import PnpOvssError
 from ..evaluate import vocabulary_caption
 from ..pipeline import Segmenter
-from ..postprocess import postprocess
+from ..result import PendingResult
 from ..reward import MASK_RULES, MASK_SIGMA, REWARDS, ClipScorer, image_rewards, reward_masks
 from ..reward_region import REGION_REWARDS, segment_masks
 from .cache import MapCache
@@ -121,8 +121,11 @@ class RewardEvaluator:
             own = [self._row[c] for c in entry["labels"]]
             out[row, :2] = image_rewards(self.scorer, emb, own, self.text)
             if self.region:  # judged on the trial's own segmentation (pnpovss.reward_region)
-                labels, _ = postprocess(maps, entry["image"], cfg)
-                seg = segment_masks(labels, rows, cfg.background, self.scorer.clip.image_size)
+                names = [entry["names"][entry["caption"].index(c)] for c in entry["labels"]] \
+                    if self.vocabulary is not None else entry["names"]
+                # the caption's own background rule (config.for_caption), as segment applies it
+                done = PendingResult.from_maps(entry["image"], names, cfg, maps, caption_size=len(entry["caption"]))
+                seg = segment_masks(done.finish().labels, rows, done.config.background, self.scorer.clip.image_size)
                 for col, name in enumerate(self.region, start=len(REWARDS)):
                     out[row, col] = REGION_REWARDS[name](self.scorer, ("segment", i), entry["clip"], seg, own, self.text)
                 out[row, len(self.rewards)] = float(seg.any(axis=0).mean())  # "coverage"

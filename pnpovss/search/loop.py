@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import save_preset
+from ..preset_files import save_preset
 from ..errors import PnpOvssError
 from ..reward import REWARD_VERSION
 from .evaluator import RewardEvaluator

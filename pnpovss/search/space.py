@@ -15,17 +15,31 @@ import numpy as np
 from ..backbones.base import Backbone
 from ..config import PipelineConfig
 from ..errors import ConfigError, PnpOvssError
+from ..fields import fields_for_stage
 from ..preset_files import json_names, named_json, read_json
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 """Named spaces shipped with the package (``--space layer_head``); ``search/spaces`` in the
 repository points here, so the recorded runs' ``--space search/spaces/NAME.json`` still work."""
-MAP_PARAMS = ("layer", "head", "drop_iters", "drop_k", "halving", "drop_mode", "count_first_twice", "saliency")
-"""Parameters that change the class maps (``saliency``: both kinds come from the cache's one
-forward/backward)."""
+def map_params() -> tuple[str, ...]:
+    """The fields of stages ``maps`` and ``dropout``: what the map cache can vary per trial."""
+    return fields_for_stage("maps", "dropout")
+
+
+def dropout_params() -> tuple[str, ...]:
+    """The fields of stage ``dropout``: they only matter with DropOut passes."""
+    return fields_for_stage("dropout")
+
+
+MAP_PARAMS = map_params()
+"""Parameters that change the class maps and that the map cache serves (stages ``maps``: every
+layer and head and both saliency kinds come from its one forward/backward; ``dropout``: it runs
+the passes). The caption and the encoding stay the base configuration's."""
 MASK_PARAMS = ("threshold", "blur_sigma")
-"""Parameters that change the reward's masks (``blur_sigma``, when searched, replaces the 0.04)."""
-DROPOUT_PARAMS = ("drop_iters", "drop_k", "halving", "drop_mode", "count_first_twice")
+"""The post-processing fields the paper's reward masks read (``blur_sigma``, when searched,
+replaces the 0.04): the reward's own choice, a subset of stage ``postprocess``."""
+DROPOUT_PARAMS = dropout_params()
+"""Parameters that only matter with DropOut passes (stage ``dropout``)."""
 
 
 def canon(value: Any) -> Any:
@@ -135,7 +149,7 @@ def load_space(spec: str | os.PathLike[str] | Mapping[str, Any] | None, backbone
     else:
         raw = read_space(spec)
     raw = _entries(raw)
-    known = set(searchable) if searchable is not None else set(MAP_PARAMS) | set(MASK_PARAMS)
+    known = set(searchable) if searchable is not None else set(map_params()) | set(MASK_PARAMS)
     values: dict[str, list] = {}
     for name, spec_value in raw.items():
         if name not in known:
@@ -154,7 +168,7 @@ def load_space(spec: str | os.PathLike[str] | Mapping[str, Any] | None, backbone
             own = canon(base.to_dict()[name])
             vals = vals if own in vals else [*vals, own]
         values[name] = vals
-    orphans = [n for n in DROPOUT_PARAMS if n in values and n != "drop_iters"]
+    orphans = [n for n in dropout_params() if n in values and n != "drop_iters"]
     if orphans and "drop_iters" not in values:
         raise PnpOvssError(f"space: {', '.join(orphans)} only matter with DropOut passes, but trials run single-pass "
                            "maps unless drop_iters is searched too; add drop_iters to the space")

@@ -2,64 +2,18 @@
 
 Why: label-free tuning needs a reward model that scores images showing only one class's
 pixels against class names; no pretrained CLIP can be downloaded here, so a tiny one
-trained on the toy world stands in for it.
+trained on the toy world stands in for it. Its directory format is :mod:`pnpovss.clip_dir`'s.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
 
-import numpy as np
-import torch
+from ..clip_dir import load_clip_dir
 
 DEFAULT_CLIP_DIR = os.path.join(os.path.dirname(__file__), "weights", "clip")
-CONFIG_NAME = "open_clip_config.json"
-WEIGHTS_NAME = "open_clip_model.safetensors"
-
-
-def build_clip(model_cfg: dict) -> torch.nn.Module:
-    """Rebuild the open_clip ``CLIP`` from the stored config dict."""
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    return CLIP(
-        embed_dim=model_cfg["embed_dim"],
-        vision_cfg=CLIPVisionCfg(**model_cfg["vision_cfg"]),
-        text_cfg=CLIPTextCfg(**model_cfg["text_cfg"]),
-        quick_gelu=model_cfg.get("quick_gelu", False),
-    )
-
-
-def make_preprocess(image_size: int, mean: list[float], std: list[float]) -> Callable:
-    """PIL image or (H,W,3) uint8 array -> (3,S,S) float tensor, as used in training."""
-
-    def preprocess(img) -> torch.Tensor:
-        from PIL import Image
-
-        if not isinstance(img, Image.Image):
-            img = Image.fromarray(np.asarray(img, dtype=np.uint8))
-        img = img.convert("RGB")
-        if img.size != (image_size, image_size):
-            img = img.resize((image_size, image_size), Image.BICUBIC)
-        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-
-    return preprocess
 
 
 def load_toy_clip(path: str | None = None):
     """Return ``(model, preprocess_fn, tokenizer)``; model in eval mode, float32."""
-    from open_clip.tokenizer import SimpleTokenizer
-    from safetensors.torch import load_file
-
-    path = path or DEFAULT_CLIP_DIR
-    with open(os.path.join(path, CONFIG_NAME)) as f:
-        cfg = json.load(f)
-    model = build_clip(cfg["model_cfg"])
-    state = {k: v.float() for k, v in load_file(os.path.join(path, WEIGHTS_NAME)).items()}
-    model.load_state_dict(state)
-    model.eval()
-    pre = make_preprocess(cfg["image_size"], cfg["mean"], cfg["std"])
-    tok = SimpleTokenizer(context_length=cfg["model_cfg"]["text_cfg"]["context_length"])
-    return model, pre, tok
+    return load_clip_dir(path or DEFAULT_CLIP_DIR)

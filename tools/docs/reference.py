@@ -79,6 +79,7 @@ CONFIG_COLUMNS: list[tuple[str, Callable[[Field], str]]] = [
     ("type", lambda f: "heads" if f.spec.kind == "heads" else f.spec.kind),
     ("range", lambda f: _range(f.spec)),
     ("default", lambda f: _value(f.default)),
+    ("stage", lambda f: f.spec.stage),
     ("meaning", lambda f: f.doc),
 ]
 

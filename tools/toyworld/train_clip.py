@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pnpovss.toyworld.clip_model import CONFIG_NAME, WEIGHTS_NAME, build_clip, load_toy_clip
+from pnpovss.clip_dir import CONFIG_NAME, WEIGHTS_NAME, build_clip
+from pnpovss.toyworld.clip_model import load_toy_clip
 from pnpovss.toyworld.world import SHAPES, TRAIN_SEED_BASE, Sample, describe_objects, make_sample
 
 from .pixels import TOY_MEAN, TOY_STD, to_pixels
