@@ -3,7 +3,7 @@ full-size architectures with random weights (no download). Prints JSON; not a te
 
     python bench/speed.py --json speed.json          # everything (long: hours on 2 CPU cores)
     python bench/speed.py --quick --json quick.json  # BLIP at 384 px, 1 and 5 classes: ~4 min
-    python bench/speed.py --table speed.json         # the README table of a result
+    python bench/speed.py --table speed.json         # the docs table of a result
     python bench/speed.py --quick --device cuda --json gpu.json   # the GPU check (fp32 vs fp16/bf16, batches)
 
 Rows, per (model, image size, number of classes), T = 4 Salience DropOut passes:
@@ -465,7 +465,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The README table: one line per (model, size, classes), seconds and MB per row."""
+    """The docs table: one line per (model, size, classes), seconds and MB per row."""
     groups: dict[tuple, dict[str, dict]] = {}
     for r in result["rows"]:
         groups.setdefault(key_of(r)[:3], {})[r["name"]] = r

@@ -2,7 +2,7 @@
 without / with the I/O overlap (``--workers``). Prints JSON; not a test.
 
     python bench/throughput.py --json bench/results/throughput.json    # toy folder + BLIP-L, ~10 min
-    python bench/throughput.py --table bench/results/throughput.json   # the README table of a result
+    python bench/throughput.py --table bench/results/throughput.json   # the docs table of a result
 
 Two folders, each segmented by every combination of processes (1: a plain process; 2: torchrun
 --standalone --nproc_per_node 2, gloo) and ``--workers`` (0: decode, network, post-processing in

@@ -133,7 +133,7 @@ def why(row: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The README's table: worst pair first."""
+    """The docs' table: worst pair first."""
     lines = ["| tuning seed | held-out seed | defaults | tuned | gain | picked trial | why | argmax `boundary` (previous default) | paper: argmax `binary` |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted(rows, key=lambda r: (r["gain"], r["tune_seed"])):

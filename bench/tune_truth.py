@@ -134,7 +134,7 @@ def report(seed: int, out: Path) -> dict[str, Any]:
 
 
 def table(record: dict[str, Any]) -> str:
-    """The README's development table: per seed, each rule's in-sample gain and each reward's Spearman."""
+    """The docs' development table: per seed, each rule's in-sample gain and each reward's Spearman."""
     rows = record["seeds"]
     rules = list(rows[0]["picks"])
     names = list(rows[0]["correlation"])

@@ -1,7 +1,7 @@
 """How many images share one forward/backward pass (``--batch-size auto``).
 
 The pipeline's passes take a batch of images; a batch is faster per image only where the device
-has idle parallelism (a GPU; barely a 2-thread CPU, see the README) and it must fit in memory. The
+has idle parallelism (a GPU; barely a 2-thread CPU, docs/results/throughput.md) and it must fit in memory. The
 automatic size is measured, not guessed from the architecture: the first image runs alone, its
 peak memory above what was allocated before is read (CUDA: ``torch.cuda.max_memory_allocated``;
 CPU: the growth of the process's peak RSS, which is 0 when loading the model peaked higher, leaving
@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 MAX_BATCH = 16
 CPU_MAX_BATCH = 4
-"""On a CPU, batches bring little (README, "Batches"); a small cap keeps memory and the latency of
+"""On a CPU, batches bring little (docs/results/throughput.md); a small cap keeps memory and the latency of
 the progress bar low."""
 MEMORY_FRACTION = 0.5
 

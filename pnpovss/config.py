@@ -83,7 +83,7 @@ class PipelineConfig:
     crf_reference_side: int | None = 512
     """The long side, in pixels, at which the CRF's ``sxy`` hold. On an image whose post-processed
     long side L exceeds R, both ``sxy`` grow by L/R, so a kernel covers the same part of the scene
-    as at R px (:func:`pnpovss.postprocess.crf_kernels`; README, "Large images"); images up to R px
+    as at R px (:func:`pnpovss.postprocess.crf_kernels`; docs/how-to/large-images.md); images up to R px
     are unaffected. 512: the reference set its values on dataset images of at most ~500 px, so they
     keep the reference's behaviour there, while a photo is no longer labelled with kernels a tenth
     of its scale (held-out toy scenes upscaled to 1024 px lost 10.0 mIoU points with pixel kernels,

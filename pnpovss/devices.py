@@ -1,7 +1,7 @@
 """Which devices this machine can run, and what a ``--device`` setting means here.
 
 ``auto`` takes the first available backend in :data:`AUTO_ORDER` (cuda, xpu, mps, cpu; only CPU
-runs are tested here, README "Reduced precision, devices and batches"); any device that torch can name
+runs are tested here, docs/how-to/devices.md); any device that torch can name
 but this machine cannot run (``mps`` off Apple silicon, ``xpu`` without an Intel GPU, ``meta``,
 ``cuda:3`` on a one-GPU machine) is a one-line :class:`~pnpovss.errors.PnpOvssError` naming the
 devices that would work, instead of a traceback from deep inside the model load.

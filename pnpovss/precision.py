@@ -56,7 +56,7 @@ class Precision:
     note: str = ""
     text: bool = False
     """Whether the text-side forward/backward (GradCAM's) also runs in ``name``; the vision
-    encoder always does. Off, by measurement (README, "Reduced precision";
+    encoder always does. Off, by measurement (docs/results/precision.md;
     ``bench/precision_parts.py``): on the toy world (dev seed 0, 40 images) bf16 in the vision
     encoder and the image key/value projections left 99.97% of label pixels as in fp32, bf16 on the
     whole text side 99.67% (the gradient decides which patches are dropped), while the rest of the

@@ -5,7 +5,7 @@ it into oneDNN's blocked layout on every call. At one image on BLIP-large (577 t
 about a fifth of each vision matmul. Here each weight is cast and reordered once, and oneDNN's
 linear is called with it. The results equal autocast's bit for bit (tested), and the result dtype
 is the same (bf16). ``torch.compile``'s weight freezing does the same for the vision encoder;
-this gets most of that gain without compiling (README, "Reduced precision").
+this gets most of that gain without compiling (docs/results/precision.md).
 
 The two ops (``torch.ops.mkldnn._reorder_linear_weight`` and ``_linear_pointwise``) are the ones
 ``torch.compile``'s CPU backend emits, but they are not public API. :func:`available` therefore

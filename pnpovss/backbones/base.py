@@ -119,7 +119,7 @@ class Backbone(abc.ABC):
         """Run the vision encoder through ``torch.compile`` (where :attr:`supports_compiled_vision`;
         set it with ``Segmenter.from_pretrained(..., compile_vision=True)``): the first pass at each
         input shape and precision compiles (tens of seconds, once per process), later ones are
-        faster (bf16 on a CPU: README, "Reduced precision")."""
+        faster (bf16 on a CPU: docs/results/precision.md)."""
         return self.execution.compile_vision
 
     @compile_vision.setter

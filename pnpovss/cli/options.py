@@ -57,7 +57,7 @@ assignments = click.option("--set", "assignments", multiple=True, metavar="KEY=V
                            help="Any pipeline option by name, e.g. --set crf_unary=probs --set blur_sigma=0.03 "
                                 "(repeatable; applied over --preset).")
 dtype = click.option("--dtype", default=None,
-                     help="Precision: auto, fp32, bf16 or fp16 (CUDA); see the README. "
+                     help="Precision: auto, fp32, bf16 or fp16 (CUDA); see docs/how-to/devices.md. "
                           f"[default: {default_of('dtype')}]")
 batch_size = click.option("--batch-size", default="auto", show_default=True,
                           help="Images per forward pass, or auto: sized to the memory the first image takes. "
@@ -94,7 +94,7 @@ _dataset_rest = (
                       "[default: torch's]"),
     click.option("--compile-vision", is_flag=True, default=False,
                  help="Run BLIP's vision encoder through torch.compile: tens of seconds to compile once per "
-                      "process; in bf16 on a CPU only a little faster than without it; see the README."),
+                      "process; in bf16 on a CPU only a little faster than without it; see docs/results/precision.md."),
 )
 dataset_options = options(_dataset(True), *_dataset_rest)
 """Options shared by ``eval`` and ``tune``: which images, which model, which base settings."""

@@ -20,8 +20,9 @@ image (see :func:`check`):
   on which it wins, i.e. (losses - wins) / images <= that bound;
 * ``coverage``: its segments cover, on average over the images, at most ``max_coverage_ratio``
   (1.5) times the area trial 0's cover: segments spreading over the background around their objects
-  are the case the ``boundary`` reward misjudges (every losing pick seen on the toy world covered
-  2.1-5.9 times trial 0's area, every winning one at most 1.16 times).
+  are the case the ``boundary`` reward misjudges (on the toy world's recorded runs every losing
+  ``boundary`` pick covered more than twice trial 0's area, every winning one less than 1.5 times:
+  docs/results/tuning.md, computed from the traces).
 
 The eligible trial of highest reward wins. Every check's numbers are recorded for the winner and for
 the trials the rule passed over (``Decision.checks``), so ``best.json`` says why.
