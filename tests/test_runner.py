@@ -357,3 +357,29 @@ def test_outputs_written_before_a_new_setting_at_its_default_are_not_redone(toy_
     files[0].write_text(json.dumps(meta))
     assert run("segment", toy_folder, *TOY, "--out", out).exit_code == 0
     assert json.loads((out / runner.SUMMARY_NAME).read_text())["counts"]["already_done"] == 7
+
+
+def test_each_image_is_decoded_once(toy_folder, tmp_path, monkeypatch):
+    """The check before the model loads decodes every image; the run uses those decodes (up to
+    KEEP_DECODED_BYTES of pixels) instead of decoding again. Past the budget an image is decoded
+    a second time, when its batch comes."""
+    from pnpovss import workers
+
+    counts: dict[str, int] = {}
+
+    def counting(path, *args, **kwargs):
+        counts[Path(path).name] = counts.get(Path(path).name, 0) + 1
+        return real(path, *args, **kwargs)
+
+    real = runner.load_image
+    monkeypatch.setattr(runner, "load_image", counting)
+    monkeypatch.setattr(workers, "load_image", counting)
+    res = run("segment", toy_folder, "--model", "toy", "--classes", "circle,star", "--out", tmp_path / "a")
+    assert res.exit_code == 0, res.output
+    assert len(counts) == 8 and set(counts.values()) == {1}, counts
+    counts.clear()
+    monkeypatch.setattr(runner, "KEEP_DECODED_BYTES", 0)  # only the first image is kept
+    res = run("segment", toy_folder, "--model", "toy", "--classes", "circle,star", "--out", tmp_path / "b")
+    assert res.exit_code == 0, res.output
+    assert sorted(counts.values()) == [1] + [2] * 7, counts
+    assert units(tmp_path / "a") == units(tmp_path / "b")  # the same outputs either way
