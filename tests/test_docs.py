@@ -371,3 +371,15 @@ def test_outputs_page_lists_every_key_of_the_segment_record(workdir):
     section = page[page.index("`NAME.json` (a test"):page.index("A run also writes")]
     documented = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
     assert documented == list(dict.fromkeys(documented)) and set(documented) == set(record)
+
+
+def test_api_page_names_every_stable_name():
+    """The API page's stable-API paragraph lists exactly what ``pnpovss`` exports."""
+    import pnpovss
+
+    text = (ROOT / "docs" / "reference" / "api.md").read_text()
+    paragraph = text[text.index("**Stable API.**"):].split("\n\n")[0]
+    named = set(re.findall(r"`(\w+)`", paragraph)) - {"pnpovss", "__all__"}
+    methods = {"from_pretrained", "segment", "segment_batch", "segment_stream", "detect_classes", "set_image"}
+    assert named - methods == set(pnpovss.__all__)
+    assert all(callable(getattr(pnpovss.Segmenter, m)) for m in methods)
