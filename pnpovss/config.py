@@ -210,22 +210,37 @@ class PipelineConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "PipelineConfig":
         return cls().replace(**dict(data))
 
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> "PipelineConfig":
+        """The configuration a record (a result's or a run's ``config``) ran with: a field it lacks
+        takes the value of the library that wrote it (:func:`earlier_values`), not today's default."""
+        return cls().replace(**{**earlier_values(), **dict(data)})
+
 
 _missing = sorted({f.name for f in fields(PipelineConfig)} ^ set(FIELDS))
 if _missing:  # every field is validated, parsed and staged by its entry in the field table
     raise RuntimeError(f"PipelineConfig fields and pnpovss.fields.FIELDS differ: {', '.join(_missing)}")
 
 
+def earlier_values() -> dict[str, Any]:
+    """Every field's value in a record written before the field existed: its default (a new
+    field's default keeps the earlier behaviour), or, for a field whose default changed since
+    (``FieldSpec.changed_default``), the value that behaves as before (``FieldSpec.before``)."""
+    defaults = PipelineConfig().to_dict()
+    return {k: FIELDS[k].before if FIELDS[k].changed_default else v for k, v in defaults.items()}
+
+
 def as_recorded(config: Any, recorded: Any) -> Any:
     """``config`` (a :meth:`PipelineConfig.to_dict`) without the fields a recorded configuration
-    lacks and that sit at their default: a setting added to the library after the record was
-    written, left at its default, cannot have changed what was recorded (defaults keep the earlier
-    behaviour). Resume checks (``segment``'s outputs, ``tune``'s ``run.json``) compare through it, so
-    a new field does not redo or refuse earlier work."""
+    lacks and that sit at the value the record ran with (:func:`earlier_values`): a setting added
+    to the library after the record was written cannot have changed what was recorded unless it
+    now asks for other behaviour. Resume checks (``segment``'s outputs, ``tune``'s ``run.json``)
+    compare through it, so a new field does not redo or refuse earlier work, and a changed default
+    does (its results may differ)."""
     if not isinstance(config, Mapping) or not isinstance(recorded, Mapping):
         return config
-    defaults = PipelineConfig().to_dict()
-    return {k: v for k, v in config.items() if k in recorded or v != defaults.get(k, object())}
+    earlier = earlier_values()
+    return {k: v for k, v in config.items() if k in recorded or v != earlier.get(k, object())}
 
 
-__all__ = ["PipelineConfig", "as_recorded", "HeadSpec", "PRESET_FILENAME", "REFERENCE_BACKGROUND_BELOW"]
+__all__ = ["PipelineConfig", "as_recorded", "earlier_values", "HeadSpec", "PRESET_FILENAME", "REFERENCE_BACKGROUND_BELOW"]

@@ -55,6 +55,11 @@ class FieldSpec:
     """``None`` is allowed (``none`` on the command line)."""
     stage: str = ""
     """The stage that reads the field (one of :data:`STAGES`; required)."""
+    before: Any = None
+    """With ``changed_default``: the value that behaves as the library did before the field's
+    default changed (or before the field existed), what a record lacking the field ran with."""
+    changed_default: bool = False
+    """The default is not the earlier behaviour: a record that lacks this field ran with ``before``."""
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -158,7 +163,8 @@ FIELDS: dict[str, FieldSpec] = {
     "crf_bilateral_sxy": FieldSpec("float", min=0.0, min_open=True, stage="postprocess"),
     "crf_bilateral_srgb": FieldSpec("float", min=0.0, min_open=True, stage="postprocess"),
     "crf_bilateral_compat": FieldSpec("float", min=0.0, stage="postprocess"),
-    "crf_reference_side": FieldSpec("int", min=16, optional=True, stage="postprocess"),
+    "crf_reference_side": FieldSpec("int", min=16, optional=True, stage="postprocess",
+                                    changed_default=True, before=None),  # pixels until its default became 512
     "postprocess_max_side": FieldSpec("int", min=16, optional=True, stage="postprocess"),
     "presence_threshold": FieldSpec("float", min=0.0, max=1.0, stage="classes"),
     "presence_rounds": FieldSpec("int", min=0, stage="classes"),

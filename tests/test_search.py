@@ -251,7 +251,7 @@ def test_recorded_runs_replay_to_their_best_json(trace, tmp_path):
     first = json.loads(trace.read_text().splitlines()[0])
     evaluator = SimpleNamespace(rewards=tuple(first["rewards"]), columns=tuple(first["images"]), dist=DistContext(),
                                 run_info=dict,
-                                base=PipelineConfig().replace(**run["base_config"]),
+                                base=PipelineConfig.from_record(run["base_config"]),
                                 per_image=lambda params: pytest.fail("a recorded trial was evaluated again"))
     named = next(sp for sp in (DEFAULT_SPACE, LAYER_HEAD_SPACE) if set(sp) == set(run["space"]))
     space = SearchSpace({k: run["space"][k] for k in named})  # run.json sorts the keys; their order fixes proposals

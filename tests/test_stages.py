@@ -85,3 +85,18 @@ def test_derived_sets_of_the_real_table():
     for name, other in (("combine_passes", "first"), ("zero_dropped", "after_minmax"), ("pass_combine", "minmax"),
                         ("drop_saliency", "reference")):
         assert trial_key(0, base) != trial_key(0, base.replace(**{name: other}))
+
+
+def test_a_changed_default_is_not_taken_for_the_earlier_behaviour():
+    """A record written before ``crf_reference_side`` existed ran with kernels in pixels (``None``),
+    not with today's default (512): resume checks match it only with ``None``, and a record read
+    back gets ``None``. A field whose default never changed reads as its default."""
+    from pnpovss.config import PipelineConfig, as_recorded, earlier_values
+
+    record = PipelineConfig(crf_reference_side=None).to_dict()
+    del record["crf_reference_side"]  # as written before the field existed
+    assert "crf_reference_side" not in as_recorded(PipelineConfig(crf_reference_side=None).to_dict(), record)
+    assert as_recorded(PipelineConfig().to_dict(), record)["crf_reference_side"] == 512  # other behaviour: redo
+    assert PipelineConfig.from_record(record).crf_reference_side is None
+    assert PipelineConfig.from_record(record) == PipelineConfig(crf_reference_side=None)
+    assert earlier_values()["threshold"] == PipelineConfig().threshold
