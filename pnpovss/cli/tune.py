@@ -71,7 +71,7 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
     from ..distributed import from_env, process_device, shutdown
     from ..reward import DEFAULT_CLIP, ClipScorer, load_clip
     from ..reward_region import REGION_REWARDS
-    from ..backbones import source_label
+    from ..backbones import DEFAULT_TOY_MODEL, source_label
     from ..search import RewardEvaluator, load_space, run_search
 
     from ..outputs import check_writable_dir
@@ -101,7 +101,8 @@ def tune(dataset: str, root: str | None, images: int | None, labels: str | None,
             evaluator: Any = PresenceEvaluator(seg, ds, indices, dist=ctx)
         else:
             space_obj = load_space(space, seg.backbone, seg.config)
-            clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
+            # the toy CLIP (trained on the class-textured world) is the only offline judge for either toy world
+            clip_source = clip_name or ("toy" if ds.name in DEFAULT_TOY_MODEL else DEFAULT_CLIP)
             clip = load_clip(clip_source, clip_pretrained, device=str(seg.backbone.device))  # "auto" resolved
             template = clip_template or ds.clip_template or "{}"
             evaluator = RewardEvaluator(seg, ds, indices, ClipScorer(clip, template=template),

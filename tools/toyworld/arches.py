@@ -144,9 +144,10 @@ class BridgeTowerArch:
         config = bridgetower_config(tok, image_size=cfg.image_size, patch_size=cfg.patch, hidden=cfg.text_hidden,
                                     vision_hidden=cfg.vision_hidden, text_layers=cfg.text_layers,
                                     cross_layers=cfg.cross_layers, heads=cfg.heads, intermediate=cfg.text_hidden * 4,
-                                    max_positions=42)
-        config.initializer_factor = 1.0
-        config.vision_config.initializer_factor = 1.0
+                                    max_positions=66)
+        # std-0.02 (BERT-style) weights instead of BridgeTower's 0.05 default, as tools/testing.py does
+        for c in (config, config.vision_config, config.text_config):
+            c.initializer_factor = 0.4
         return BridgeTowerForImageAndTextRetrieval(config)
 
     def load(self, path: str) -> nn.Module:
@@ -165,7 +166,8 @@ class BridgeTowerArch:
         return enc["input_ids"], enc["attention_mask"]
 
     def image_tokens(self, model, pixels: torch.Tensor) -> torch.Tensor:
-        return model.bridgetower.vision_model(pixels)
+        """(B, 1 + P, D): the vision tower's last layer (its forward stacks every layer's output)."""
+        return model.bridgetower.vision_model(pixels)[-1]
 
     def match(self, model, ids, att, pixels: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return self.match_full(model, ids, att, pixels[rows])
@@ -194,11 +196,12 @@ class BridgeTowerArch:
                                        crop_size={"height": cfg.image_size, "width": cfg.image_size},
                                        image_mean=TOY_MEAN, image_std=TOY_STD, do_center_crop=True)
         BridgeTowerProcessor(image_processor=ip, tokenizer=tok).save_pretrained(out)
-        # the adapter's defaults are the real checkpoint's 770 px: pin the toy model's own size
+        # the adapter's defaults are the real checkpoint's (770 px, a deep layer): pin the toy model's size and a
+        # layer whose word tokens still reach the ITM head (the last layer's GradCAM is zero for words)
         preset = os.path.join(out, "pnpovss_preset.json")
         if not os.path.exists(preset):
             with open(preset, "w") as f:
-                json.dump({"config": {"image_size": cfg.image_size}}, f, indent=2)
+                json.dump({"config": {"image_size": cfg.image_size, "layer": 1}}, f, indent=2)
                 f.write("\n")
 
 
