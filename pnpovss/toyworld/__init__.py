@@ -15,6 +15,14 @@ The world (``world.py``)
     drawn), ``labels`` (present shapes in SHAPES order), ``objects`` ((shape, colour) pairs)
     and a ``caption`` such as "a picture of a red circle and a blue star".
 
+The shape world (``shapes.py``, ``make_sample(..., world="toyworld-shapes")``, dataset ``toyworld-shapes``)
+    The same classes, sizes, captions and mask rule, but every fill (objects and background) comes
+    from one pool (plain colour, stripes, dots, checker, rings, smooth noise; random colours, angles
+    and scales) with the same probabilities for every class, and outlines vary in scale (half-size
+    0.12-0.28 of the side), rotation (any angle) and aspect (0.7-1.43), so only the outline names the
+    class. ``meta`` records each visible object's fill kind and pose (``outline`` redraws it).
+    Its samples come from ``PCG64([s, i, 2])``; the seed rule below is the same.
+
 Seeds rule
     Sample ``i`` of seed ``s`` comes from ``numpy.random.Generator(PCG64([s, i]))``: the same
     on any machine, independent of how many samples are drawn. Evaluation uses seeds
