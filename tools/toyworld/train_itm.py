@@ -397,6 +397,18 @@ def presence_auc(model, tok, samples: list[Sample], arch=None) -> dict[str, floa
     return out
 
 
+@torch.no_grad()
+def patch_presence_auc(model, vis_aux: nn.Module, samples: list[Sample], arch=None) -> float:
+    """Pooled ROC AUC of the training-only patch head's best-patch logit for present vs absent shapes:
+    whether the vision side alone carries class evidence (the first thing the shape world must learn)."""
+    arch = arch or BlipArch()
+    model.eval()
+    tokens = arch.image_tokens(model, to_pixels(np.stack([s.image for s in samples])))
+    pooled = vis_aux(tokens[:, 1:]).max(1).values.numpy()
+    y = np.array([[c in s.labels for c in SHAPES] for s in samples])
+    return _auc(pooled.ravel(), y.ravel())
+
+
 def _auc(score: np.ndarray, positive: np.ndarray) -> float:
     """Probability that a random positive outscores a random negative (ties count half)."""
     pos, neg = score[positive], score[~positive]
@@ -560,12 +572,14 @@ def train(cfg: TrainConfig) -> dict:
                 pr = probe_localisation(model, tok, probe_set, arch=arch)
                 ia = itm_accuracy(model, tok, itm_set, arch=arch)
                 pa = presence_auc(model, tok, itm_set, arch=arch)
+                patch_auc = patch_presence_auc(model, vis_aux, itm_set, arch=arch)
                 means = {k: v for k, v in pr["per_head"].items() if k.endswith("mean")}
                 last_probe = {"step": step, "itm_acc": ia, "best": pr["best"], "best_miou": pr["best_miou"],
-                              "best_pointing": pr["best_pointing"], "presence_auc": pa, "head_means": means, "per_head": pr["per_head"]}
+                              "best_pointing": pr["best_pointing"], "presence_auc": pa, "patch_presence_auc": patch_auc, "head_means": means, "per_head": pr["per_head"]}
                 history.append({k: v for k, v in last_probe.items() if k != "per_head"})
                 top = sorted(pr["per_head"].items(), key=lambda kv: -kv[1]["miou"])[:4]
-                print(f"PROBE step {step} presence auc " + " ".join(f"{k}:{v:.3f}" for k, v in pa.items()), flush=True)
+                print(f"PROBE step {step} patch-head presence auc {patch_auc:.3f} | ITM presence auc "
+                      + " ".join(f"{k}:{v:.3f}" for k, v in pa.items()), flush=True)
                 print(f"PROBE step {step} itm_acc {ia:.3f} best {pr['best']} miou {pr['best_miou']:.3f} point {pr['best_pointing']:.3f} | "
                       + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in top)
                       + " | means " + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in means.items()), flush=True)
