@@ -351,7 +351,8 @@ def sweep(model: str, seed: int, images: int, size: int, world: str = "toyworld"
             cm.update(to_global(res.labels, res.classes), s.mask.astype(np.int64))
     k_table = {str(k): round(cm.summary(CLASSES)["miou"], 2) for k, cm in by_k.items()}
     drop_k = max(by_k, key=lambda k: by_k[k].summary(CLASSES)["miou"])
-    return {"seed": seed, "images": images, **({"world": world} if world != "toyworld" else {}), "stage": "gradcam, 1 pass, blur + CRF", "miou_by_layer_head": table,
+    return {"seed": seed, "images": images, **({"world": world} if world != "toyworld" else {}),
+            "stage": "gradcam, 1 pass, blur + CRF", "miou_by_layer_head": table,
             "stage_drop_k": f"full default pipeline at {sweep_cell(layer, head)}",
             "miou_by_drop_k": k_table,
             "best": {"layer": layer, "head": "all" if head is None else head, "drop_k": drop_k},
