@@ -425,7 +425,8 @@ def presence_sweep(model: str, seed: int, images: int, size: int, world: str = "
             sets.append(res.presence.kept)
         rounds[str(n)] = {"miou": round(cm.summary(CLASSES)["miou"], 2), **tag_scores(sets, truths)}
     plain = [g for g in grid if g[1] == 0.0]
-    return {"seed": seed, "images": images, **({"world": world} if world != "toyworld" else {}), "presence_confident": confident,
+    return {"seed": seed, "images": images, **({"world": world} if world != "toyworld" else {}),
+            "presence_confident": confident,
             "by_threshold": {str(t): cell[t, r] for t, r in plain},
             "by_threshold_and_clip_ratio": {f"{t}/{r}": cell[t, r] for t, r in grid if r > 0},
             "best_threshold_f1": max(plain, key=lambda g: cell[g]["f1"])[0],
@@ -477,7 +478,8 @@ def map_stats(model: str, seed: int, images: int, size: int, world: str = "toywo
     for l, p in positive.items():
         stats[f"gradcam_L{l}"]["gradient_positive"] = {
             name: round(float(p[r, 0] / max(p[r, 1], 1)), 3) for r, name in enumerate(("own", "other_objects", "background"))}
-    return {"seed": seed, "images": images, **({"world": world} if world != "toyworld" else {}), "heads": "mean", "stats": stats}
+    return {"seed": seed, "images": images, **({"world": world} if world != "toyworld" else {}),
+            "heads": "mean", "stats": stats}
 
 
 def main(argv: list[str] | None = None) -> int:
