@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
-from pnpovss import Segmenter  # noqa: E402
-from pnpovss.toyworld.world import SHAPES  # noqa: E402
-from tools.testing import DRAWN_SHAPES, plain_drawing  # noqa: E402
+from pnpovss import Segmenter
+from pnpovss.toyworld.world import SHAPES
+from tools.testing import DRAWN_SHAPES, plain_drawing
 
 
 def measure(model: str, **overrides) -> dict:

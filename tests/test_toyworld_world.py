@@ -216,7 +216,7 @@ def test_shapes_world_fills_do_not_depend_on_the_class():
     for c in SHAPES:
         se = pooled.std(0) / np.sqrt(len(means[c]))
         assert np.all(np.abs(means[c].mean(0) - pooled.mean(0)) <= 3.5 * se), c
-    assert set(s.meta["background"] for s in split) == set(FILLS)
+    assert {s.meta["background"] for s in split} == set(FILLS)
 
 
 def test_shapes_world_outlines_vary_within_a_class():

@@ -15,8 +15,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .world import (COLOURS, MIN_VISIBLE_PIXELS, PALETTE, SHAPES, Sample, _jitter, _n_objects, _shape_mask,
-                    _upsample, describe_objects)
+from .world import (
+    COLOURS,
+    MIN_VISIBLE_PIXELS,
+    PALETTE,
+    SHAPES,
+    Sample,
+    _jitter,
+    _n_objects,
+    _shape_mask,
+    _upsample,
+    describe_objects,
+)
 
 WORLD = "toyworld-shapes"
 FILLS: tuple[str, ...] = ("plain", "stripes", "dots", "checker", "rings", "noise")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pnpovss.toyworld.world import SHAPES, vocabulary
+from pnpovss.toyworld.world import vocabulary
 
 from .pixels import TOY_MEAN, TOY_STD
 
@@ -186,7 +186,7 @@ class BridgeTowerArch:
 
     def contrastive(self, model, tok, tokens, texts):
         """None: the retrieval model has no contrastive projections, so ITC is not trained."""
-        return None
+        return
 
     def save(self, model, tok, cfg, out: str) -> None:
         from transformers import BridgeTowerImageProcessor, BridgeTowerProcessor
@@ -208,4 +208,4 @@ class BridgeTowerArch:
 ARCHES: dict[str, type] = {"blip": BlipArch, "bridgetower": BridgeTowerArch}
 """``--arch`` name -> architecture class."""
 
-__all__ = ["ARCHES", "BlipArch", "BridgeTowerArch", "SHAPES"]
+__all__ = ["ARCHES", "BlipArch", "BridgeTowerArch"]

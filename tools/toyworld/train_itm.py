@@ -35,7 +35,14 @@ from torch import nn
 
 from pnpovss.gradcam import head_cams
 from pnpovss.hooks import capture_outputs
-from pnpovss.toyworld.world import COLOURS, SHAPES, TRAIN_SEED_BASE, Sample, describe_objects, make_sample, vocabulary
+from pnpovss.toyworld.world import (
+    COLOURS,
+    SHAPES,
+    TRAIN_SEED_BASE,
+    Sample,
+    describe_objects,
+    make_sample,
+)
 
 from .arches import ARCHES, BlipArch
 from .pixels import to_pixels
