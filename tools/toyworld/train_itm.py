@@ -81,6 +81,13 @@ class TrainConfig:
     prompt_prob: float = 0.5
     curriculum_steps: int = 600
     curriculum_min_area: int = 0
+    curriculum_max_objects: int = 2
+    """During the curriculum, only images with at most this many objects (1: one large object at a
+    time, a plain classification problem before scenes)."""
+    vis_cls_weight: float = 0.0
+    """Weight of an image-level presence loss on the vision [CLS] token (training only, like the patch
+    head): a dense signal through every patch's attention, where the best-patch loss reaches one
+    patch per class. Outline identity is a whole-object property, which a [CLS] head can read."""
     """During the curriculum, only images whose smallest class region has at least this many pixels
     (large objects first: an outline spanning more patches is easier to learn)."""
     cross_layers: int = 2
@@ -405,15 +412,17 @@ def presence_auc(model, tok, samples: list[Sample], arch=None) -> dict[str, floa
 
 
 @torch.no_grad()
-def patch_presence_auc(model, vis_aux: nn.Module, samples: list[Sample], arch=None) -> float:
-    """Pooled ROC AUC of the training-only patch head's best-patch logit for present vs absent shapes:
-    whether the vision side alone carries class evidence (the first thing the shape world must learn)."""
+def patch_presence_auc(model, vis_aux: nn.Module, samples: list[Sample], arch=None,
+                       cls_aux: nn.Module | None = None) -> tuple[float, float]:
+    """Pooled ROC AUC of the training-only vision heads for present vs absent shapes: the patch head's
+    best-patch logit and the [CLS] head's logit (nan without it). Whether the vision side alone carries
+    class evidence, the first thing the shape world must learn."""
     arch = arch or BlipArch()
     model.eval()
     tokens = arch.image_tokens(model, to_pixels(np.stack([s.image for s in samples])))
-    pooled = vis_aux(tokens[:, 1:]).max(1).values.numpy()
-    y = np.array([[c in s.labels for c in SHAPES] for s in samples])
-    return _auc(pooled.ravel(), y.ravel())
+    y = np.array([[c in s.labels for c in SHAPES] for s in samples]).ravel()
+    patch = _auc(vis_aux(tokens[:, 1:]).max(1).values.numpy().ravel(), y)
+    return patch, (_auc(cls_aux(tokens[:, 0]).numpy().ravel(), y) if cls_aux is not None else float("nan"))
 
 
 def _auc(score: np.ndarray, positive: np.ndarray) -> float:
@@ -479,13 +488,15 @@ def train(cfg: TrainConfig) -> dict:
     # Image-level shape presence from the best patch (MIL, training only): each patch must
     # carry local class evidence, which the word tokens' cross-attention can then find.
     vis_aux = nn.Linear(vision_width, len(SHAPES))
-    params = list(model.parameters()) + list(aux.parameters()) + list(vis_aux.parameters())
+    cls_aux = nn.Linear(vision_width, len(SHAPES))
+    params = [*model.parameters(), *aux.parameters(), *vis_aux.parameters(), *cls_aux.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     train_seed = TRAIN_SEED_BASE + cfg.seed
     pool = [make_sample(train_seed, i, cfg.image_size, cfg.world) for i in range(cfg.pool)]
     pool_imgs = np.stack([s.image for s in pool])
-    simple = np.array([i for i, s in enumerate(pool) if len(s.objects) <= 2 and smallest_object(s) >= cfg.curriculum_min_area])
+    simple = np.array([i for i, s in enumerate(pool)
+                       if len(s.objects) <= cfg.curriculum_max_objects and smallest_object(s) >= cfg.curriculum_min_area])
     probe_set = [make_sample(0, i, cfg.image_size, cfg.world) for i in range(cfg.probe_n)]
     itm_set = [make_sample(0, cfg.probe_n + i, cfg.image_size, cfg.world) for i in range(2 * cfg.probe_n)]
     print(f"pool ready in {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
@@ -526,6 +537,9 @@ def train(cfg: TrainConfig) -> dict:
                 else:
                     pooled = patch_logits.max(1).values
                 loss_vis = F.binary_cross_entropy_with_logits(pooled, present)
+            if cfg.vis_cls_weight > 0:
+                present = torch.tensor([[float(c in s.labels) for c in SHAPES] for s in batch])
+                loss_vis = loss_vis + cfg.vis_cls_weight * F.binary_cross_entropy_with_logits(cls_aux(vis[:, 0]), present)
             warm = step <= cfg.vision_warmup_steps
             loss_itm = loss_aux = loss_itc = torch.zeros(())
             logits = torch.zeros(1, 2)
@@ -579,13 +593,14 @@ def train(cfg: TrainConfig) -> dict:
                 pr = probe_localisation(model, tok, probe_set, arch=arch)
                 ia = itm_accuracy(model, tok, itm_set, arch=arch)
                 pa = presence_auc(model, tok, itm_set, arch=arch)
-                patch_auc = patch_presence_auc(model, vis_aux, itm_set, arch=arch)
+                patch_auc, cls_auc = patch_presence_auc(model, vis_aux, itm_set, arch=arch,
+                                                        cls_aux=cls_aux if cfg.vis_cls_weight > 0 else None)
                 means = {k: v for k, v in pr["per_head"].items() if k.endswith("mean")}
                 last_probe = {"step": step, "itm_acc": ia, "best": pr["best"], "best_miou": pr["best_miou"],
-                              "best_pointing": pr["best_pointing"], "presence_auc": pa, "patch_presence_auc": patch_auc, "head_means": means, "per_head": pr["per_head"]}
+                              "best_pointing": pr["best_pointing"], "presence_auc": pa, "patch_presence_auc": patch_auc, "cls_presence_auc": cls_auc, "head_means": means, "per_head": pr["per_head"]}
                 history.append({k: v for k, v in last_probe.items() if k != "per_head"})
                 top = sorted(pr["per_head"].items(), key=lambda kv: -kv[1]["miou"])[:4]
-                print(f"PROBE step {step} patch-head presence auc {patch_auc:.3f} | ITM presence auc "
+                print(f"PROBE step {step} patch-head presence auc {patch_auc:.3f} cls-head {cls_auc:.3f} | ITM presence auc "
                       + " ".join(f"{k}:{v:.3f}" for k, v in pa.items()), flush=True)
                 print(f"PROBE step {step} itm_acc {ia:.3f} best {pr['best']} miou {pr['best_miou']:.3f} point {pr['best_pointing']:.3f} | "
                       + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in top)
