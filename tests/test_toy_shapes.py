@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,12 +84,19 @@ def test_train_bridgetower_smoke_loads_through_the_pipeline(tmp_path):
 
 
 TOY_SHAPES_DIR = ALIASES["toy-shapes"]
-MEASURED = ("toy-shapes after this session's training (report-30): presence dropped the drawings and the IoU bar "
-            "was not reached; see bench/results/toyworld_shapes_*.json")
+MEASURED = Path(__file__).resolve().parent.parent / "bench" / "results" / "toy_drawings_blip_shapes.json"
 
 
-@pytest.mark.skipif(not os.path.isdir(TOY_SHAPES_DIR), reason="toy-shapes weights are not in this checkout")
-@pytest.mark.skip(reason=MEASURED)
+def _not_shipped_reason() -> str:
+    """Why the bar cannot be tested yet, with the last checkpoint's recorded drawings measurement."""
+    if not MEASURED.is_file():
+        return "toy-shapes is not shipped (no trained shape-world BLIP yet)"
+    rec = json.loads(MEASURED.read_text())
+    got = ", ".join(f"{k} IoU {v['iou']:.2f} (kept: {v['kept']})" for k, v in rec["drawings"].items())
+    return f"toy-shapes is not shipped: the training checkpoint {rec['model']} measured {got} ({MEASURED.name})"
+
+
+@pytest.mark.skipif(not os.path.isdir(TOY_SHAPES_DIR), reason=_not_shipped_reason())
 @pytest.mark.parametrize("shape,colour", DRAWN_SHAPES)
 def test_toy_shapes_finds_plain_drawn_shapes(shape, colour):
     """The issue's bar: with all six shapes as candidates, presence keeps the drawn class and its mask
