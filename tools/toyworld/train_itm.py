@@ -499,6 +499,9 @@ def train(cfg: TrainConfig) -> dict:
                        if len(s.objects) <= cfg.curriculum_max_objects and smallest_object(s) >= cfg.curriculum_min_area])
     probe_set = [make_sample(0, i, cfg.image_size, cfg.world) for i in range(cfg.probe_n)]
     itm_set = [make_sample(0, cfg.probe_n + i, cfg.image_size, cfg.world) for i in range(2 * cfg.probe_n)]
+    # one-object images of the same evaluation seed (after the probe's): the curriculum's task, held out
+    single_set = [s for s in (make_sample(0, 3 * cfg.probe_n + i, cfg.image_size, cfg.world) for i in range(12 * cfg.probe_n))
+                  if len(s.objects) == 1][: 2 * cfg.probe_n]
     print(f"pool ready in {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
     partners = confusable_pairs(cfg.confusable)
@@ -595,12 +598,17 @@ def train(cfg: TrainConfig) -> dict:
                 pa = presence_auc(model, tok, itm_set, arch=arch)
                 patch_auc, cls_auc = patch_presence_auc(model, vis_aux, itm_set, arch=arch,
                                                         cls_aux=cls_aux if cfg.vis_cls_weight > 0 else None)
+                single_aucs = patch_presence_auc(model, vis_aux, single_set, arch=arch,
+                                                 cls_aux=cls_aux if cfg.vis_cls_weight > 0 else None)
                 means = {k: v for k, v in pr["per_head"].items() if k.endswith("mean")}
                 last_probe = {"step": step, "itm_acc": ia, "best": pr["best"], "best_miou": pr["best_miou"],
-                              "best_pointing": pr["best_pointing"], "presence_auc": pa, "patch_presence_auc": patch_auc, "cls_presence_auc": cls_auc, "head_means": means, "per_head": pr["per_head"]}
+                              "best_pointing": pr["best_pointing"], "presence_auc": pa, "patch_presence_auc": patch_auc, "cls_presence_auc": cls_auc,
+                              "single_object_presence_auc": {"patch": single_aucs[0], "cls": single_aucs[1], "images": len(single_set)},
+                              "head_means": means, "per_head": pr["per_head"]}
                 history.append({k: v for k, v in last_probe.items() if k != "per_head"})
                 top = sorted(pr["per_head"].items(), key=lambda kv: -kv[1]["miou"])[:4]
-                print(f"PROBE step {step} patch-head presence auc {patch_auc:.3f} cls-head {cls_auc:.3f} | ITM presence auc "
+                print(f"PROBE step {step} patch-head presence auc {patch_auc:.3f} cls-head {cls_auc:.3f} (one-object images: "
+                      f"{single_aucs[0]:.3f} / {single_aucs[1]:.3f}) | ITM presence auc "
                       + " ".join(f"{k}:{v:.3f}" for k, v in pa.items()), flush=True)
                 print(f"PROBE step {step} itm_acc {ia:.3f} best {pr['best']} miou {pr['best_miou']:.3f} point {pr['best_pointing']:.3f} | "
                       + " ".join(f"{k}:{v['miou']:.3f}/{v['pointing']:.2f}" for k, v in top)
