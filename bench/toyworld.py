@@ -367,8 +367,9 @@ def write_preset(model: str, result: dict, command: str) -> Path:
     path = Path(resolve_source(model)) / PRESET_FILENAME
     preset = result["preset"]
     old = json.loads(path.read_text()) if path.is_file() else {}
-    # the presence settings (chosen by --presence-sweep) stay; layer, head and drop_k are replaced
-    kept = {k: v for k, v in old.get("config", {}).items() if k.startswith("presence_")}
+    # layer, head and drop_k are replaced; the rest stays (the presence settings chosen by --presence-sweep,
+    # a model's own image_size such as the toy BridgeTower's)
+    kept = {k: v for k, v in old.get("config", {}).items() if k not in result["preset"]}
     doc = {"config": {**result["preset"], **kept}, **({"presence": old["presence"]} if "presence" in old else {}),
            "selected_by": command + " (step 1: GradCAM, one pass, default blur + CRF, "
            "every layer x (each head, head mean); step 2: the full default pipeline at that layer/head for "
