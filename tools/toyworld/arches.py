@@ -83,7 +83,11 @@ class BlipArch:
 
     def match(self, model, ids, att, pixels: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """(N, 2) ITM logits of text ``n`` against image ``rows[n]`` (image tokens encoded once)."""
-        img = tokens[rows]
+        n, k = tokens.shape[0], len(rows) // tokens.shape[0]
+        if k * n == len(rows) and torch.equal(rows, torch.arange(n).repeat(k)):
+            img = torch.cat([tokens] * k, 0)  # the BLIP trainer's original graph: bitwise the same weights
+        else:
+            img = tokens[rows]
         h = model.text_encoder(input_ids=ids, attention_mask=att, encoder_hidden_states=img,
                                encoder_attention_mask=torch.ones(img.shape[:2], dtype=torch.long)).last_hidden_state
         return model.itm_head(h[:, 0])

@@ -489,7 +489,8 @@ def train(cfg: TrainConfig) -> dict:
     # carry local class evidence, which the word tokens' cross-attention can then find.
     vis_aux = nn.Linear(vision_width, len(SHAPES))
     cls_aux = nn.Linear(vision_width, len(SHAPES))
-    params = [*model.parameters(), *aux.parameters(), *vis_aux.parameters(), *cls_aux.parameters()]
+    params = [*model.parameters(), *aux.parameters(), *vis_aux.parameters(),
+              *(cls_aux.parameters() if cfg.vis_cls_weight > 0 else ())]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     train_seed = TRAIN_SEED_BASE + cfg.seed
