@@ -8,7 +8,6 @@ toy model, all six shapes as candidates: does presence keep the drawn class, and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
 from pnpovss import Segmenter
 from pnpovss.toyworld.world import SHAPES
+from benchio import emit  # (bench/ is this script's directory)
 from tools.testing import DRAWN_SHAPES, plain_drawing
 
 
@@ -54,12 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from pnpovss.config import parse_assignments
 
     overrides = parse_assignments(args.assignments)
-    text = json.dumps({**measure(args.model, **overrides), **({"overrides": overrides} if overrides else {})}, indent=2)
-    if args.json:
-        from pnpovss.fileio import atomic_write_text
-
-        atomic_write_text(args.json, text + "\n")
-    print(text)
+    emit({**measure(args.model, **overrides), **({"overrides": overrides} if overrides else {})}, args.json)
     return 0
 
 
