@@ -110,9 +110,12 @@ Shape world: training so far (no shipped model yet)
             --vision-warmup-steps 100000 --curriculum-steps 100000 --curriculum-max-objects 1 \
             --curriculum-min-area 700 --vis-cls-weight 1 --head-warmup 50 --warmup 50 --lr 1e-4
 
-    Next, from that checkpoint: more distinct one-object images (a larger pool, e.g. ``--pool 20000``,
-    ~1.3 GB; or drawing fresh images every step, not implemented), vision only until the
-    one-object presence AUC of the probe clearly rises, then scenes, then ITM::
+    A sixth stage like the fifth with ``--pool 24000 --seed 5 --curriculum-min-area 600`` (2,305 steps,
+    24 min, not kept) also stayed at chance on held-out one-object images (AUC 0.52), its training loss
+    falling more slowly. Next, from the checkpoint: vision only, far longer, on many distinct one-object
+    images (a large pool, or drawing fresh images every step, not implemented), until the one-object
+    presence AUC of the probe clearly rises, then scenes, then ITM; if it never rises, the 8 px linear
+    patch embedding is the suspect (``--patch 6`` from scratch)::
 
         python -m tools.toyworld.train_blip --world toyworld-shapes --init tools/toyworld/checkpoints/blip-shapes \
             --out s6 --steps 100000 --seed 5 --pool 20000 --max-minutes 120 --save-every 500 --probe-every 250 \
