@@ -250,11 +250,20 @@ def _precision_parts(v: dict[str, str]) -> None:
     v["parts.max-map-diff"] = f"{max(s['max_map_diff_over_fp32_max'] for s in parts['settings'].values()):.1f}"
 
 
+def _shapes(v: dict[str, str]) -> None:
+    """The shape world: the textured-world toy against the colour heuristic, the drawings."""
+    toy = record("toyworld_shapes_seed7_toy.json")["rows"]
+    v["shapes.toy.full"], v["shapes.no_vlm"] = one(toy["full"]["miou"]), one(toy["no_vlm"]["miou"])
+    drawings = record("toy_drawings_blip_shapes.json")["drawings"].values()
+    v["shapes.drawings.presence"] = _span([d["presence_score"] for d in drawings], 2)
+    v["shapes.drawings.iou"] = _span([d["iou"] for d in drawings], 2)
+
+
 def values() -> dict[str, str]:
     """Named numbers that docs prose quotes as ``{{name}}`` (the MkDocs hook puts them in at build
     time), each computed from a record; a name the prose quotes and this lacks fails the build."""
     v: dict[str, str] = {}
     for part in (_toy, _presence, _demo, _large, _rewards, _speed, _bf16, _batches_and_bridgetower, _precision_parts,
-                 tuning_values):
+                 _shapes, tuning_values):
         part(v)
     return v

@@ -62,6 +62,27 @@ def toyworld_options() -> str:
     return _toy_rows(record(TOY)["options"])
 
 
+SHAPE_WORLD = {"shape-world BLIP checkpoint": "toyworld_shapes_seed7.json",
+               "`toy` (textured-world BLIP)": "toyworld_shapes_seed7_toy.json",
+               "BridgeTower, 6-min smoke": "toyworld_shapes_seed7_bridgetower_smoke.json",
+               "`toy` on its own world": TOY}
+SHAPE_ROWS = ("random_weights", "no_vlm", "attention", "gradcam", "gradcam+dropout", "full", "gradcam+blur+crf",
+              "attention+blur+crf", "vocab_all", "vocab_detect", "oracle_grid_maps")
+
+
+def shape_world() -> str:
+    """The shape world's held-out seed 7 beside the textured world's: mIoU per row and model."""
+    records = {name: record(f) for name, f in SHAPE_WORLD.items()}
+
+    def cell(r: dict, row: str) -> str:
+        got = r["rows"].get(row) or r["options"].get(row)
+        tags = r.get("tags", {}).get(row)
+        return one(got["miou"]) + (f" (tags F1 {one(tags['f1'])})" if row == "vocab_detect" and tags else "")
+
+    header = [f"{n} ({r['images']} images)" for n, r in records.items()]
+    return markdown(["row", *header], [[f"`{row}`", *(cell(r, row) for r in records.values())] for row in SHAPE_ROWS])
+
+
 def toyworld_protocols() -> str:
     """``pnpovss eval --labels L`` on seed 7: one record per protocol."""
     rows = []
@@ -237,6 +258,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[], str]]] = {
     "presence-cost-reading": (("presence_speed.json",), presence_cost_reading),
     "large-image": (("large_image_cli.json", "large_image_agreement.json"), large_image),
     "resolution": (("resolution_seed11.json",), resolution),
+    "shape-world": (tuple(SHAPE_WORLD.values()), shape_world),
     "resolution-isolated": (("resolution_dev_isolated.json",), resolution_isolated),
     "demo-latency": (("demo_latency.json",), demo_latency),
     "tune-robustness": (("tune_robustness.json",), tune_robustness),

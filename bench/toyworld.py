@@ -3,6 +3,7 @@
     python bench/toyworld.py --seed 7 --images 200 --json toy.json
     python bench/toyworld.py --sweep --seed 0 --images 100      # choose layer/head/DropOut k on a dev seed
     python bench/toyworld.py --map-stats --seed 0 --images 100  # where the maps put their mass
+    python bench/toyworld.py --world toyworld-shapes --model toy-shapes --seed 7 --images 24  # the shape-only world
 
 Rows (classes in the caption = the image's labels, plus background, unless said otherwise):
   random_weights       full default pipeline on the toy architecture with random weights (the floor)
@@ -77,7 +78,7 @@ from pnpovss.backbones import resolve_source
 from pnpovss.fields import parse_assignments
 from pnpovss.metrics import ConfusionMatrix, tag_scores
 from pnpovss.postprocess import postprocess
-from pnpovss.toyworld.world import SHAPES, make_sample
+from pnpovss.toyworld.world import SHAPES, WORLDS, make_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
 from tools.toyworld.baselines import no_vlm_predict  # noqa: E402
@@ -146,11 +147,9 @@ def to_global(labels: np.ndarray, names: list[str]) -> np.ndarray:
 
 def random_weight_segmenter(model: str, config: PipelineConfig) -> Segmenter:
     """The toy architecture re-initialised at random (seeded): what the pipeline gives with no learning."""
-    from transformers import BlipForImageTextRetrieval
-
     seg = Segmenter.from_pretrained(model, layer=config.layer, head=config.head)
     torch.manual_seed(0)
-    fresh = BlipForImageTextRetrieval(seg.backbone.model.config).eval().requires_grad_(False)
+    fresh = type(seg.backbone.model)(seg.backbone.model.config).eval().requires_grad_(False)
     seg.backbone.model = fresh
     seg.config = config
     return seg
@@ -210,7 +209,8 @@ def compiled_bf16_labels(seg: Segmenter, image: np.ndarray, names: list[str], ba
     return postprocess(maps, image, cfg)[0]
 
 
-def run(model: str, seed: int, images: int, size: int, compiled_row: bool = False, **overrides) -> dict:
+def run(model: str, seed: int, images: int, size: int, compiled_row: bool = False, world: str = "toyworld",
+        **overrides) -> dict:
     seg = Segmenter.from_pretrained(model, presence_clip=toy_presence_clip(), **overrides)
     base = seg.config
     rand = random_weight_segmenter(model, base)
@@ -227,7 +227,7 @@ def run(model: str, seed: int, images: int, size: int, compiled_row: bool = Fals
     start = time.perf_counter()
     full_seconds = 0.0
     for i in progress(range(images), f"benchmark seed {seed}"):
-        s = make_sample(seed, i, size)
+        s = make_sample(seed, i, size, world)
         truth = s.mask.astype(np.int64)
         truths.append(list(s.labels))
         rows["random_weights"].update(predict(rand, s.image, s.labels, base), truth)
@@ -282,6 +282,7 @@ def run(model: str, seed: int, images: int, size: int, compiled_row: bool = Fals
         "seed": seed,
         "images": images,
         "image_px": size,
+        **({"world": world} if world != "toyworld" else {}),
         "model": model,
         "layer": base.layer,
         "head": base.head,
@@ -313,7 +314,7 @@ def sweep_cell(layer: int, head: int | None) -> str:
     return f"L{layer}H{'all' if head is None else head}"
 
 
-def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
+def sweep(model: str, seed: int, images: int, size: int, world: str = "toyworld", **_ignored) -> dict:
     """Model selection for the toy preset on a development seed, in two steps: (1) mIoU of every
     (layer, head) and every layer's head mean (``H=all``), GradCAM with one pass and the default
     post-processing; (2) at the best of those, the full default pipeline for each DropOut k in
@@ -329,7 +330,7 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
         pool_classes,
     )
 
-    samples = [make_sample(seed, i, size) for i in range(images)]
+    samples = [make_sample(seed, i, size, world) for i in range(images)]
     for s in progress(samples, "sweep: layers x heads"):
         pixels = bb.preprocess([s.image], seg.image_size())
         text = bb.build_text(seg.config.prompt, [s.labels])
@@ -350,7 +351,8 @@ def sweep(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
             cm.update(to_global(res.labels, res.classes), s.mask.astype(np.int64))
     k_table = {str(k): round(cm.summary(CLASSES)["miou"], 2) for k, cm in by_k.items()}
     drop_k = max(by_k, key=lambda k: by_k[k].summary(CLASSES)["miou"])
-    return {"seed": seed, "images": images, "stage": "gradcam, 1 pass, blur + CRF", "miou_by_layer_head": table,
+    return {"seed": seed, "images": images, **({"world": world} if world != "toyworld" else {}),
+            "stage": "gradcam, 1 pass, blur + CRF", "miou_by_layer_head": table,
             "stage_drop_k": f"full default pipeline at {sweep_cell(layer, head)}",
             "miou_by_drop_k": k_table,
             "best": {"layer": layer, "head": "all" if head is None else head, "drop_k": drop_k},
@@ -365,7 +367,8 @@ def write_preset(model: str, result: dict, command: str) -> Path:
     path = Path(resolve_source(model)) / PRESET_FILENAME
     preset = result["preset"]
     old = json.loads(path.read_text()) if path.is_file() else {}
-    # settings chosen elsewhere (--presence-sweep, the scenes' size) stay; layer, head and drop_k are replaced
+    # layer, head and drop_k are replaced; the rest stays (the presence settings chosen by --presence-sweep,
+    # the scenes' size for the CRF, a model's own image_size such as the toy BridgeTower's)
     kept = {k: v for k, v in old.get("config", {}).items() if k not in preset}
     notes = {k: old[k] for k in ("presence", "resolution") if k in old}
     doc = {"config": {**result["preset"], **kept}, **notes,
@@ -384,7 +387,7 @@ CLIP_RATIOS = (0.0005, 0.001, 0.002, 0.005, 0.01)
 CLIP_THRESHOLDS = (0.5, 0.8, 0.9)
 
 
-def presence_sweep(model: str, seed: int, images: int, size: int, **overrides) -> dict:
+def presence_sweep(model: str, seed: int, images: int, size: int, world: str = "toyworld", **overrides) -> dict:
     """Choose the presence settings on a development seed: mIoU of the default pipeline and tag F1
     with all six shapes as candidates, for each ``presence_threshold`` in ``PRESENCE_THRESHOLDS``
     (ITM alone: ``by_threshold``) and for each (threshold, ``presence_clip_ratio``) of CLIP's second
@@ -398,7 +401,7 @@ def presence_sweep(model: str, seed: int, images: int, size: int, **overrides) -
     grid = [(t, 0.0) for t in PRESENCE_THRESHOLDS] + [(t, r) for t in CLIP_THRESHOLDS for r in CLIP_RATIOS]
     cms = {g: ConfusionMatrix(len(CLASSES)) for g in grid}
     kept: dict[tuple, list[list[str]]] = {g: [] for g in grid}
-    samples = [make_sample(seed, i, size) for i in range(images)]
+    samples = [make_sample(seed, i, size, world) for i in range(images)]
     for s in progress(samples, f"presence sweep seed {seed}"):
         scores = seg.detect_classes(s.image, list(SHAPES), presence_clip_ratio=0.0).scores
         opinion = clip_opinion(clip, s.image, SHAPES).tolist()
@@ -424,7 +427,8 @@ def presence_sweep(model: str, seed: int, images: int, size: int, **overrides) -
             sets.append(res.presence.kept)
         rounds[str(n)] = {"miou": round(cm.summary(CLASSES)["miou"], 2), **tag_scores(sets, truths)}
     plain = [g for g in grid if g[1] == 0.0]
-    return {"seed": seed, "images": images, "presence_confident": confident,
+    return {"seed": seed, "images": images, **({"world": world} if world != "toyworld" else {}),
+            "presence_confident": confident,
             "by_threshold": {str(t): cell[t, r] for t, r in plain},
             "by_threshold_and_clip_ratio": {f"{t}/{r}": cell[t, r] for t, r in grid if r > 0},
             "best_threshold_f1": max(plain, key=lambda g: cell[g]["f1"])[0],
@@ -433,7 +437,7 @@ def presence_sweep(model: str, seed: int, images: int, size: int, **overrides) -
             "recurrent_at_best_f1": rounds}
 
 
-def map_stats(model: str, seed: int, images: int, size: int, **_ignored) -> dict:
+def map_stats(model: str, seed: int, images: int, size: int, world: str = "toyworld", **_ignored) -> dict:
     """Where the single-pass class maps put their mass, per (saliency, layer) with heads averaged:
     on the class's own object, on other objects, on background, and how often the map's peak patch
     lies on the own object (>= 20% covered). Word binding vs object finding, beside mIoU. For
@@ -451,7 +455,7 @@ def map_stats(model: str, seed: int, images: int, size: int, **_ignored) -> dict
     sums = {(sal, l): np.zeros(4) for sal in ("gradcam", "attention") for l in layers}
     positive = {l: np.zeros((3, 2)) for l in layers}  # (own, other, background) x (positive, patches)
     for i in progress(range(images), "map stats"):
-        s = make_sample(seed, i, size)
+        s = make_sample(seed, i, size, world)
         pixels = bb.preprocess([s.image], seg.image_size())
         text = bb.build_text(seg.config.prompt, [s.labels])
         grid = bb.grid(pixels.shape[-1])
@@ -476,7 +480,8 @@ def map_stats(model: str, seed: int, images: int, size: int, **_ignored) -> dict
     for l, p in positive.items():
         stats[f"gradcam_L{l}"]["gradient_positive"] = {
             name: round(float(p[r, 0] / max(p[r, 1], 1)), 3) for r, name in enumerate(("own", "other_objects", "background"))}
-    return {"seed": seed, "images": images, "heads": "mean", "stats": stats}
+    return {"seed": seed, "images": images, **({"world": world} if world != "toyworld" else {}),
+            "heads": "mean", "stats": stats}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7, help="evaluation seed (0..999; never a training seed)")
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--size", type=int, default=96, help="image size in pixels")
+    ap.add_argument("--world", choices=WORLDS, default="toyworld",
+                    help="which toy world the images come from (toyworld-shapes: only outlines name the classes)")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     ap.add_argument("--sweep", action="store_true",
                     help="instead: choose the model preset (layer/head, then DropOut k) on a development seed")
@@ -505,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_assignments(args.assignments)
     mode = sweep if args.sweep else map_stats if args.map_stats else presence_sweep if args.presence_sweep else run
     extra = {"compiled_row": True} if args.compiled_row and mode is run else {}
+    if args.world != "toyworld":
+        extra["world"] = args.world
     out = mode(args.model, args.seed, args.images, args.size, **extra, **overrides)
     text = json.dumps(out, indent=2)
     if args.json:

@@ -114,3 +114,20 @@ def test_benchmark_compiled_row():
     row = out["options"]["full_bf16_compiled"]
     assert row["compile_vision"] and 0 <= row["miou"] <= 100 and "full_bf16_compiled" not in out["rows"]
     assert 0.9 <= out["pixel_agreement_with_full"]["full_bf16_compiled"] <= 1.0
+
+
+def test_benchmark_runs_on_the_shapes_world(monkeypatch):
+    """``--world toyworld-shapes`` draws every image from the shape world and records the world (the
+    default world's records stay without the key)."""
+    bench = load_bench()
+    worlds = []
+    real = bench.make_sample
+
+    def spy(seed, index, size=96, world="toyworld"):
+        worlds.append(world)
+        return real(seed, index, size, world)
+
+    monkeypatch.setattr(bench, "make_sample", spy)
+    out = bench.run("toy", seed=3, images=2, size=96, world="toyworld-shapes")
+    assert worlds == ["toyworld-shapes"] * 2
+    assert out["world"] == "toyworld-shapes" and out["rows"]["oracle_grid_maps"]["miou"] > 80

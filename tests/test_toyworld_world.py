@@ -117,7 +117,7 @@ def test_training_probe_gradcam_matches_own_hooks_and_releases_them():
     from transformers import BlipForImageTextRetrieval, BlipProcessor
 
     from pnpovss.backbones import resolve_source
-    from tools.toyworld.train_blip import encode, gradcam_maps, prompt_text, to_pixels
+    from tools.toyworld.train_itm import encode, gradcam_maps, prompt_text, to_pixels
 
     path = resolve_source("toy")
     model = BlipForImageTextRetrieval.from_pretrained(path)
@@ -150,3 +150,101 @@ def test_training_probe_gradcam_matches_own_hooks_and_releases_them():
         a = store[L]
         assert cam.shape == (3, a.shape[1], a.shape[2], a.shape[3] - 1)
         torch.testing.assert_close(cam, (a * a.grad.clamp(min=0))[..., 1:].detach())
+
+
+# ------------------------------------------------------------------ toyworld-shapes
+
+
+SHAPES_WORLD = "toyworld-shapes"
+
+
+def test_shapes_world_is_deterministic_and_its_own_stream():
+    a, b = make_sample(4, 9, world=SHAPES_WORLD), make_sample(4, 9, world=SHAPES_WORLD)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+    assert a.caption == b.caption and a.objects == b.objects and a.meta == b.meta
+    assert np.array_equal(make_split(4, 10, world=SHAPES_WORLD)[9].image, a.image)
+    assert not np.array_equal(a.image, make_sample(4, 9).image)
+    assert not np.array_equal(a.image, make_sample(5, 9, world=SHAPES_WORLD).image)
+
+
+def test_shapes_world_masks_are_exact():
+    """The mask is exactly the union of the drawn outlines: redrawing each visible object's region
+    from the mask alone reproduces the labels, and every labelled pixel changed the background."""
+    for s in make_split(2, 60, world=SHAPES_WORLD):
+        present = sorted(set(np.unique(s.mask).tolist()) - {0})
+        assert [SHAPES[i - 1] for i in present] == s.labels
+        assert {shape for shape, _ in s.objects} == set(s.labels)
+        assert len(s.meta["fills"]) == len(s.objects)
+        for c in s.labels:
+            assert (s.mask == SHAPES.index(c) + 1).sum() >= 20
+        assert s.caption.startswith("a picture of ")
+
+
+def test_shapes_world_masks_match_the_geometry():
+    """Redrawing the recorded outlines (``meta["poses"]``, bottom to top) gives exactly the mask."""
+    from pnpovss.toyworld.shapes import outline
+
+    for s in make_split(6, 40, world=SHAPES_WORLD):
+        expected = np.zeros_like(s.mask)
+        for (shape, _), pose in zip(s.objects, s.meta["poses"]):
+            expected[outline(shape, 96, pose)] = SHAPES.index(shape) + 1
+        assert np.array_equal(expected, s.mask)
+
+
+def test_shapes_world_fills_do_not_depend_on_the_class():
+    """Per class, the share of each fill kind and the mean object colour are the same within
+    sampling error (3 standard errors), and the background draws from the same fill pool."""
+    from pnpovss.toyworld.shapes import FILLS
+
+    split = make_split(0, 900, world=SHAPES_WORLD)
+    kinds: dict[str, list[str]] = {c: [] for c in SHAPES}
+    colour: dict[str, list[np.ndarray]] = {c: [] for c in SHAPES}
+    for s in split:
+        for (shape, _), kind in zip(s.objects, s.meta["fills"]):
+            kinds[shape].append(kind)
+        for c in s.labels:
+            colour[c].append(s.image[s.mask == SHAPES.index(c) + 1].mean(0))
+    everything = [k for c in SHAPES for k in kinds[c]]
+    for kind in FILLS:
+        p = np.mean([k == kind for k in everything])
+        for c in SHAPES:
+            n = len(kinds[c])
+            share = np.mean([k == kind for k in kinds[c]])
+            assert abs(share - p) <= 3 * np.sqrt(p * (1 - p) / n) + 1e-9, (kind, c, share, p, n)
+    means = {c: np.stack(colour[c]) for c in SHAPES}
+    pooled = np.concatenate(list(means.values()))
+    for c in SHAPES:
+        se = pooled.std(0) / np.sqrt(len(means[c]))
+        assert np.all(np.abs(means[c].mean(0) - pooled.mean(0)) <= 3.5 * se), c
+    assert {s.meta["background"] for s in split} == set(FILLS)
+
+
+def test_shapes_world_outlines_vary_within_a_class():
+    """Scale, rotation and aspect vary: the same class's masks differ in area and in orientation."""
+    areas = [int((s.mask > 0).sum()) for s in make_split(8, 200, world=SHAPES_WORLD)
+             if len(s.objects) == 1 and s.labels == ["square"]]
+    assert len(areas) >= 3 and max(areas) > 1.6 * min(areas)
+
+
+def test_default_world_is_unchanged():
+    """The default world's samples do not move when the shapes world is added (hash recorded before)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in make_split(3, 60) + make_split(1000005, 20):
+        h.update(s.image.tobytes())
+        h.update(s.mask.tobytes())
+        h.update(s.caption.encode())
+    assert h.hexdigest() == "5cc80aecdda56807dab628a2ca90dda43c35ea4905b87bc754fbda29286a5681"
+
+
+def test_shapes_world_is_a_dataset_and_a_vocabulary():
+    from pnpovss.datasets import dataset_names, load_dataset, load_vocabulary
+
+    assert SHAPES_WORLD in dataset_names()
+    ds = load_dataset(SHAPES_WORLD, seed=3, images=2)
+    assert ds.name == SHAPES_WORLD
+    got = ds.load(1)
+    s = make_sample(3, 1, world=SHAPES_WORLD)
+    assert np.array_equal(got.image, s.image) and np.array_equal(got.label, s.mask.astype("int64"))
+    assert load_vocabulary(SHAPES_WORLD) == list(SHAPES)

@@ -14,13 +14,15 @@ from typing import Callable
 
 import torch
 
-from ..defaults import DEFAULT_MODEL
+from ..defaults import DEFAULT_MODEL, DEFAULT_TOY_MODEL, TOY_MODELS
 from ..errors import ModelLoadError
 from .base import Backbone, TextBatch, caption_for
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 ALIASES: dict[str, str] = {
     "toy": str(_PACKAGE_DIR / "toyworld" / "weights" / "blip"),
+    "toy-shapes": str(_PACKAGE_DIR / "toyworld" / "weights" / "blip-shapes"),
+    "toy-bridgetower": str(_PACKAGE_DIR / "toyworld" / "weights" / "bridgetower"),
     "blip-large-flickr": "Salesforce/blip-itm-large-flickr",
     "blip-large-coco": "Salesforce/blip-itm-large-coco",
     "bridgetower-large": "BridgeTower/bridgetower-large-itm-mlm-itc",
@@ -47,6 +49,9 @@ BACKBONES: dict[str, Callable[[str, str | torch.device], Backbone]] = {
 
 def resolve_source(source: str) -> str:
     """Alias -> path/id; an existing directory stays a path; anything else is taken as a hub id."""
+    if source in TOY_MODELS and not os.path.isdir(ALIASES[source]):
+        raise ModelLoadError(f"the toy model {source!r} is not in this installation ({ALIASES[source]} is missing); "
+                             "pnpovss.toyworld's docstring gives the command that trains it")
     source = ALIASES.get(source, source)
     if os.path.isdir(source):
         return source
@@ -132,5 +137,5 @@ def load_backbone(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu
             hf_logging.enable_progress_bar()
 
 
-__all__ = ["Backbone", "TextBatch", "BACKBONES", "ALIASES", "DEFAULT_MODEL", "load_backbone", "resolve_source",
+__all__ = ["Backbone", "TextBatch", "BACKBONES", "ALIASES", "DEFAULT_MODEL", "DEFAULT_TOY_MODEL", "TOY_MODELS", "load_backbone", "resolve_source",
            "source_label", "caption_for"]

@@ -128,15 +128,16 @@ def load_for_dataset(dataset: str, root: str | None, world_seed: int, images: in
                      preset: str | None, device: str, threads: int | None, assignments: tuple[str, ...] = (),
                      echo: bool = True, dtype: str | None = None, compile_vision: bool = False,
                      class_names: str | None = None):
-    """(dataset, indices, segmenter) for eval/tune; the toy world defaults to the toy model."""
+    """(dataset, indices, segmenter) for eval/tune; a toy world defaults to its toy model."""
     from ..datasets import load_dataset, subset_indices
+    from ..backbones import DEFAULT_TOY_MODEL
     from ..defaults import DEFAULT_MODEL
     from ..pipeline import Segmenter
 
     settings = base_settings(assignments, preset, dtype, threads)
     ds = load_dataset(dataset, root, seed=world_seed, images=images, class_names=class_names)
     indices = subset_indices(len(ds), images)
-    source = model or ("toy" if ds.name == "toyworld" else DEFAULT_MODEL)
+    source = model or DEFAULT_TOY_MODEL.get(ds.name, DEFAULT_MODEL)
     if echo:
         click.echo(f"loading {source} ...", err=True)
     try:

@@ -15,7 +15,7 @@ from ..config import PipelineConfig
 from ..preset_files import list_presets
 from ..datasets import DATASET_ALIASES, DATASETS, dataset_names
 from ..datasets.toyworld import DEFAULT_IMAGES
-from ..defaults import DEFAULT_MODEL, DEVICE_ORDER
+from ..defaults import DEFAULT_MODEL, DEFAULT_TOY_MODEL, DEVICE_ORDER, TOY_MODELS
 
 DEFAULTS = PipelineConfig()
 """The pipeline's defaults, for help text."""
@@ -50,7 +50,8 @@ def _dataset_help() -> str:
 
 
 model = click.option("--model", default=None,
-                     help=f"Hub id, local directory, or 'toy'. [default: {DEFAULT_MODEL}; eval/tune on toyworld: toy]")
+                     help=f"Hub id, local directory, or a toy model ({', '.join(TOY_MODELS)}). [default: {DEFAULT_MODEL}; "
+                          "eval/tune on " + ", ".join(f"{w}: {m}" for w, m in DEFAULT_TOY_MODEL.items()) + "]")
 preset = click.option("--preset", type=click.Path(dir_okay=False), default=None,
                       help=f"Preset JSON (e.g. a tune run's best.json) or a named preset: {', '.join(list_presets())}.")
 assignments = click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",

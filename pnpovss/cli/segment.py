@@ -65,10 +65,11 @@ def _named_overrides(image_size: int | None, layer: int | None, head: str | None
 def _candidates(classes: str | None, vocab: str | None, model: str | None = None) -> list[str]:
     """``--classes`` or ``--vocab`` (exactly one) -> the candidate class names. The shipped toy
     model knows only its world's six shapes, so with ``--model toy`` they are the default."""
+    from ..backbones import TOY_MODELS
     from ..pipeline import parse_classes
 
-    if classes is None and vocab is None and model == "toy":
-        vocab = "toyworld"
+    if classes is None and vocab is None and model in TOY_MODELS:
+        vocab = TOY_MODELS[model]
     if (classes is None) == (vocab is None):
         raise PnpOvssError("give the candidate classes with --classes \"a,b,c\" or --vocab NAME|FILE (one of the two)")
     if vocab is not None:

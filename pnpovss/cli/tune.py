@@ -112,6 +112,7 @@ def _objective(reward: str, space: str | None, seg: Any, ds: Any, indices: Any, 
                all_classes: bool, clip_name: str | None, clip_pretrained: str, clip_template: str | None,
                cache_dir: str | None, reward_mask: str) -> tuple[Any, Any]:
     """The search space and the objective of ``--reward`` (the CLIP it loads is added to ``run_info``)."""
+    from ..backbones import DEFAULT_TOY_MODEL
     from ..reward import DEFAULT_CLIP, ClipScorer, load_clip
     from ..reward_region import REGION_REWARDS
     from ..search import RewardEvaluator, load_space
@@ -123,7 +124,8 @@ def _objective(reward: str, space: str | None, seg: Any, ds: Any, indices: Any, 
                                default=DEFAULT_PRESENCE_SPACE)
         return space_obj, PresenceEvaluator(seg, ds, indices, dist=ctx)
     space_obj = load_space(space, seg.backbone, seg.config)
-    clip_source = clip_name or ("toy" if ds.name == "toyworld" else DEFAULT_CLIP)
+    # the toy CLIP (trained on the class-textured world) is the only offline judge for either toy world
+    clip_source = clip_name or ("toy" if ds.name in DEFAULT_TOY_MODEL else DEFAULT_CLIP)
     clip = load_clip(clip_source, clip_pretrained, device=str(seg.backbone.device))  # "auto" resolved
     template = clip_template or ds.clip_template or "{}"
     evaluator = RewardEvaluator(seg, ds, indices, ClipScorer(clip, template=template), all_classes=all_classes,

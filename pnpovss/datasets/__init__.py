@@ -17,11 +17,14 @@ from .mmseg import ADE20K, COCOObject, COCOStuff, Cityscapes, FolderDataset, Pas
 from .toyworld import DEFAULT_IMAGES, ToyWorld
 
 
-def _toyworld(root: Any = None, seed: int = 0, images: int | None = None, size: int | None = None,
+def _toy(world: str) -> Callable[..., SegDataset]:
+    def build(root: Any = None, seed: int = 0, images: int | None = None, size: int | None = None,
               class_names: str | None = None) -> SegDataset:
-    if class_names not in (None, DEFAULT_TABLE):
-        raise PnpOvssError(f"--class-names {class_names}: the toy world has only its own shape names")
-    return ToyWorld(seed=seed, n=images or DEFAULT_IMAGES, size=size)
+        if class_names not in (None, DEFAULT_TABLE):
+            raise PnpOvssError(f"--class-names {class_names}: the toy world has only its own shape names")
+        return ToyWorld(seed=seed, n=images or DEFAULT_IMAGES, size=size, world_name=world)
+
+    return build
 
 
 def _folder(factory: Callable[[Any, str | None], FolderDataset]) -> Callable[..., SegDataset]:
@@ -40,7 +43,8 @@ DATASETS: dict[str, Callable[..., SegDataset]] = {
     "coco-stuff": _folder(COCOStuff),
     "ade20k": _folder(ADE20K),
     "cityscapes": _folder(Cityscapes),
-    "toyworld": _toyworld,
+    "toyworld": _toy("toyworld"),
+    "toyworld-shapes": _toy("toyworld-shapes"),
 }
 
 DATASET_ALIASES: dict[str, str] = {"voc": "voc21", "context": "context59"}
@@ -64,7 +68,7 @@ VOCABULARY_FILES: dict[str, str] = {
     "coco-object": "coco_object.txt", "coco-stuff": "coco_stuff.txt", "ade20k": "ade20k.txt",
     "cityscapes": "cityscapes.txt",
 }
-"""The class-name file of each folder dataset (``toyworld``'s vocabulary is its shapes)."""
+"""The class-name file of each folder dataset (the toy worlds' vocabulary is their shapes)."""
 
 
 def load_vocabulary(spec: str | Path) -> list[str]:
@@ -72,7 +76,7 @@ def load_vocabulary(spec: str | Path) -> list[str]:
     commas of which the first is used) -> caption names. A ``background`` line is skipped: the
     pipeline adds background itself."""
     key = canonical_dataset(str(spec))
-    if key == "toyworld":
+    if key in ("toyworld", "toyworld-shapes"):
         from ..toyworld.world import SHAPES
 
         return list(SHAPES)

@@ -1,4 +1,5 @@
-"""The seeded toy world (``pnpovss.toyworld.world``) seen as a segmentation dataset.
+"""The seeded toy worlds (``pnpovss.toyworld.world``: ``toyworld`` and ``toyworld-shapes``) seen as
+segmentation datasets.
 
 Label 0 is background and ``i + 1`` is ``SHAPES[i]``, exactly the world's masks. Sample ``i`` of a
 seed never changes, so ``--dataset toyworld --seed S --images N`` always means the same N images.
@@ -14,13 +15,13 @@ DEFAULT_IMAGES = 100
 
 
 class ToyWorld(SegDataset):
-    """``n`` samples of world seed ``seed`` (``size`` px; default: the world's own default)."""
+    """``n`` samples of world seed ``seed`` (``size`` px; default: the world's own default) of ``world``."""
 
     name = "toyworld"
     has_background = True
     clip_template = "a picture of a {}"
 
-    def __init__(self, seed: int = 0, n: int = DEFAULT_IMAGES, size: int | None = None) -> None:
+    def __init__(self, seed: int = 0, n: int = DEFAULT_IMAGES, size: int | None = None, world_name: str = "toyworld") -> None:
         from ..toyworld import world
 
         if world.is_train_seed(seed):
@@ -31,6 +32,7 @@ class ToyWorld(SegDataset):
         if n < 1:
             raise PnpOvssError(f"the toy world needs --images >= 1, got {n}")
         self._world = world
+        self.name = world_name
         self.seed, self.n, self.size = int(seed), int(n), size
         self.synonyms = [["background"]] + [[s] for s in world.SHAPES]
 
@@ -39,7 +41,7 @@ class ToyWorld(SegDataset):
 
     def load(self, index: int) -> SegSample:
         kwargs = {} if self.size is None else {"size": self.size}
-        s = self._world.make_sample(self.seed, index, **kwargs)
+        s = self._world.make_sample(self.seed, index, world=self.name, **kwargs)
         return SegSample(f"{self.seed}-{index}", s.image, s.mask.astype("int64"))
 
     def describe(self) -> dict:

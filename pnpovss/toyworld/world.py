@@ -1,4 +1,11 @@
-"""Seeded, deterministic toy world of coloured, textured shapes on textured backgrounds.
+"""Seeded, deterministic toy worlds of coloured shapes on textured backgrounds.
+
+Two worlds share the classes, the seed rule and the mask convention (``WORLDS``):
+
+* ``toyworld``: each class has its own fine surface texture (the shipped toy models learned it);
+* ``toyworld-shapes``: fills come from one pool of plain colours and textures shared by every class
+  and by the background, and outlines vary in scale, rotation and aspect, so only the outline
+  names the class (``shapes.py``).
 
 Why: no pretrained VLM weights can be downloaded here, so the pipeline is tested on a
 world small enough that a tiny BLIP trained on the CPU learns to localise words, yet hard
@@ -224,8 +231,18 @@ def describe_objects(objects: list[tuple[str, str]], rng: np.random.Generator | 
     return "a picture of " + body
 
 
-def make_sample(seed: int, index: int, size: int = 96) -> Sample:
-    """Draw sample ``index`` of ``seed`` (deterministic, independent of other samples)."""
+WORLDS: tuple[str, ...] = ("toyworld", "toyworld-shapes")
+"""World names (also the ``--dataset`` names): the class-textured world and the shape-only world."""
+
+
+def make_sample(seed: int, index: int, size: int = 96, world: str = "toyworld") -> Sample:
+    """Draw sample ``index`` of ``seed`` in ``world`` (deterministic, independent of other samples)."""
+    if world == "toyworld-shapes":
+        from .shapes import make_shape_sample
+
+        return make_shape_sample(seed, index, size)
+    if world != "toyworld":
+        raise ValueError(f"unknown toy world {world!r}; known: {', '.join(WORLDS)}")
     rng = _rng(seed, index)
     bg_kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     image = _background(rng, size, bg_kind)
@@ -279,9 +296,9 @@ def make_sample(seed: int, index: int, size: int = 96) -> Sample:
     return Sample(img, mask, labels, objects, caption, seed, index, {"background": bg_kind})
 
 
-def make_split(seed: int, n: int, size: int = 96) -> list[Sample]:
-    """Samples ``0 .. n-1`` of ``seed``."""
-    return [make_sample(seed, i, size) for i in range(n)]
+def make_split(seed: int, n: int, size: int = 96, world: str = "toyworld") -> list[Sample]:
+    """Samples ``0 .. n-1`` of ``seed`` in ``world``."""
+    return [make_sample(seed, i, size, world) for i in range(n)]
 
 
 def vocabulary() -> list[str]:

@@ -1,6 +1,7 @@
 """How the toy world's shipped models were made (training, not runtime) and its no-model baseline.
 
-``train_blip`` and ``train_clip`` write the directories in ``pnpovss/toyworld/weights/``; the
+``train_itm`` (BLIP and BridgeTower, one loop; ``train_blip`` is its ``--arch blip`` command) and ``train_clip``
+write the directories in ``pnpovss/toyworld/weights/``; the
 recipe and the exact commands are in :mod:`pnpovss.toyworld`'s docstring. ``baselines`` holds the
 ``no_vlm`` row of ``bench/toyworld.py``.
 """
