@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .world import (
+from .common import (
     COLOURS,
     MIN_VISIBLE_PIXELS,
     PALETTE,
