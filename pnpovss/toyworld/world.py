@@ -24,22 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import (
-    COLOURS,
-    EVAL_SEED_MAX,
-    MIN_VISIBLE_PIXELS,
-    PALETTE,
-    PLURALS,
-    SHAPES,
-    TRAIN_SEED_BASE,
-    Sample,
-    _jitter,
-    _n_objects,
-    _shape_mask,
-    _upsample,
-    describe_objects,
-    is_train_seed,
-)
+from .common import (COLOURS, EVAL_SEED_MAX, MIN_VISIBLE_PIXELS, PALETTE, PLURALS, SHAPES, TRAIN_SEED_BASE, Sample,
+                     _jitter, _n_objects, _shape_mask, _upsample, describe_objects, is_train_seed)
 from .shapes import make_shape_sample
 
 
