@@ -143,20 +143,22 @@ class DemoEngine:
         with self._lock:
             pending = self._maps.get(key)
             cached = pending is not None
-            if not cached:
+            if cached:
+                self._maps.move_to_end(key)
+                # restyled: the per-caption configuration of a fresh run (background_mode), new post-processing
+                pending = pending.restyled(config)
+            else:
                 if progress is not None:
                     progress(f"GradCAM + Salience DropOut ({config.drop_iters} pass(es))")
                 pending = self.seg.segment_pending(rgb, names, **kwargs)
                 self.map_runs += 1
-                res = pending.finish()
                 # keep the maps, not the full-size score maps (rebuilt from the maps)
                 self._maps[key] = dataclasses.replace(pending, result=None)
                 while len(self._maps) > self._cache_size:
                     self._maps.popitem(last=False)
-            else:
-                self._maps.move_to_end(key)
-                # restyled: the per-caption configuration of a fresh run (background_mode), new post-processing
-                res = pending.restyled(config).finish(self._working(pending.image, config.postprocess_max_side))
+            # the working copy is made once per upload: the first answer's serves every later one
+            working = self._working(pending.image, config.postprocess_max_side) if pending.present else None
+            res = pending.finish(working)
             files, record = self._write(res, name, names, bool(kwargs.get("keep_all", False)))
             return DemoResult(res, name, cached, self.map_runs, self._calls, time.perf_counter() - start, files,
                               record, self._display(res))
@@ -203,7 +205,7 @@ class DemoEngine:
 
     @staticmethod
     def _key(digest: str, names: list[str], config: PipelineConfig, kwargs: dict[str, Any]) -> tuple:
-        post = fields_for_stage("postprocess")
+        post = fields_for_stage("postprocess")  # read now, not at import: the table decides (tests/test_stages.py)
         maps = {k: v for k, v in config.to_dict().items() if k not in post}
         extra = {k: v for k, v in kwargs.items() if k not in CONFIG_FIELDS}
         return digest, tuple(names), json.dumps(maps, sort_keys=True), json.dumps(extra, sort_keys=True, default=str)
