@@ -110,7 +110,8 @@ def _large(v: dict[str, str]) -> None:
     v["large.quiet.load"] = f"{quiet['load_average_1min']:.1f}"
     q = quiet["rows"]["default"]
     v["large.quiet.default"] = f"{q['seconds']:.1f} s wall, {q['cpu_seconds']:.1f} s CPU and {q['peak_rss_gib']:.2f} GiB"
-    runs = {"dev": record("resolution_dev.json")["runs"], "held-out": record("resolution_seed11.json")["runs"]}
+    runs = {"dev": record("resolution_dev.json")["runs"], "held-out": record("resolution_seed11.json")["runs"],
+            "native-maps": record("resolution_seed11_native_maps.json")["runs"]}
     for key, group in runs.items():
         for run in group:
             sizes, native = run["sizes"], min(run["sizes"], key=int)

@@ -30,6 +30,11 @@ together isolate the CRF's geometry from the resampled picture (development seed
 
     python bench/resolution.py --seed 0 7 --images 10 --sizes 96 384 --variants default absolute \
         --upscale nearest --network-input native --json bench/results/resolution_dev_isolated.json
+
+and on the held-out seed, with the usual bicubic enlargement (post-processing alone, at every size):
+
+    python bench/resolution.py --seed 11 --images 24 --variants default no_crf --network-input native \
+        --json bench/results/resolution_seed11_native_maps.json
 """
 
 from __future__ import annotations

@@ -110,3 +110,20 @@ def test_toy_shapes_finds_plain_drawn_shapes(shape, colour):
     pred = res.labels == res.classes.index(shape)
     iou = (pred & mask).sum() / (pred | mask).sum()
     assert iou >= 0.5, iou
+
+
+def test_the_page_examples_include_the_plain_drawings(tmp_path):
+    """The demo page's examples: the drawn strip (exact labels, no texture inside a shape) and a
+    shape-world scene beside the textured world's."""
+    from pnpovss.demo.app import example_inputs
+    from pnpovss.toyworld.drawings import drawn_row
+
+    rows = example_inputs(tmp_path)
+    drawn = [r for r in rows if Path(r[0]).name == "drawn-shapes.png"]
+    assert drawn and drawn[0][1] == ", ".join(s for s, _ in DRAWN_SHAPES)
+    img = np.asarray(Image.open(drawn[0][0]).convert("RGB"))
+    expect, labels = drawn_row(size=128)
+    assert np.array_equal(img, expect)
+    for i, (_, colour) in enumerate(DRAWN_SHAPES, 1):
+        assert (img[labels == i] == colour).all()  # plain fill: every pixel of a shape is its colour
+    assert any(Path(r[0]).name.startswith("toyworld-shapes-") for r in rows)

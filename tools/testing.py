@@ -312,29 +312,4 @@ def make_toy_folder(folder: Path, images: int, seed: int) -> Path:
 
 
 # ------------------------------------------------------------------ plain drawn shapes (no texture)
-DRAWN_SHAPES = (("circle", (210, 40, 40)), ("square", (40, 70, 210)), ("triangle", (40, 170, 60)))
-"""The plain drawings of the shape-world bar: a filled red disc, blue square and green triangle."""
-
-
-def plain_drawing(shape: str, colour: tuple[int, int, int], seed: int = 0, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
-    """A plain filled ``shape`` (circle, square or triangle; no texture) drawn with PIL on a noisy grey
-    background, and its exact (size, size) bool mask."""
-    from PIL import ImageDraw
-
-    rng = np.random.default_rng(seed)
-    bg = np.clip(128 + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
-    mask_img = Image.new("L", (size, size), 0)
-    d = ImageDraw.Draw(mask_img)
-    k = size / 96
-    if shape == "circle":
-        d.ellipse([26 * k, 24 * k, 70 * k, 68 * k], fill=1)
-    elif shape == "square":
-        d.rectangle([28 * k, 28 * k, 68 * k, 68 * k], fill=1)
-    elif shape == "triangle":
-        d.polygon([(48 * k, 20 * k), (74 * k, 70 * k), (22 * k, 70 * k)], fill=1)
-    else:
-        raise ValueError(f"no plain drawing of {shape!r}")
-    mask = np.asarray(mask_img, bool)
-    img = bg.copy()
-    img[mask] = colour
-    return img, mask
+from pnpovss.toyworld.drawings import DRAWN_SHAPES, plain_drawing  # noqa: E402,F401  (tests and benches import them from here)

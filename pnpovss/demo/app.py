@@ -32,15 +32,21 @@ def vocabularies() -> dict[str, str]:
 
 def example_inputs(folder: Path) -> list[list[str]]:
     """(image, classes) examples: the README's ``examples/shapes.png`` when this is a source checkout,
-    and three toy-world images (seed 3, an example-only seed) written to ``folder``."""
+    three toy-world images (seed 3, an example-only seed) and one of each shape world's, and plain shapes
+    drawn with PIL (a disc, a square and a triangle on noisy grey: what only the shape world's model
+    finds), written to ``folder``."""
     from PIL import Image
 
+    from ..toyworld.drawings import DRAWN_SHAPES, drawn_row
     from ..toyworld.world import make_sample
 
     rows = [[str(EXAMPLE_IMAGE), "circle, star"]] if EXAMPLE_IMAGE.is_file() else []
-    for index in range(3):
-        sample = make_sample(3, index)
-        path = folder / f"toyworld-3-{index}.png"
+    drawn = folder / "drawn-shapes.png"
+    Image.fromarray(drawn_row(size=128)[0]).save(drawn)
+    rows.append([str(drawn), ", ".join(shape for shape, _ in DRAWN_SHAPES)])
+    for world, index in (("toyworld", 0), ("toyworld", 1), ("toyworld", 2), ("toyworld-shapes", 0)):
+        sample = make_sample(3, index, world=world)
+        path = folder / f"{world}-3-{index}.png"
         Image.fromarray(sample.image).save(path)
         rows.append([str(path), ", ".join(sample.labels)])
     return rows
