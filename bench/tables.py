@@ -63,11 +63,25 @@ def toyworld_options() -> str:
 
 
 SHAPE_WORLD = {"shape-world BLIP checkpoint": "toyworld_shapes_seed7.json",
+               "distilled tower + 32 min ITM": "toyworld_shapes_seed7_distilled.json",
                "`toy` (textured-world BLIP)": "toyworld_shapes_seed7_toy.json",
                "BridgeTower, 6-min smoke": "toyworld_shapes_seed7_bridgetower_smoke.json",
                "`toy` on its own world": TOY}
 SHAPE_ROWS = ("random_weights", "no_vlm", "attention", "gradcam", "gradcam+dropout", "full", "gradcam+blur+crf",
               "attention+blur+crf", "vocab_all", "vocab_detect", "oracle_grid_maps")
+
+
+LEARNABILITY = {"small CNN": "shape_learnability_cnn.json", "the toy BLIP's vision tower (ViT)": "shape_learnability_vit.json"}
+"""The shape world's easiest task, learned from image labels by two networks (``tools/toyworld/learnability.py``)."""
+
+
+def shape_learnability() -> str:
+    """Held-out accuracy by training step, one column per network (blank past a network's last step)."""
+    curves = {name: {row["step"]: row for row in record(f)["curve"]} for name, f in LEARNABILITY.items()}
+    steps = sorted({s for c in curves.values() for s in c if s % 300 == 0 or s == max(c)})
+    rows = [[str(s), *(f"{100 * c[s]['held_out_accuracy']:.1f}%" if s in c else "" for c in curves.values())]
+            for s in steps]
+    return markdown(["training step (32 fresh images each)", *curves], rows)
 
 
 def shape_world() -> str:
@@ -259,6 +273,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[], str]]] = {
     "large-image": (("large_image_cli.json", "large_image_agreement.json"), large_image),
     "resolution": (("resolution_seed11.json",), resolution),
     "shape-world": (tuple(SHAPE_WORLD.values()), shape_world),
+    "shape-learnability": (tuple(LEARNABILITY.values()), shape_learnability),
     "resolution-isolated": (("resolution_dev_isolated.json",), resolution_isolated),
     "demo-latency": (("demo_latency.json",), demo_latency),
     "tune-robustness": (("tune_robustness.json",), tune_robustness),

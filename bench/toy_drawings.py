@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchio, when loaded as a module (the tests)
 from pnpovss import Segmenter
 from pnpovss.toyworld.world import SHAPES
 from benchio import emit  # (bench/ is this script's directory)
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a pipeline option of the model preset, e.g. --set layer=1")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from pnpovss.config import parse_assignments
+    from pnpovss.fields import parse_assignments
 
     overrides = parse_assignments(args.assignments)
     emit({**measure(args.model, **overrides), **({"overrides": overrides} if overrides else {})}, args.json)

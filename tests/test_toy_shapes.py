@@ -84,7 +84,7 @@ def test_train_bridgetower_smoke_loads_through_the_pipeline(tmp_path):
 
 
 TOY_SHAPES_DIR = ALIASES["toy-shapes"]
-MEASURED = Path(__file__).resolve().parent.parent / "bench" / "results" / "toy_drawings_blip_shapes.json"
+MEASURED = Path(__file__).resolve().parent.parent / "bench" / "results" / "toy_drawings_blip_shapes_distilled.json"
 
 
 def _not_shipped_reason() -> str:
@@ -127,3 +127,50 @@ def test_the_page_examples_include_the_plain_drawings(tmp_path):
     for i, (_, colour) in enumerate(DRAWN_SHAPES, 1):
         assert (img[labels == i] == colour).all()  # plain fill: every pixel of a shape is its colour
     assert any(Path(r[0]).name.startswith("toyworld-shapes-") for r in rows)
+
+
+# ------------------------------------------------------------------ the learnability and distillation tools
+
+
+def test_learnability_records_a_held_out_curve(tmp_path):
+    from tools.toyworld.learnability import main as learnability
+
+    out = tmp_path / "cnn.json"
+    learnability(["--net", "cnn", "--steps", "2", "--every", "1", "--held-out", "12", "--json", str(out)])
+    rec = json.loads(out.read_text())
+    assert rec["net"] == "cnn" and rec["chance"] == round(1 / len(SHAPES), 4)
+    assert [row["step"] for row in rec["curve"]] == [0, 1, 2]
+    assert all(0 <= row["held_out_accuracy"] <= 1 for row in rec["curve"])
+    assert rec["command"].startswith("python -m tools.toyworld.learnability --net cnn")
+
+
+def test_distilled_tower_continues_in_the_itm_trainer(tmp_path):
+    """``distill`` writes a checkpoint ``train_itm --init`` continues (its record kept as the first stage)."""
+    from tools.toyworld.distill import main as distill
+    from tools.toyworld.train_itm import main as train
+
+    first, second = tmp_path / "distilled", tmp_path / "itm"
+    distill(["--out", str(first), "--teacher-stages", "2:easy", "1:world", "--distill-steps", "2", "--held-out", "8"])
+    rec = json.loads((first / "training.json").read_text())
+    assert [r["teacher_step"] for r in rec["distilled"]["history"] if "teacher_step" in r] == [3]
+    assert rec["distilled"]["history"][-1]["distill_step"] == 2
+    train(["--init", str(first), "--world", "toyworld-shapes", "--out", str(second), "--steps", "2", "--batch", "4",
+           "--pool", "12", "--probe-every", "0", "--warmup", "1", "--head-warmup", "1", "--curriculum-steps", "0",
+           "--vision-warmup-steps", "0"])
+    stages = json.loads((second / "training.json").read_text())["stages"]
+    assert stages[0]["config"]["world"] == "toyworld-shapes" and stages[0]["distilled"] == rec["distilled"]
+
+
+def test_the_drawings_bench_runs_and_records_each_drawing(tmp_path):
+    """``bench/toy_drawings.py`` end to end with the shipped ``toy`` model (the shape-world bar's record)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "toy_drawings.py"
+    spec = importlib.util.spec_from_file_location("toy_drawings_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "drawings.json"
+    assert bench.main(["--model", "toy", "--json", str(out), "--set", "threshold=0.2"]) == 0
+    rec = json.loads(out.read_text())
+    assert list(rec["drawings"]) == [s for s, _ in DRAWN_SHAPES] and rec["overrides"] == {"threshold": 0.2}
+    assert all(0 <= d["iou"] <= 1 and 0 <= d["iou_label_given"] <= 1 for d in rec["drawings"].values())

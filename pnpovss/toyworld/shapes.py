@@ -101,17 +101,30 @@ def outline(shape: str, size: int, pose: tuple[float, ...]) -> np.ndarray:
     return _shape_mask(shape, (c * x + s * y) / stretch, (-s * x + c * y) * stretch)
 
 
-def _draw_fill(rng: np.random.Generator, size: int) -> tuple[str, np.ndarray, np.ndarray]:
-    kind = FILLS[int(rng.choice(len(FILLS), p=FILL_PROBS))]
+def _draw_fill(rng: np.random.Generator, size: int, probs: tuple[float, ...] = FILL_PROBS) -> tuple[str, np.ndarray, np.ndarray]:
+    kind = FILLS[int(rng.choice(len(FILLS), p=probs))]
     base = _colour(rng)
     return kind, base, fill(rng, size, kind, base, _colour(rng))
 
 
-def make_shape_sample(seed: int, index: int, size: int = 96) -> Sample:
-    """Sample ``index`` of ``seed`` in ``toyworld-shapes`` (deterministic, independent of other samples)."""
+def fill_probs(kinds: tuple[str, ...] = FILLS) -> tuple[float, ...]:
+    """``FILL_PROBS`` restricted to ``kinds`` and renormalised (an easier training distribution)."""
+    unknown = set(kinds) - set(FILLS)
+    if unknown or not kinds:
+        raise ValueError(f"fill kinds {sorted(unknown) or '(none)'}: choose from {', '.join(FILLS)}")
+    p = np.array([q if f in kinds else 0.0 for f, q in zip(FILLS, FILL_PROBS)])
+    return tuple(p / p.sum())
+
+
+def make_shape_sample(seed: int, index: int, size: int = 96, *, object_fills: tuple[float, ...] = FILL_PROBS,
+                      background_fills: tuple[float, ...] = FILL_PROBS, objects: int | None = None,
+                      radius: tuple[float, float] = RADIUS) -> Sample:
+    """Sample ``index`` of ``seed`` in ``toyworld-shapes`` (deterministic, independent of other samples).
+    The keywords make easier *training* variants (fill kinds from :func:`fill_probs`, a fixed object
+    count, larger objects); with their defaults this is the world every evaluation uses."""
     rng = _rng(seed, index)
-    bg_kind, _, image = _draw_fill(rng, size)
-    n = _n_objects(rng)
+    bg_kind, _, image = _draw_fill(rng, size, background_fills)
+    n = _n_objects(rng) if objects is None else objects
     if n > 1 and rng.random() < 0.85:
         shapes = list(rng.choice(len(SHAPES), size=n, replace=False))
     else:
@@ -119,7 +132,7 @@ def make_shape_sample(seed: int, index: int, size: int = 96) -> Sample:
     geo: list[tuple[np.ndarray, str, str, np.ndarray, str, tuple[float, ...]]] = []
     for k in shapes:
         shape = SHAPES[int(k)]
-        r = rng.uniform(*RADIUS)
+        r = rng.uniform(*radius)
         stretch = np.sqrt(np.exp(rng.uniform(np.log(ASPECT[0]), np.log(ASPECT[1]))))
         extent = r * max(stretch, 1 / stretch) * 0.8
         cx, cy = rng.uniform(extent, 1 - extent, 2)
@@ -127,7 +140,7 @@ def make_shape_sample(seed: int, index: int, size: int = 96) -> Sample:
         inside = outline(shape, size, (cx, cy, r, stretch, rot))
         behind = image[inside].mean(0) if inside.any() else image.reshape(-1, 3).mean(0)
         for _ in range(8):  # class-independent redraw: keep the object's fill off the background's colour
-            kind, base, obj = _draw_fill(rng, size)
+            kind, base, obj = _draw_fill(rng, size, object_fills)
             if not inside.any() or np.linalg.norm(obj[inside].mean(0) - behind) >= MIN_CONTRAST:
                 break
         geo.append((inside, shape, colour_name(base), obj, kind, (float(cx), float(cy), float(r), float(stretch), float(rot))))

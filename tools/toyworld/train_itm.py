@@ -480,7 +480,8 @@ def train(cfg: TrainConfig) -> dict:
         if os.path.exists(meta):
             with open(meta) as f:
                 old = json.load(f)
-            previous = {"stages": old.get("stages", []) + [{k: old.get(k) for k in ("config", "steps_done", "wall_seconds", "metrics")}]}
+            # every key of the earlier record but its per-probe history (e.g. a distillation's record)
+            previous = {"stages": old.get("stages", []) + [{k: v for k, v in old.items() if k not in ("stages", "history")}]}
     else:
         model = arch.build(cfg, tok)
     vision_width, text_width = arch.widths(model)
