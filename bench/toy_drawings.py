@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchio, when loaded as a module (the tests)
 from pnpovss import Segmenter
+from pnpovss.toyworld.drawings import DRAWN_SHAPES, plain_drawing
 from pnpovss.toyworld.world import SHAPES
 from benchio import emit  # (bench/ is this script's directory)
-from tools.testing import DRAWN_SHAPES, plain_drawing
 
 
 def measure(model: str, **overrides) -> dict:

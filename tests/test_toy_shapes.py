@@ -15,8 +15,8 @@ from PIL import Image
 from pnpovss.backbones import ALIASES, TOY_MODELS, resolve_source
 from pnpovss.cli import main
 from pnpovss.errors import ModelLoadError
+from pnpovss.toyworld.drawings import DRAWN_SHAPES, plain_drawing
 from pnpovss.toyworld.world import SHAPES
-from tools.testing import DRAWN_SHAPES, plain_drawing
 
 
 def test_toy_models_are_registered_with_their_worlds():
@@ -161,14 +161,12 @@ def test_distilled_tower_continues_in_the_itm_trainer(tmp_path):
     assert stages[0]["config"]["world"] == "toyworld-shapes" and stages[0]["distilled"] == rec["distilled"]
 
 
-def test_the_drawings_bench_runs_and_records_each_drawing(tmp_path):
+def test_the_drawings_bench_runs_and_records_each_drawing(tmp_path, monkeypatch):
     """``bench/toy_drawings.py`` end to end with the shipped ``toy`` model (the shape-world bar's record)."""
-    import importlib.util
+    import importlib
 
-    path = Path(__file__).resolve().parent.parent / "bench" / "toy_drawings.py"
-    spec = importlib.util.spec_from_file_location("toy_drawings_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))  # as when run there
+    bench = importlib.import_module("records").bench_module("toy_drawings")
     out = tmp_path / "drawings.json"
     assert bench.main(["--model", "toy", "--json", str(out), "--set", "threshold=0.2"]) == 0
     rec = json.loads(out.read_text())

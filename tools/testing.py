@@ -310,6 +310,3 @@ def make_toy_folder(folder: Path, images: int, seed: int) -> Path:
         Image.fromarray(make_sample(seed, i).image).save(folder / f"img{i}.png")
     return folder
 
-
-# ------------------------------------------------------------------ plain drawn shapes (no texture)
-from pnpovss.toyworld.drawings import DRAWN_SHAPES, plain_drawing  # noqa: E402,F401  (tests and benches import them from here)

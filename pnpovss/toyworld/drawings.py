@@ -15,16 +15,21 @@ DRAWN_SHAPES: tuple[tuple[str, tuple[int, int, int]], ...] = (
 """The plain drawings of the shape-world bar: a filled red disc, blue square and green triangle."""
 
 
-def _outline(draw, shape: str, x: float, y: float, k: float) -> None:
-    """Draw ``shape`` into a PIL ``ImageDraw`` at offset (x, y), scaled by ``k`` from its 96 px layout."""
+def _mask(shape: str, width: int, height: int, x: float, k: float) -> np.ndarray:
+    """(height, width) bool mask of ``shape`` drawn with PIL at offset (x, 0), scaled by ``k`` from its 96 px layout."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(img)
     if shape == "circle":
-        draw.ellipse([x + 26 * k, y + 24 * k, x + 70 * k, y + 68 * k], fill=1)
+        draw.ellipse([x + 26 * k, 24 * k, x + 70 * k, 68 * k], fill=1)
     elif shape == "square":
-        draw.rectangle([x + 28 * k, y + 28 * k, x + 68 * k, y + 68 * k], fill=1)
+        draw.rectangle([x + 28 * k, 28 * k, x + 68 * k, 68 * k], fill=1)
     elif shape == "triangle":
-        draw.polygon([(x + 48 * k, y + 20 * k), (x + 74 * k, y + 70 * k), (x + 22 * k, y + 70 * k)], fill=1)
+        draw.polygon([(x + 48 * k, 20 * k), (x + 74 * k, 70 * k), (x + 22 * k, 70 * k)], fill=1)
     else:
         raise ValueError(f"no plain drawing of {shape!r}; drawn shapes: circle, square, triangle")
+    return np.asarray(img, bool)
 
 
 def _noisy_grey(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -34,12 +39,8 @@ def _noisy_grey(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 def plain_drawing(shape: str, colour: tuple[int, int, int], seed: int = 0, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
     """One plain filled ``shape`` (circle, square or triangle) on a noisy grey background, and its exact
     (size, size) bool mask."""
-    from PIL import Image, ImageDraw
-
     img = _noisy_grey(np.random.default_rng(seed), size, size)
-    mask_img = Image.new("L", (size, size), 0)
-    _outline(ImageDraw.Draw(mask_img), shape, 0, 0, size / 96)
-    mask = np.asarray(mask_img, bool)
+    mask = _mask(shape, size, size, 0, size / 96)
     img[mask] = colour
     return img, mask
 
@@ -47,14 +48,10 @@ def plain_drawing(shape: str, colour: tuple[int, int, int], seed: int = 0, size:
 def drawn_row(seed: int = 0, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
     """The three drawings side by side on one noisy grey strip (size x 3*size): the page's drawn example.
     Returns the image and its label map (0 background, i + 1 for ``DRAWN_SHAPES[i]``)."""
-    from PIL import Image, ImageDraw
-
     img = _noisy_grey(np.random.default_rng(seed), size, 3 * size)
     labels = np.zeros((size, 3 * size), np.uint8)
     for i, (shape, colour) in enumerate(DRAWN_SHAPES):
-        mask_img = Image.new("L", (3 * size, size), 0)
-        _outline(ImageDraw.Draw(mask_img), shape, i * size, 0, size / 96)
-        mask = np.asarray(mask_img, bool)
+        mask = _mask(shape, 3 * size, size, i * size, size / 96)
         img[mask] = colour
         labels[mask] = i + 1
     return img, labels

@@ -53,14 +53,15 @@ def lr_at(step: int, total: int, lr: float, warmup: int = 100) -> float:
     return lr * min(1.0, (step + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * min(1.0, step / max(total, 1))))
 
 
-def held_out_auc(score_fn, n: int, task: str = "world") -> float:
-    x, y = batch(HELD_OUT_SEED, n, task)
+def held_out_auc(score_fn, images: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Pooled presence ROC AUC of ``score_fn`` on held-out ``images`` (pixels, present shapes)."""
+    x, y = images
     with torch.no_grad():
         s = score_fn(x)
     return _auc(s.numpy().ravel(), y.numpy().ravel().astype(bool))
 
 
-def train_teacher(stages: list[tuple[int, str]], lr: float, seed: int, held_out: int, log) -> SmallCNN:
+def train_teacher(stages: list[tuple[int, str]], lr: float, seed: int, held_out: dict, log) -> SmallCNN:
     net = SmallCNN(len(SHAPES))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.05)
     total, step = sum(n for n, _ in stages), 0
@@ -78,8 +79,8 @@ def train_teacher(stages: list[tuple[int, str]], lr: float, seed: int, held_out:
             if step % 200 == 0 or step == total:
                 net.eval()
                 log({"teacher_step": step, "task": task, "loss": round(loss.item(), 4),
-                     "held_out_auc_world": round(held_out_auc(net, held_out), 4),
-                     "held_out_auc_one": round(held_out_auc(net, held_out, "one"), 4)})
+                     "held_out_auc_world": round(held_out_auc(net, held_out["world"]), 4),
+                     "held_out_auc_one": round(held_out_auc(net, held_out["one"]), 4)})
                 net.train()
     return net.eval()
 
@@ -93,7 +94,7 @@ def teacher_map(net: SmallCNN, x: torch.Tensor, grid: int) -> torch.Tensor:
     return f.flatten(2).transpose(1, 2)
 
 
-def distill(arch, model, teacher: SmallCNN, steps: int, lr: float, seed: int, task: str, held_out: int, log) -> None:
+def distill(arch, model, teacher: SmallCNN, steps: int, lr: float, seed: int, task: str, held_out: dict, log) -> None:
     """The tower's patch tokens regress the teacher's standardised features (through a training-only
     linear map); its [CLS] token learns the image's shapes (a training-only head)."""
     x0, _ = batch(TRAIN_SEED_BASE + 900_000, 64, task)
@@ -118,7 +119,7 @@ def distill(arch, model, teacher: SmallCNN, steps: int, lr: float, seed: int, ta
         nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if (step + 1) % 200 == 0 or step + 1 == steps:
-            auc = held_out_auc(lambda x: cls_head(arch.image_tokens(model, x)[:, 0]), held_out)
+            auc = held_out_auc(lambda x: cls_head(arch.image_tokens(model, x)[:, 0]), held_out["world"])
             log({"distill_step": step + 1, "map_loss": round(loss_map.item(), 4), "cls_loss": round(loss_cls.item(), 4),
                  "held_out_cls_auc_world": round(auc, 4)})
 
@@ -147,12 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         history.append({**row, "seconds": round(time.time() - t0, 1)})
         print(json.dumps(history[-1]), flush=True)
 
-    teacher = train_teacher(stages, args.teacher_lr, args.seed, args.held_out, log)
+    # the held-out images, drawn once for every reading (tasks "world" and "one")
+    held_out = {task: batch(HELD_OUT_SEED, args.held_out, task) for task in ("world", "one")}
+    teacher = train_teacher(stages, args.teacher_lr, args.seed, held_out, log)
     arch = ARCHES[args.arch]()
     tok = arch.tokenizer()
     cfg = replace(TrainConfig(), arch=args.arch, world="toyworld-shapes", out=args.out, seed=args.seed)
     model = arch.build(cfg, tok)
-    distill(arch, model, teacher, args.distill_steps, args.distill_lr, args.seed, args.distill_task, args.held_out, log)
+    distill(arch, model, teacher, args.distill_steps, args.distill_lr, args.seed, args.distill_task, held_out, log)
     record = {"command": "python -m tools.toyworld.distill " + " ".join(argv or sys.argv[1:]), "history": history}
     save_checkpoint(arch, model, tok, cfg, args.out, {"distilled": record, "steps_done": 0,
                                                        "wall_seconds": time.time() - t0, "metrics": {}})
