@@ -172,3 +172,12 @@ def test_the_drawings_bench_runs_and_records_each_drawing(tmp_path, monkeypatch)
     rec = json.loads(out.read_text())
     assert list(rec["drawings"]) == [s for s, _ in DRAWN_SHAPES] and rec["overrides"] == {"threshold": 0.2}
     assert all(0 <= d["iou"] <= 1 and 0 <= d["iou_label_given"] <= 1 for d in rec["drawings"].values())
+
+
+@pytest.mark.parametrize("stage", ["80:hard", "80", "x:easy"])
+def test_distill_rejects_a_malformed_teacher_stage_in_one_line(stage, tmp_path):
+    from tools.toyworld.distill import main as distill
+
+    with pytest.raises(SystemExit, match=r"--teacher-stages .*expected STEPS:TASK"):
+        distill(["--out", str(tmp_path / "d"), "--teacher-stages", stage])
+    assert not (tmp_path / "d").exists()

@@ -124,6 +124,15 @@ def distill(arch, model, teacher: SmallCNN, steps: int, lr: float, seed: int, ta
                  "held_out_cls_auc_world": round(auc, 4)})
 
 
+def parse_stage(text: str) -> tuple[int, str]:
+    """``STEPS:TASK`` -> (steps, task); anything else is a one-line error naming the form."""
+    steps, _, task = text.partition(":")
+    if not steps.isdigit() or task not in TASKS:
+        raise SystemExit(f"--teacher-stages {text!r}: expected STEPS:TASK with TASK one of "
+                         f"{', '.join(TASKS)}, e.g. 800:easy")
+    return int(steps), task
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=sorted(ARCHES), default="blip")
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    stages = [(int(n), t) for n, t in (s.split(":") for s in args.teacher_stages)]
+    stages = [parse_stage(s) for s in args.teacher_stages]
     t0, history = time.time(), []
 
     def log(row: dict) -> None:
